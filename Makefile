@@ -1,0 +1,38 @@
+# Two commands do all the set-up on a fresh machine: `make demo` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PLUGINS := plugins/hisparc plugins/weather plugins/lightning
+STAMP := $(VENV)/.installed
+
+.PHONY: venv test lint demo bench chaos clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml $(addsuffix /pyproject.toml,$(PLUGINS))
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet $(addprefix -e ./,$(PLUGINS)) -e '.[all,test]'
+	touch $@
+
+lint: venv
+	$(BIN)/ruff check core plugins tests bench
+
+test: lint
+	$(BIN)/pytest tests $(addsuffix /tests,$(PLUGINS))
+
+demo: venv
+	rm -rf demo-data
+	$(BIN)/datastore simulate demo-data --stations 5 --hours 1
+	$(BIN)/datastore writer demo-data/config.ini --once
+	$(BIN)/datastore summary demo-data
+
+bench: venv
+	$(BIN)/python bench/writer_bench.py
+	$(BIN)/python bench/receiver_bench.py
+
+chaos: venv
+	$(BIN)/python bench/chaos.py --kills 50
+
+clean:
+	rm -rf $(VENV) demo-data bench-data chaos-data

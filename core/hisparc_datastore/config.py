@@ -1,0 +1,102 @@
+"""Reads the ``config.ini`` that receiver and writer share."""
+
+from __future__ import annotations
+
+import configparser
+import os
+from pathlib import Path
+
+import attrs
+
+
+class ConfigError(ValueError):
+    """A setting that is missing or cannot be used; the message names it."""
+
+
+_LOG_LEVELS = {"debug", "info", "warning", "error", "critical"}
+
+
+@attrs.frozen
+class Settings:
+    """Everything the datastore reads from its configuration file."""
+
+    source: Path
+    log: Path | None
+    loglevel: str
+    station_list: Path
+    data_dir: Path
+    minimum_year: int = 2020
+    # [Writer]
+    sleep: float = 5.0
+    batch_uploads: int = 200
+    batch_events: int = 20_000
+    archive_days: int = 14
+    fsync: bool = True
+    # [Receiver]
+    max_body_bytes: int = 2_000_000
+    duplicate_window_hours: float = 24.0
+
+
+def _get(parser: configparser.ConfigParser, section: str, key: str, kind, default, source):
+    if not parser.has_option(section, key):
+        if default is _REQUIRED:
+            raise ConfigError(f"{source}: [{section}] {key} is required")
+        return default
+    raw = parser.get(section, key)
+    try:
+        if kind is bool:
+            return parser.getboolean(section, key)
+        return kind(raw)
+    except ValueError:
+        raise ConfigError(
+            f"{source}: [{section}] {key} = {raw!r} is not a valid {kind.__name__}"
+        ) from None
+
+
+_REQUIRED = object()
+
+
+def load_settings(path: str | os.PathLike) -> Settings:
+    """Parse ``path``; unknown keys are ignored, new keys are optional."""
+    source = Path(path)
+    parser = configparser.ConfigParser(interpolation=None)
+    try:
+        with open(source, encoding="utf-8") as fh:
+            parser.read_file(fh)
+    except OSError as exc:
+        raise ConfigError(f"cannot read configuration {source}: {exc.strerror}") from None
+    except configparser.Error as exc:
+        raise ConfigError(f"{source}: {exc}") from None
+
+    def get(section, key, kind, default=_REQUIRED):
+        return _get(parser, section, key, kind, default, source)
+
+    log = get("General", "log", str, "")
+    loglevel = get("General", "loglevel", str, "info").lower()
+    if loglevel not in _LOG_LEVELS:
+        raise ConfigError(
+            f"{source}: [General] loglevel = {loglevel!r}; use one of {sorted(_LOG_LEVELS)}"
+        )
+    settings = Settings(
+        source=source,
+        log=Path(log) if log else None,
+        loglevel=loglevel,
+        station_list=Path(get("General", "station_list", str)),
+        data_dir=Path(get("General", "data_dir", str)),
+        minimum_year=get("General", "minimum_year", int, 2020),
+        sleep=get("Writer", "sleep", float, 5.0),
+        batch_uploads=get("Writer", "batch_uploads", int, 200),
+        batch_events=get("Writer", "batch_events", int, 20_000),
+        archive_days=get("Writer", "archive_days", int, 14),
+        fsync=get("Writer", "fsync", bool, True),
+        max_body_bytes=get("Receiver", "max_body_bytes", int, 2_000_000),
+        duplicate_window_hours=get("Receiver", "duplicate_window_hours", float, 24.0),
+    )
+    for name in ("batch_uploads", "batch_events"):
+        if getattr(settings, name) < 1:
+            raise ConfigError(f"{source}: [Writer] {name} must be at least 1")
+    if settings.sleep <= 0:
+        raise ConfigError(f"{source}: [Writer] sleep must be positive")
+    if settings.archive_days < 0:
+        raise ConfigError(f"{source}: [Writer] archive_days must be 0 (off) or more")
+    return settings

@@ -1,0 +1,46 @@
+"""Writes files so that after a crash they are either whole or absent."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def fsync_dir(directory: str | os.PathLike) -> None:
+    """Make a rename or unlink in ``directory`` survive a power cut."""
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_atomically(target: Path, data: bytes, tmp_dir: Path | None = None, fsync: bool = True) -> None:
+    """Write ``data`` to a temporary file, fsync it, then rename it onto ``target``.
+
+    ``tmp_dir`` must be on the same file system as ``target``; by default the
+    temporary file sits beside the target with a leading dot.
+    """
+    tmp_dir = tmp_dir or target.parent
+    tmp = tmp_dir / f".{target.name}.{os.getpid()}.tmp"
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            if fsync:
+                fh.flush()
+                os.fsync(fh.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    if fsync:
+        fsync_dir(target.parent)
+
+
+def move(source: Path, target: Path, fsync: bool = True) -> None:
+    """Rename ``source`` to ``target`` (same file system) and make both directories durable."""
+    os.replace(source, target)
+    if fsync:
+        fsync_dir(target.parent)
+        if source.parent != target.parent:
+            fsync_dir(source.parent)

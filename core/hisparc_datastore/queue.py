@@ -1,0 +1,173 @@
+"""The on-disk queue: where an upload file is tells what has happened to it.
+
+``tmp/``        being written by the receiver
+``incoming/``   accepted, waiting for the writer
+``partial/``    claimed by the writer, not yet stored
+``suspicious/`` accepted, but dated before ``minimum_year``: kept for an operator
+``quarantine/`` cannot be stored as it is; ``NAME.reason`` beside it says why
+``archive/``    stored; a compressed copy kept for rebuilding day files
+"""
+
+from __future__ import annotations
+
+import datetime
+import gzip
+import logging
+import os
+import time
+from collections.abc import Iterable
+from pathlib import Path
+
+from .durable import fsync_dir, move, write_atomically
+
+log = logging.getLogger(__name__)
+
+QUEUE_DIRS = ("tmp", "incoming", "partial", "suspicious", "quarantine", "archive")
+REASON_SUFFIX = ".reason"
+
+
+class Queue:
+    """The queue directories under ``data_dir``."""
+
+    def __init__(self, data_dir: str | os.PathLike, fsync: bool = True) -> None:
+        self.data_dir = Path(data_dir)
+        self.fsync = fsync
+        for name in QUEUE_DIRS:
+            (self.data_dir / name).mkdir(parents=True, exist_ok=True)
+        self._pending: list[str] = []
+
+    @property
+    def tmp(self) -> Path:
+        return self.data_dir / "tmp"
+
+    @property
+    def incoming(self) -> Path:
+        return self.data_dir / "incoming"
+
+    @property
+    def partial(self) -> Path:
+        return self.data_dir / "partial"
+
+    @property
+    def suspicious(self) -> Path:
+        return self.data_dir / "suspicious"
+
+    @property
+    def quarantine(self) -> Path:
+        return self.data_dir / "quarantine"
+
+    @property
+    def archive(self) -> Path:
+        return self.data_dir / "archive"
+
+    # -- the writer's side -------------------------------------------------
+
+    def claimed(self) -> list[str]:
+        """Uploads a previous writer claimed and did not finish, oldest first."""
+        return _oldest_first(self.partial)
+
+    def claim(self, limit: int) -> list[str]:
+        """Move up to ``limit`` of the oldest waiting uploads into ``partial/``."""
+        claimed = []
+        while len(claimed) < limit:
+            if not self._pending:
+                self._pending = _oldest_first(self.incoming)
+                self._pending.reverse()  # pop() from the end takes the oldest
+                if not self._pending:
+                    break
+            name = self._pending.pop()
+            try:
+                os.rename(self.incoming / name, self.partial / name)
+            except FileNotFoundError:
+                continue  # requeued or removed by an operator meanwhile
+            claimed.append(name)
+        if claimed and self.fsync:
+            fsync_dir(self.partial)
+            fsync_dir(self.incoming)
+        return claimed
+
+    def release(self, name: str) -> None:
+        """Forget a stored upload: its rows are safely in the day files."""
+        (self.partial / name).unlink(missing_ok=True)
+
+    def sync_partial(self) -> None:
+        if self.fsync:
+            fsync_dir(self.partial)
+
+    # -- quarantine ----------------------------------------------------------
+
+    def quarantine_file(self, name: str, reason: str) -> Path:
+        """Move a claimed upload that cannot be read at all into quarantine."""
+        target = self.quarantine / name
+        write_atomically(self.quarantine / (name + REASON_SUFFIX), reason.encode() + b"\n",
+                         fsync=self.fsync)
+        move(self.partial / name, target, fsync=self.fsync)
+        log.error("quarantined %s: %s", name, reason)
+        return target
+
+    def quarantine_events(self, name: str, payload: bytes, reasons: Iterable[str]) -> Path:
+        """Keep the events of an upload that cannot be stored, as a queue file of their own."""
+        target = self.quarantine / f"{name}.events"
+        write_atomically(target.with_name(target.name + REASON_SUFFIX),
+                         "\n".join(reasons).encode() + b"\n", fsync=self.fsync)
+        write_atomically(target, payload, fsync=self.fsync)
+        return target
+
+    def quarantined(self) -> list[tuple[str, str]]:
+        """Every quarantined file with its reason."""
+        entries = []
+        for name in sorted(os.listdir(self.quarantine)):
+            if name.endswith(REASON_SUFFIX) or name.startswith("."):
+                continue
+            reason_file = self.quarantine / (name + REASON_SUFFIX)
+            reason = reason_file.read_text() if reason_file.exists() else "(no reason recorded)"
+            entries.append((name, reason.strip()))
+        return entries
+
+    def requeue(self, name: str) -> Path:
+        """Put a quarantined (or suspicious) file back into ``incoming/``."""
+        for directory in (self.quarantine, self.suspicious):
+            source = directory / name
+            if source.exists():
+                target = self.incoming / f"requeued-{int(time.time())}-{name}"
+                move(source, target, fsync=self.fsync)
+                (directory / (name + REASON_SUFFIX)).unlink(missing_ok=True)
+                return target
+        raise FileNotFoundError(f"no file {name!r} in {self.quarantine} or {self.suspicious}")
+
+    # -- archive -------------------------------------------------------------
+
+    def archive_upload(self, name: str, payload: bytes, dates: Iterable[datetime.date]) -> None:
+        """Keep a compressed copy of a stored upload under each date it has events for."""
+        compressed = gzip.compress(payload, compresslevel=1, mtime=0)
+        for date in dates:
+            directory = self.archive_dir(date)
+            directory.mkdir(parents=True, exist_ok=True)
+            write_atomically(directory / f"{name}.gz", compressed, fsync=self.fsync)
+
+    def archive_dir(self, date: datetime.date) -> Path:
+        return self.archive / str(date.year) / str(date.month) / str(date.day)
+
+    def prune_archive(self, keep_days: int, now: float | None = None) -> int:
+        """Remove archived uploads stored more than ``keep_days`` days ago."""
+        if keep_days <= 0:
+            return 0
+        cutoff = (now or time.time()) - keep_days * 86400
+        removed = 0
+        for root, _, files in os.walk(self.archive):
+            for name in files:
+                path = Path(root, name)
+                if path.stat().st_mtime < cutoff:
+                    path.unlink()
+                    removed += 1
+        return removed
+
+
+def _oldest_first(directory: Path) -> list[str]:
+    entries = [
+        (entry.stat().st_mtime_ns, entry.name)
+        for entry in os.scandir(directory)
+        if entry.is_file() and not entry.name.startswith(".")
+    ]
+    entries.sort()
+    return [name for _, name in entries]

@@ -1,0 +1,162 @@
+"""The day-file layout: paths, groups, tables and blobs, and bulk appends into them."""
+
+from __future__ import annotations
+
+import datetime
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+import tables
+
+from .eventtype import EventType
+
+BLOBS = "blobs"
+BLOBS_TITLE = "HiSPARC binary data"
+
+
+def day_file_path(data_dir: str | os.PathLike, date: datetime.date) -> Path:
+    """``data_dir/2017/2/2017_2_26.h5``: numbers not zero-padded, as readers expect."""
+    return Path(data_dir, str(date.year), str(date.month), f"{date.year}_{date.month}_{date.day}.h5")
+
+
+def date_of_day_file(path: str | os.PathLike) -> datetime.date:
+    year, month, day = Path(path).stem.split("_")
+    return datetime.date(int(year), int(month), int(day))
+
+
+def station_path(cluster: str, station_id: int) -> str:
+    return f"/hisparc/cluster_{cluster.lower()}/station_{station_id}"
+
+
+def get_or_create_cluster_group(file: tables.File, cluster: str) -> tables.Group:
+    """Get an existing cluster group or create a new one."""
+    try:
+        hisparc = file.get_node("/", "hisparc")
+    except tables.NoSuchNodeError:
+        hisparc = file.create_group("/", "hisparc", "HiSPARC data")
+    name = f"cluster_{cluster.lower()}"
+    try:
+        return file.get_node(hisparc, name)
+    except tables.NoSuchNodeError:
+        return file.create_group(hisparc, name, f"HiSPARC cluster {cluster} data")
+
+
+def get_or_create_station_group(file: tables.File, cluster: str, station_id: int) -> tables.Group:
+    """Get an existing station group or create a new one."""
+    cluster_group = get_or_create_cluster_group(file, cluster)
+    name = f"station_{station_id}"
+    try:
+        return file.get_node(cluster_group, name)
+    except tables.NoSuchNodeError:
+        return file.create_group(cluster_group, name, f"HiSPARC station {station_id} data")
+
+
+def get_or_create_table(file: tables.File, group: tables.Group, event_type: EventType) -> tables.Table:
+    try:
+        return file.get_node(group, event_type.table_name)
+    except tables.NoSuchNodeError:
+        return file.create_table(
+            group, event_type.table_name, event_type.description, event_type.table_title
+        )
+
+
+def get_or_create_blobs(file: tables.File, group: tables.Group) -> tables.VLArray:
+    try:
+        return file.get_node(group, BLOBS)
+    except tables.NoSuchNodeError:
+        return file.create_vlarray(group, BLOBS, tables.VLStringAtom(), BLOBS_TITLE)
+
+
+def open_day_file(path: Path) -> tables.File:
+    path.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+    return tables.open_file(str(path), "a")
+
+
+class DayFile:
+    """One open day file, with the station nodes the writer has touched cached."""
+
+    def __init__(self, path: Path, h5: tables.File | None = None) -> None:
+        self.path = path
+        self.h5 = h5 if h5 is not None else open_day_file(path)
+        self._nodes: dict[str, tables.Leaf] = {}
+
+    def _group(self, cluster: str, station_id: int) -> tables.Group:
+        return get_or_create_station_group(self.h5, cluster, station_id)
+
+    def table(self, cluster: str, station_id: int, event_type: EventType) -> tables.Table:
+        key = f"{station_path(cluster, station_id)}/{event_type.table_name}"
+        node = self._nodes.get(key)
+        if node is None:
+            node = get_or_create_table(self.h5, self._group(cluster, station_id), event_type)
+            self._nodes[key] = node
+        return node
+
+    def blobs(self, cluster: str, station_id: int) -> tables.VLArray:
+        key = f"{station_path(cluster, station_id)}/{BLOBS}"
+        node = self._nodes.get(key)
+        if node is None:
+            node = get_or_create_blobs(self.h5, self._group(cluster, station_id))
+            self._nodes[key] = node
+        return node
+
+    def node_size(self, node_path: str) -> int | None:
+        """Rows in a node, or None when it does not exist (yet)."""
+        node = self._nodes.get(node_path)
+        if node is not None:
+            return node.nrows
+        try:
+            return self.h5.get_node(node_path).nrows
+        except tables.NoSuchNodeError:
+            return None
+
+    def append_blobs(self, cluster: str, station_id: int, blobs: list[bytes]) -> None:
+        # VLArray has no bulk append: one HDF5 call per blob is the floor.
+        if not blobs:
+            return
+        array = self.blobs(cluster, station_id)
+        for blob in blobs:
+            array.append(blob)
+
+    def append_rows(
+        self, cluster: str, station_id: int, event_type: EventType, records: np.ndarray
+    ) -> None:
+        table = self.table(cluster, station_id, event_type)
+        records["event_id"] = np.arange(table.nrows + 1, table.nrows + 1 + len(records))
+        table.append(records)
+
+    def truncate(self, sizes: Mapping[str, int | None]) -> None:
+        """Cut nodes back to recorded sizes; remove those that did not exist."""
+        for node_path, size in sizes.items():
+            try:
+                node = self.h5.get_node(node_path)
+            except tables.NoSuchNodeError:
+                continue
+            if size is None:
+                parent = node._v_parent
+                node._f_remove()
+                # Groups made for the removed node go too, so the file is as it was.
+                while parent is not self.h5.root and not parent._v_children:
+                    grandparent = parent._v_parent
+                    parent._f_remove()
+                    parent = grandparent
+            elif node.nrows > size:
+                node.truncate(size)
+        self._nodes.clear()
+
+    def flush(self, fsync: bool) -> None:
+        self.h5.flush()
+        if fsync:
+            # PyTables exposes no descriptor; fsync through one of our own
+            # flushes the same inode's pages to disk.
+            fd = os.open(self.path, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+
+    def close(self) -> None:
+        if self.h5.isopen:
+            self.h5.close()
+        self._nodes.clear()

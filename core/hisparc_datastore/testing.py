@@ -1,0 +1,49 @@
+"""Helpers for plugin test suites: run the real writer over a few uploads."""
+
+from __future__ import annotations
+
+import datetime
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+from .config import Settings
+from .decoding import Upload
+from .plugins import load_registry
+from .writer import Tally, Writer
+
+
+def settings_for(data_dir: str | os.PathLike, minimum_year: int = 2000, **overrides) -> Settings:
+    data_dir = Path(data_dir)
+    return Settings(source=data_dir / "config.ini", log=None, loglevel="info",
+                    station_list=data_dir / "station_list.csv", data_dir=data_dir,
+                    minimum_year=minimum_year, fsync=False, **overrides)
+
+
+def queue_uploads(data_dir: str | os.PathLike, uploads: Iterable[Upload]) -> list[Path]:
+    """Write uploads into ``data_dir/incoming`` as the receiver would."""
+    incoming = Path(data_dir, "incoming")
+    incoming.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i, upload in enumerate(uploads):
+        path = incoming / f"{len(os.listdir(incoming)):06d}-{upload.station_id}-{i}"
+        path.write_bytes(upload.to_queue_bytes())
+        paths.append(path)
+    return paths
+
+
+def store(data_dir: str | os.PathLike, uploads: Iterable[Upload], minimum_year: int = 2000,
+          extra_plugins: Iterable[object] = (), **overrides) -> Tally:
+    """Queue ``uploads`` and run the writer once over them, with every installed plugin."""
+    queue_uploads(data_dir, uploads)
+    settings = settings_for(data_dir, minimum_year, **overrides)
+    return Writer(settings, load_registry(extra_plugins)).run(once=True)
+
+
+def event(code: str, moment: datetime.datetime, data: dict, nanoseconds: int = 0) -> dict:
+    """A station event dict, as the station software builds it."""
+    return {
+        "header": {"eventtype_uploadcode": code, "datetime": moment, "nanoseconds": nanoseconds,
+                   "date": moment.strftime("%Y-%m-%d"), "time": moment.strftime("%H:%M:%S")},
+        "datalist": [{"data_uploadcode": key, "data": value} for key, value in data.items()],
+    }

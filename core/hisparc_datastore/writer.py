@@ -1,0 +1,337 @@
+"""Drains the upload queue into the day files, one journaled batch at a time."""
+
+from __future__ import annotations
+
+import datetime
+import errno
+import logging
+import signal
+import threading
+import traceback
+from collections import Counter
+from pathlib import Path
+
+import attrs
+import tables
+
+from . import faults
+from .config import Settings
+from .decoding import DecodeError, Upload, event_datetime, parse_queue_file
+from .journal import APPLIED, APPLYING, Journal, Transaction
+from .lock import WriterLock
+from .plugins import Registry
+from .queue import Queue
+from .rows import StationRows, log_unknown_codes
+from .storage import BLOBS, DayFile, day_file_path, station_path
+
+log = logging.getLogger(__name__)
+
+MAX_OPEN_FILES = 4
+MAX_BACKOFF = 60.0
+
+
+@attrs.define
+class Tally:
+    """What the writer did, for the log and for ``--once`` callers."""
+
+    uploads: int = 0
+    stored: Counter = attrs.field(factory=Counter)  # upload code -> events stored
+    quarantined_events: Counter = attrs.field(factory=Counter)  # reason kind -> events
+    quarantined_files: int = 0
+
+    @property
+    def events(self) -> int:
+        return sum(self.stored.values())
+
+
+@attrs.frozen
+class _Decoded:
+    """A claimed upload, decoded and sorted into storable and rejected events."""
+
+    name: str
+    payload: bytes
+    upload: Upload
+    dates: frozenset
+    rejected: list  # (event, reason)
+
+
+class StorageError(Exception):
+    """Appending to a day file failed (disk full, I/O error); the batch is retried."""
+
+
+class Writer:
+    """The one writer of a ``data_dir``."""
+
+    def __init__(self, settings: Settings, registry: Registry) -> None:
+        self.settings = settings
+        self.registry = registry
+        self.queue = Queue(settings.data_dir, fsync=settings.fsync)
+        self.journal = Journal(settings.data_dir, fsync=settings.fsync)
+        self.min_date = datetime.datetime(settings.minimum_year, 1, 1)
+        self.tally = Tally()
+        self._files: dict[Path, DayFile] = {}
+        self._stop = threading.Event()
+
+    # -- running -------------------------------------------------------------
+
+    def run(self, once: bool = False) -> Tally:
+        """Drain the queue; with ``once`` stop when it is empty, else on SIGTERM/SIGINT."""
+        with WriterLock(self.settings.data_dir):
+            self._install_signal_handlers()
+            try:
+                self.recover()
+                self._drain(self.queue.claimed())
+                while not self._stop.is_set():
+                    names = self.queue.claim(self.settings.batch_uploads)
+                    if names:
+                        self._drain(names)
+                        continue
+                    self.close_files()
+                    self.queue.prune_archive(self.settings.archive_days)
+                    if once:
+                        break
+                    # Waiting on an Event sleeps in the kernel and wakes at once on a signal.
+                    self._stop.wait(self.settings.sleep)
+            finally:
+                self.close_files()
+        log.info("writer stopped: %d uploads, %d events stored", self.tally.uploads,
+                 self.tally.events)
+        return self.tally
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _install_signal_handlers(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+
+        def handle(signum, frame):
+            log.info("received %s: finishing the batch in hand", signal.Signals(signum).name)
+            self._stop.set()
+
+        signal.signal(signal.SIGTERM, handle)
+        signal.signal(signal.SIGINT, handle)
+
+    def _drain(self, names: list[str]) -> None:
+        """Store ``names`` in batches, retrying storage errors with back-off."""
+        for start in range(0, len(names), self.settings.batch_uploads):
+            batch = names[start:start + self.settings.batch_uploads]
+            delay = 1.0
+            while True:
+                try:
+                    self.store_batch(batch)
+                    break
+                except StorageError as exc:
+                    log.error("could not store %d uploads (%s); they stay claimed in %s, "
+                              "retrying in %.0f s", len(batch), exc, self.queue.partial, delay)
+                    self.close_files()
+                    if self._stop.wait(delay):
+                        return
+                    delay = min(delay * 2, MAX_BACKOFF)
+                    self.recover()
+
+    # -- one batch -----------------------------------------------------------
+
+    def store_batch(self, names: list[str]) -> None:
+        """Store the claimed uploads ``names`` exactly once (see docs/exactly-once.md)."""
+        faults.point("claimed")
+        decoded = [d for d in (self._decode(name) for name in names) if d is not None]
+        groups = self._group(decoded)
+        built, misfits = self._build(groups)
+        for item in decoded:
+            item.rejected.extend(misfits.get(item.name, ()))
+            if item.rejected:
+                self._quarantine_events(item)
+        if built:
+            try:
+                self._apply(tuple(d.name for d in decoded), built)
+            except (OSError, tables.HDF5ExtError) as exc:
+                raise StorageError(_describe(exc)) from exc
+        self._release(decoded)
+
+    def _decode(self, name: str) -> _Decoded | None:
+        path = self.queue.partial / name
+        try:
+            payload = path.read_bytes()
+        except FileNotFoundError:
+            return None
+        try:
+            upload = parse_queue_file(payload)
+            rejected, dates = self._screen(upload)
+        except DecodeError as exc:
+            self.queue.quarantine_file(name, f"{name}: {exc}")
+            self.tally.quarantined_files += 1
+            return None
+        except Exception:  # noqa: BLE001 - bad input must never stop the writer
+            self.queue.quarantine_file(name, f"{name}: unexpected error\n{traceback.format_exc()}")
+            self.tally.quarantined_files += 1
+            return None
+        return _Decoded(name, payload, upload, frozenset(dates), rejected)
+
+    def _screen(self, upload: Upload) -> tuple[list, set]:
+        """Find the events that cannot be stored; return them and the dates of the rest."""
+        rejected, dates = [], set()
+        for event in upload.event_list:
+            reason = self._reject_reason(event)
+            if reason:
+                rejected.append((event, reason))
+            else:
+                dates.add(event["header"]["datetime"].date())
+        return rejected, dates
+
+    def _reject_reason(self, event) -> str | None:
+        if not isinstance(event, dict) or not isinstance(event.get("header"), dict):
+            return f"event is not a dict with a header: {event!r:.80}"
+        code = event["header"].get("eventtype_uploadcode")
+        if self.registry.get(code) is None:
+            return f"unknown event type {code!r}: no installed plugin declares it"
+        moment = event_datetime(event)
+        if moment is None:
+            return f"{code} event has no datetime in its header"
+        if moment < self.min_date:
+            return f"{code} event of {moment} is before minimum_year {self.settings.minimum_year}"
+        return None
+
+    def _group(self, decoded: list[_Decoded]) -> dict[tuple, StationRows]:
+        groups: dict[tuple, StationRows] = {}
+        for item in decoded:
+            upload = item.upload
+            rejected = {id(event) for event, _ in item.rejected}
+            for event in upload.event_list:
+                if id(event) in rejected:
+                    continue
+                header = event["header"]
+                moment = header["datetime"]
+                key = (moment.date(), upload.cluster, upload.station_id)
+                rows = groups.get(key)
+                if rows is None:
+                    rows = groups[key] = StationRows()
+                event_type = self.registry.get(header["eventtype_uploadcode"])
+                reason = rows.add(event_type, event, moment, origin=item.name)
+                if reason:
+                    item.rejected.append((event, reason))
+        return groups
+
+    def _build(self, groups: dict[tuple, StationRows]) -> tuple[dict, dict]:
+        """Record arrays per (date, cluster, station); misfit events per upload name."""
+        built, misfits = {}, {}
+        for key, rows in groups.items():
+            day_file = self._day_file(day_file_path(self.settings.data_dir, key[0]))
+            blob_base = day_file.node_size(f"{station_path(key[1], key[2])}/{BLOBS}") or 0
+            arrays, rejected = rows.build(blob_base)
+            for item in rejected:
+                misfits.setdefault(item.origin, []).append((item.event, item.reason))
+            if rows.unknown_codes:
+                log_unknown_codes(rows.unknown_codes, f"station {key[2]}")
+            built[key] = (arrays, rows.blobs)
+        return built, misfits
+
+    def _apply(self, names: tuple[str, ...], built: dict) -> None:
+        sizes: dict[str, dict[str, int | None]] = {}
+        for (date, cluster, station_id), (arrays, _) in built.items():
+            day_file = self._day_file(day_file_path(self.settings.data_dir, date))
+            record = sizes.setdefault(str(day_file.path), {})
+            base = station_path(cluster, station_id)
+            for node in [BLOBS, *(event_type.table_name for event_type in arrays)]:
+                path = f"{base}/{node}"
+                record[path] = day_file.node_size(path)
+        self.journal.write(Transaction(names, sizes, APPLYING))
+        faults.point("journaled")
+        touched = set()
+        for (date, cluster, station_id), (arrays, blobs) in built.items():
+            day_file = self._day_file(day_file_path(self.settings.data_dir, date))
+            touched.add(day_file)
+            day_file.append_blobs(cluster, station_id, blobs)
+            faults.point("blobs-appended")
+            for event_type, records in arrays.items():
+                day_file.append_rows(cluster, station_id, event_type, records)
+                self.tally.stored[event_type.upload_code] += len(records)
+                faults.point("table-appended")
+        for day_file in touched:
+            day_file.flush(self.settings.fsync)
+        faults.point("flushed")
+        self.journal.write(Transaction(names, sizes, APPLIED))
+        faults.point("applied")
+
+    def _release(self, decoded: list[_Decoded]) -> None:
+        for item in decoded:
+            if self.settings.archive_days > 0 and item.dates:
+                self.queue.archive_upload(item.name, item.payload, item.dates)
+            self.queue.release(item.name)
+            self.tally.uploads += 1
+        self.queue.sync_partial()
+        faults.point("released")
+        self.journal.clear()
+
+    def _quarantine_events(self, item: _Decoded) -> None:
+        events = [event for event, _ in item.rejected]
+        reasons = [
+            f"station {item.upload.station_id}, event {i}: {reason}"
+            for i, (_, reason) in enumerate(item.rejected)
+        ]
+        payload = Upload(item.upload.station_id, item.upload.cluster, events).to_queue_bytes()
+        target = self.queue.quarantine_events(item.name, payload, reasons)
+        for _, reason in item.rejected:
+            self.tally.quarantined_events[reason.split(":")[0]] += 1
+        log.warning("%s: %d of %d events quarantined in %s (first: %s)", item.name,
+                    len(events), len(item.upload.event_list), target, item.rejected[0][1])
+
+    # -- recovery ------------------------------------------------------------
+
+    def recover(self) -> None:
+        """Finish or undo the batch a previous writer left in the journal."""
+        transaction = self.journal.read()
+        if transaction is None:
+            return
+        if transaction.state == APPLYING:
+            log.warning("undoing an unfinished batch of %d uploads", len(transaction.uploads))
+            for path, sizes in transaction.sizes.items():
+                day_file = self._day_file(Path(path))
+                day_file.truncate(sizes)
+                day_file.flush(self.settings.fsync)
+            self.close_files()
+            self.journal.clear()
+            return
+        log.info("finishing the release of %d stored uploads", len(transaction.uploads))
+        for name in transaction.uploads:
+            self._archive_claimed(name)
+            self.queue.release(name)
+        self.queue.sync_partial()
+        self.journal.clear()
+
+    def _archive_claimed(self, name: str) -> None:
+        path = self.queue.partial / name
+        if self.settings.archive_days <= 0 or not path.exists():
+            return
+        payload = path.read_bytes()
+        upload = parse_queue_file(payload)
+        _, dates = self._screen(upload)
+        self.queue.archive_upload(name, payload, dates)
+
+    # -- open day files ------------------------------------------------------
+
+    def _day_file(self, path: Path) -> DayFile:
+        day_file = self._files.pop(path, None)
+        if day_file is None:
+            if len(self._files) >= MAX_OPEN_FILES:
+                oldest = next(iter(self._files))
+                self._files.pop(oldest).close()
+            day_file = DayFile(path)
+        self._files[path] = day_file  # re-inserting keeps the dict in least-recent order
+        return day_file
+
+    def close_files(self) -> None:
+        while self._files:
+            _, day_file = self._files.popitem()
+            try:
+                day_file.close()
+            except (OSError, tables.HDF5ExtError) as exc:
+                log.error("closing %s failed: %s", day_file.path, _describe(exc))
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return f"disk full: {exc}"
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[-1] if text else ''}"
+
