@@ -54,7 +54,7 @@ def plugin_name(pm: pluggy.PluginManager, plugin: object) -> str:
     for dist_plugin, dist in pm.list_plugin_distinfo():
         if dist_plugin is plugin:
             return f"{dist.project_name} {dist.version}"
-    return pm.get_name(plugin) or repr(plugin)
+    return getattr(plugin, "__name__", None) or type(plugin).__name__
 
 
 def build_registry(pm: pluggy.PluginManager) -> Registry:
