@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import datetime
 import os
+import time
 from collections.abc import Iterable
 from pathlib import Path
 
 from .config import Settings
 from .decoding import Upload
+from .durable import write_atomically
 from .plugins import load_registry
 from .writer import Tally, Writer
 
@@ -21,13 +23,13 @@ def settings_for(data_dir: str | os.PathLike, minimum_year: int = 2000, **overri
 
 
 def queue_uploads(data_dir: str | os.PathLike, uploads: Iterable[Upload]) -> list[Path]:
-    """Write uploads into ``data_dir/incoming`` as the receiver would."""
+    """Write uploads into ``data_dir/incoming`` as the receiver would: whole, by rename."""
     incoming = Path(data_dir, "incoming")
     incoming.mkdir(parents=True, exist_ok=True)
     paths = []
     for i, upload in enumerate(uploads):
-        path = incoming / f"{len(os.listdir(incoming)):06d}-{upload.station_id}-{i}"
-        path.write_bytes(upload.to_queue_bytes())
+        path = incoming / f"{time.time_ns()}-{upload.station_id}-{i}"
+        write_atomically(path, upload.to_queue_bytes(), fsync=False)
         paths.append(path)
     return paths
 
