@@ -104,12 +104,12 @@ class DayFile:
     def node_size(self, node_path: str) -> int | None:
         """Rows in a node, or None when it does not exist (yet)."""
         node = self._nodes.get(node_path)
-        if node is not None:
-            return node.nrows
-        try:
-            return self.h5.get_node(node_path).nrows
-        except tables.NoSuchNodeError:
-            return None
+        if node is None:
+            try:
+                node = self.h5.get_node(node_path)
+            except tables.NoSuchNodeError:
+                return None
+        return int(node.nrows)  # PyTables gives numpy.int64, which JSON cannot store
 
     def append_blobs(self, cluster: str, station_id: int, blobs: list[bytes]) -> None:
         # VLArray has no bulk append: one HDF5 call per blob is the floor.
