@@ -17,9 +17,10 @@ from .writer import Tally, Writer
 
 def settings_for(data_dir: str | os.PathLike, minimum_year: int = 2000, **overrides) -> Settings:
     data_dir = Path(data_dir)
-    return Settings(source=data_dir / "config.ini", log=None, loglevel="info",
-                    station_list=data_dir / "station_list.csv", data_dir=data_dir,
-                    minimum_year=minimum_year, fsync=False, **overrides)
+    fields = dict(source=data_dir / "config.ini", log=None, loglevel="info",
+                  station_list=data_dir / "station_list.csv", data_dir=data_dir,
+                  minimum_year=minimum_year, fsync=False)
+    return Settings(**{**fields, **overrides})
 
 
 def queue_uploads(data_dir: str | os.PathLike, uploads: Iterable[Upload]) -> list[Path]:
