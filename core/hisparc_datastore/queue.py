@@ -137,9 +137,8 @@ class Queue:
 
     # -- archive -------------------------------------------------------------
 
-    def archive_upload(self, name: str, payload: bytes, dates: Iterable[datetime.date]) -> None:
-        """Keep a compressed copy of a stored upload under each date it has events for."""
-        compressed = gzip.compress(payload, compresslevel=1, mtime=0)
+    def archive_upload(self, name: str, compressed: bytes, dates: Iterable[datetime.date]) -> None:
+        """Keep a stored upload, already :func:`compress`-ed, under each date it has events for."""
         for date in dates:
             directory = self.archive_dir(date)
             directory.mkdir(parents=True, exist_ok=True)
@@ -161,6 +160,11 @@ class Queue:
                     path.unlink()
                     removed += 1
         return removed
+
+
+def compress(payload: bytes) -> bytes:
+    """The archive's format: gzip at the fastest level, with no timestamp, so equal uploads compress equal."""
+    return gzip.compress(payload, compresslevel=1, mtime=0)
 
 
 def _oldest_first(directory: Path) -> list[str]:

@@ -9,6 +9,7 @@ import signal
 import threading
 import traceback
 from collections import Counter
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import attrs
@@ -20,7 +21,7 @@ from .decoding import DecodeError, Upload, event_datetime, parse_queue_file
 from .journal import APPLIED, APPLYING, Journal, Transaction
 from .lock import WriterLock
 from .plugins import Registry
-from .queue import Queue
+from .queue import Queue, compress
 from .rows import StationRows, log_unknown_codes
 from .storage import BLOBS, DayFile, day_file_path, station_path
 
@@ -53,6 +54,7 @@ class _Decoded:
     upload: Upload
     dates: frozenset
     rejected: list  # (event, reason)
+    archive_copy: Future | None  # the compressed payload, being made in the background
 
 
 class StorageError(Exception):
@@ -71,6 +73,9 @@ class Writer:
         self.tally = Tally()
         self._files: dict[Path, DayFile] = {}
         self._stop = threading.Event()
+        # zlib releases the GIL: archive copies compress on the second core
+        # while this thread decodes and appends.
+        self._compressor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="archive")
 
     # -- running -------------------------------------------------------------
 
@@ -166,7 +171,10 @@ class Writer:
             self.queue.quarantine_file(name, f"{name}: unexpected error\n{traceback.format_exc()}")
             self.tally.quarantined_files += 1
             return None
-        return _Decoded(name, payload, upload, frozenset(dates), rejected)
+        archive_copy = None
+        if self.settings.archive_days > 0 and dates:
+            archive_copy = self._compressor.submit(compress, payload)
+        return _Decoded(name, payload, upload, frozenset(dates), rejected, archive_copy)
 
     def _screen(self, upload: Upload) -> tuple[list, set]:
         """Find the events that cannot be stored; return them and the dates of the rest."""
@@ -255,8 +263,8 @@ class Writer:
 
     def _release(self, decoded: list[_Decoded]) -> None:
         for item in decoded:
-            if self.settings.archive_days > 0 and item.dates:
-                self.queue.archive_upload(item.name, item.payload, item.dates)
+            if item.archive_copy is not None:
+                self.queue.archive_upload(item.name, item.archive_copy.result(), item.dates)
             self.queue.release(item.name)
             self.tally.uploads += 1
         self.queue.sync_partial()
@@ -306,7 +314,7 @@ class Writer:
         payload = path.read_bytes()
         upload = parse_queue_file(payload)
         _, dates = self._screen(upload)
-        self.queue.archive_upload(name, payload, dates)
+        self.queue.archive_upload(name, compress(payload), dates)
 
     # -- open day files ------------------------------------------------------
 
