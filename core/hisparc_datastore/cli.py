@@ -67,6 +67,31 @@ def cmd_requeue(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from .receiver.server import serve
+
+    return serve(args.config, args.bind)
+
+
+def cmd_rebuild(args: argparse.Namespace) -> int:
+    from .rebuild import rebuild_command
+
+    return rebuild_command(args.config, args.date, replace=args.replace)
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from .simulate import simulate_command
+
+    return simulate_command(args.data_dir, stations=args.stations, hours=args.hours,
+                            start=args.start, seed=args.seed)
+
+
+def cmd_summary(args: argparse.Namespace) -> int:
+    from .summary import summary_command
+
+    return summary_command(args.data_dir)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="datastore", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -88,6 +113,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("config")
     p.add_argument("names", nargs="+")
     p.set_defaults(func=cmd_requeue)
+
+    p = sub.add_parser("serve", help="receive station uploads over HTTP and queue them")
+    p.add_argument("config")
+    p.add_argument("--bind", default="127.0.0.1:8080", help="HOST:PORT (default %(default)s)")
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("rebuild", help="regenerate a day file from the archived uploads")
+    p.add_argument("config")
+    p.add_argument("date", help="the UTC day, YYYY-MM-DD")
+    p.add_argument("--replace", action="store_true",
+                   help="replace the day file with the rebuilt one (default: only compare)")
+    p.set_defaults(func=cmd_rebuild)
+
+    p = sub.add_parser("simulate", help="queue uploads from simulated stations (demo, benchmarks)")
+    p.add_argument("data_dir")
+    p.add_argument("--stations", type=int, default=5)
+    p.add_argument("--hours", type=float, default=1.0)
+    p.add_argument("--start", default="2026-11-24T23:30:00",
+                   help="UTC start, ISO format (default %(default)s: the data spans two days)")
+    p.add_argument("--seed", type=int, default=1)
+    p.set_defaults(func=cmd_simulate)
+
+    p = sub.add_parser("summary", help="print what the day files hold per station and table")
+    p.add_argument("data_dir")
+    p.set_defaults(func=cmd_summary)
     return parser
 
 

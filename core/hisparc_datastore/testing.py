@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import ast
 import datetime
 import os
+import re
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -50,3 +52,41 @@ def event(code: str, moment: datetime.datetime, data: dict, nanoseconds: int = 0
                    "date": moment.strftime("%Y-%m-%d"), "time": moment.strftime("%H:%M:%S")},
         "datalist": [{"data_uploadcode": key, "data": value} for key, value in data.items()],
     }
+
+
+def read_station(data_dir: str | os.PathLike, date: datetime.date, cluster: str,
+                 station_id: int) -> dict[str, object]:
+    """Every node of one station group in a day file: tables as record arrays, blobs as bytes."""
+    import tables
+
+    from .storage import day_file_path, station_path
+
+    with tables.open_file(day_file_path(data_dir, date), "r") as h5:
+        group = h5.get_node(station_path(cluster, station_id))
+        return {node._v_name: node.read() for node in h5.list_nodes(group)}
+
+
+_SEED_COLUMN = re.compile(r"'(\w+)': (\w+)\(shape=\(([^)]*)\), dflt=([^,]+), pos=(\d+)\)")
+
+
+def seed_columns(seed_text: str, class_name: str) -> list[tuple]:
+    """The columns the seed's writer documentation lists for ``class_name``, as
+    ``(pos, name, column class, shape, default)`` sorted by position."""
+    match = re.search(rf"class writer\.storage\.{class_name}¶\n(?:.*\n)?- columns = \{{(.*?)\}}¶",
+                      seed_text)
+    if match is None:
+        raise LookupError(f"the seed documents no table description {class_name}")
+    columns = []
+    for name, kind, shape, default, pos in _SEED_COLUMN.findall(match.group(1)):
+        shape = tuple(int(n) for n in shape.split(",") if n.strip())
+        columns.append((int(pos), name, kind, shape, ast.literal_eval(default)))
+    return sorted(columns)
+
+
+def description_columns(description: type) -> list[tuple]:
+    """The columns of a PyTables description class in the same form as :func:`seed_columns`."""
+    columns = []
+    for name, col in description.columns.items():
+        default = col.dflt.item() if hasattr(col.dflt, "item") else col.dflt
+        columns.append((col._v_pos, name, type(col).__name__, tuple(col.shape), default))
+    return sorted(columns)

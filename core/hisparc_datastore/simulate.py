@@ -1,0 +1,117 @@
+"""Fills a queue with uploads from simulated stations, for the demo and the benchmarks.
+
+The core simulates nothing itself: every installed plugin answers the
+``datastore_simulate_events`` hook for each station, and the events are cut
+into 100-event uploads as the Windows station software sends them, queued in
+the order they would arrive.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import random
+from pathlib import Path
+
+import attrs
+
+from .decoding import Upload
+from .durable import write_atomically
+from .hookspecs import SimulatedStation
+from .plugins import get_plugin_manager
+
+BATCH_SIZE = 100
+CLUSTERS = ("Amsterdam", "Utrecht", "Leiden", "Twente", "Bristol")
+FIRST_STATION = 501
+
+CONFIG_TEMPLATE = """\
+[General]
+log={data_dir}/datastore.log
+loglevel=info
+station_list={data_dir}/station_list.csv
+data_dir={data_dir}
+minimum_year={minimum_year}
+
+[Writer]
+sleep=1
+"""
+
+
+@attrs.frozen
+class SimulationResult:
+    stations: tuple[SimulatedStation, ...]
+    uploads: int
+    events: int
+    queue_bytes: int
+
+
+def stations(count: int) -> tuple[SimulatedStation, ...]:
+    """``count`` stations; every fifth has a weather station, every tenth a lightning detector."""
+    return tuple(
+        SimulatedStation(number=FIRST_STATION + i, cluster=CLUSTERS[i % len(CLUSTERS)],
+                         has_weather=i % 5 == 0, has_lightning=i % 10 == 0)
+        for i in range(count)
+    )
+
+
+def simulated_uploads(station_list: tuple[SimulatedStation, ...], start: datetime.datetime,
+                      seconds: int, seed: int = 1, extra_plugins=()) -> list[Upload]:
+    """Every station's events, batched per station and ordered by when each batch would arrive."""
+    hook = get_plugin_manager(extra_plugins).hook
+    batches = []
+    for station in station_list:
+        rng = random.Random(f"{seed}-{station.number}")
+        events = [event for answer in hook.datastore_simulate_events(
+            station=station, start=start, seconds=seconds, rng=rng) for event in answer]
+        events.sort(key=lambda e: (e["header"]["datetime"], e["header"]["nanoseconds"]))
+        for i in range(0, len(events), BATCH_SIZE):
+            batch = events[i:i + BATCH_SIZE]
+            batches.append((batch[-1]["header"]["datetime"], station.number,
+                            Upload(station.number, station.cluster, batch)))
+    batches.sort(key=lambda item: item[:2])
+    return [upload for _, _, upload in batches]
+
+
+def write_queue(data_dir: str | os.PathLike, uploads: list[Upload]) -> int:
+    """Queue ``uploads`` into ``data_dir/incoming`` in order; returns the bytes written."""
+    incoming = Path(data_dir, "incoming")
+    incoming.mkdir(parents=True, exist_ok=True)
+    total = 0
+    for i, upload in enumerate(uploads):
+        payload = upload.to_queue_bytes()
+        # the writer claims oldest first by mtime; names sort the same way for people
+        path = incoming / f"sim-{i:07d}-{upload.station_id}"
+        write_atomically(path, payload, fsync=False)
+        os.utime(path, ns=(1_000_000_000 * (1_700_000_000 + i),) * 2)
+        total += len(payload)
+    return total
+
+
+def simulate(data_dir: str | os.PathLike, station_count: int, seconds: int,
+             start: datetime.datetime, seed: int = 1, minimum_year: int = 2020) -> SimulationResult:
+    """Write a config, a station list and a queue of simulated uploads into ``data_dir``."""
+    data_dir = Path(data_dir).resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    station_list = stations(station_count)
+    (data_dir / "config.ini").write_text(
+        CONFIG_TEMPLATE.format(data_dir=data_dir, minimum_year=minimum_year))
+    rng = random.Random(seed)
+    (data_dir / "station_list.csv").write_text("".join(
+        f"{s.number},{s.cluster.lower()},{rng.getrandbits(48):012x}\n" for s in station_list))
+    uploads = simulated_uploads(station_list, start, seconds, seed)
+    size = write_queue(data_dir, uploads)
+    return SimulationResult(station_list, len(uploads), sum(len(u.event_list) for u in uploads), size)
+
+
+def simulate_command(data_dir: str, stations: int, hours: float, start: str, seed: int) -> int:
+    moment = datetime.datetime.fromisoformat(start)
+    result = simulate(data_dir, stations, round(hours * 3600), moment, seed,
+                      minimum_year=min(2020, moment.year))
+    with_weather = sum(s.has_weather for s in result.stations)
+    with_lightning = sum(s.has_lightning for s in result.stations)
+    print(f"simulated {len(result.stations)} stations ({with_weather} with weather, "
+          f"{with_lightning} with lightning) for {hours:g} h from {moment:%Y-%m-%d %H:%M} UTC: "
+          f"{result.events} events in {result.uploads} uploads "
+          f"({result.queue_bytes / 1e6:.1f} MB) queued in {Path(data_dir, 'incoming')}")
+    print(f"config: {Path(data_dir, 'config.ini')}")
+    return 0

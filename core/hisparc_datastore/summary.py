@@ -1,0 +1,43 @@
+"""Prints what the day files under a data directory hold, per station and table."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import tables
+
+
+def day_files(data_dir: str | os.PathLike) -> list[Path]:
+    """The day files under ``data_dir``, in date order."""
+    def date_key(path: Path) -> tuple[int, ...]:
+        return tuple(int(part) for part in path.stem.split("_"))
+
+    return sorted(Path(data_dir).glob("[0-9]*/[0-9]*/[0-9]*_[0-9]*_[0-9]*.h5"), key=date_key)
+
+
+def station_contents(h5: tables.File) -> dict[str, dict[str, int]]:
+    """``{station group path: {node name: rows}}`` for every station group of a day file."""
+    contents: dict[str, dict[str, int]] = {}
+    if "/hisparc" not in h5:
+        return contents
+    for cluster in h5.list_nodes("/hisparc", classname="Group"):
+        for station in h5.list_nodes(cluster, classname="Group"):
+            contents[station._v_pathname] = {
+                node._v_name: int(node.nrows) for node in h5.list_nodes(station)}
+    return contents
+
+
+def summary_command(data_dir: str) -> int:
+    files = day_files(data_dir)
+    if not files:
+        print(f"no day files under {data_dir}")
+        return 1
+    for path in files:
+        with tables.open_file(path, "r") as h5:
+            contents = station_contents(h5)
+        print(f"{path}  ({path.stat().st_size / 1e6:.1f} MB)")
+        for station, nodes in contents.items():
+            listing = ", ".join(f"{name} {rows}" for name, rows in sorted(nodes.items()))
+            print(f"  {station}: {listing}")
+    return 0
