@@ -28,8 +28,8 @@ class Settings:
     minimum_year: int = 2020
     # [Writer]
     sleep: float = 5.0
-    batch_uploads: int = 200
-    batch_events: int = 20_000
+    batch_uploads: int = 50
+    batch_bytes: int = 4_000_000
     archive_days: int = 14
     fsync: bool = True
     # [Receiver]
@@ -85,14 +85,14 @@ def load_settings(path: str | os.PathLike) -> Settings:
         data_dir=Path(get("General", "data_dir", str)),
         minimum_year=get("General", "minimum_year", int, 2020),
         sleep=get("Writer", "sleep", float, 5.0),
-        batch_uploads=get("Writer", "batch_uploads", int, 200),
-        batch_events=get("Writer", "batch_events", int, 20_000),
+        batch_uploads=get("Writer", "batch_uploads", int, 50),
+        batch_bytes=get("Writer", "batch_bytes", int, 4_000_000),
         archive_days=get("Writer", "archive_days", int, 14),
         fsync=get("Writer", "fsync", bool, True),
         max_body_bytes=get("Receiver", "max_body_bytes", int, 2_000_000),
         duplicate_window_hours=get("Receiver", "duplicate_window_hours", float, 24.0),
     )
-    for name in ("batch_uploads", "batch_events"):
+    for name in ("batch_uploads", "batch_bytes"):
         if getattr(settings, name) < 1:
             raise ConfigError(f"{source}: [Writer] {name} must be at least 1")
     if settings.sleep <= 0:

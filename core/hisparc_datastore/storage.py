@@ -14,6 +14,7 @@ from .eventtype import EventType
 
 BLOBS = "blobs"
 BLOBS_TITLE = "HiSPARC binary data"
+BLOB_CHUNK = 4096
 
 
 def day_file_path(data_dir: str | os.PathLike, date: datetime.date) -> Path:
@@ -66,7 +67,7 @@ def get_or_create_blobs(file: tables.File, group: tables.Group) -> tables.VLArra
     try:
         return file.get_node(group, BLOBS)
     except tables.NoSuchNodeError:
-        return file.create_vlarray(group, BLOBS, tables.VLStringAtom(), BLOBS_TITLE)
+        return file.create_vlarray(group, BLOBS, tables.VLStringAtom(), BLOBS_TITLE, chunkshape=(BLOB_CHUNK,))
 
 
 def open_day_file(path: Path) -> tables.File:

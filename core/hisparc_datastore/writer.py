@@ -54,7 +54,7 @@ class _Decoded:
     upload: Upload
     dates: frozenset
     rejected: list  # (event, reason)
-    archive_copy: Future | None  # the compressed payload, being made in the background
+    archive_copy: Future | None  # the archive copy, being written in the background
 
 
 class StorageError(Exception):
@@ -73,7 +73,8 @@ class Writer:
         self.tally = Tally()
         self._files: dict[Path, DayFile] = {}
         self._stop = threading.Event()
-        # zlib releases the GIL: archive copies compress on the second core
+        # zlib and fsync release the GIL: archive copies are compressed and
+        # written on the second core while this thread decodes and appends.
         # while this thread decodes and appends.
         self._compressor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="archive")
 
@@ -119,21 +120,34 @@ class Writer:
 
     def _drain(self, names: list[str]) -> None:
         """Store ``names`` in batches, retrying storage errors with back-off."""
-        for start in range(0, len(names), self.settings.batch_uploads):
-            batch = names[start:start + self.settings.batch_uploads]
-            delay = 1.0
+        for batch in self._batches(names):
+            delay, failed = 1.0, False
             while True:
                 try:
+                    if failed:
+                        self.recover()  # undo what the failed attempt left behind
                     self.store_batch(batch)
                     break
-                except StorageError as exc:
+                except (StorageError, OSError, tables.HDF5ExtError) as exc:
+                    # Disk full or an I/O error: keep the uploads claimed and retry
+                    # until space returns; never lose them, never stop.
                     log.error("could not store %d uploads (%s); they stay claimed in %s, "
-                              "retrying in %.0f s", len(batch), exc, self.queue.partial, delay)
+                              "retrying in %.0f s", len(batch), _describe(exc) if not isinstance(
+                                  exc, StorageError) else exc, self.queue.partial, delay)
+                    failed = True
                     self.close_files()
                     if self._stop.wait(delay):
                         return
                     delay = min(delay * 2, MAX_BACKOFF)
-                    self.recover()
+
+    def _batches(self, names: list[str]) -> list[list[str]]:
+        sizes = []
+        for name in names:
+            try:
+                sizes.append((name, (self.queue.partial / name).stat().st_size))
+            except FileNotFoundError:
+                sizes.append((name, 0))
+        return cut_batches(sizes, self.settings.batch_uploads, self.settings.batch_bytes)
 
     # -- one batch -----------------------------------------------------------
 
@@ -173,7 +187,7 @@ class Writer:
             return None
         archive_copy = None
         if self.settings.archive_days > 0 and dates:
-            archive_copy = self._compressor.submit(compress, payload)
+            archive_copy = self._compressor.submit(self._archive, name, payload, frozenset(dates))
         return _Decoded(name, payload, upload, frozenset(dates), rejected, archive_copy)
 
     def _screen(self, upload: Upload) -> tuple[list, set]:
@@ -264,7 +278,12 @@ class Writer:
     def _release(self, decoded: list[_Decoded]) -> None:
         for item in decoded:
             if item.archive_copy is not None:
-                self.queue.archive_upload(item.name, item.archive_copy.result(), item.dates)
+                try:
+                    item.archive_copy.result()
+                except OSError as exc:
+                    # Stored but not yet archived: the journal says applied, so
+                    # the retry archives and releases it without storing again.
+                    raise StorageError(f"archiving {item.name}: {_describe(exc)}") from exc
             self.queue.release(item.name)
             self.tally.uploads += 1
         self.queue.sync_partial()
@@ -307,6 +326,9 @@ class Writer:
         self.queue.sync_partial()
         self.journal.clear()
 
+    def _archive(self, name: str, payload: bytes, dates: frozenset) -> None:
+        self.queue.archive_upload(name, compress(payload), dates)
+
     def _archive_claimed(self, name: str) -> None:
         path = self.queue.partial / name
         if self.settings.archive_days <= 0 or not path.exists():
@@ -335,6 +357,24 @@ class Writer:
                 day_file.close()
             except (OSError, tables.HDF5ExtError) as exc:
                 log.error("closing %s failed: %s", day_file.path, _describe(exc))
+
+
+def cut_batches(files: list[tuple[str, int]], max_files: int, max_bytes: int) -> list[list[str]]:
+    """Cut ``(name, size)`` pairs, in order, into batches of at most ``max_files``
+    files and ``max_bytes`` bytes (a larger file goes alone). Decoded uploads take
+    about ten times their pickled size: this bounds memory whatever the backlog."""
+    batches: list[list[str]] = []
+    batch: list[str] = []
+    size = 0
+    for name, file_size in files:
+        if batch and (len(batch) >= max_files or size + file_size > max_bytes):
+            batches.append(batch)
+            batch, size = [], 0
+        batch.append(name)
+        size += file_size
+    if batch:
+        batches.append(batch)
+    return batches
 
 
 def _describe(exc: BaseException) -> str:
