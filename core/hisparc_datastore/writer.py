@@ -9,7 +9,6 @@ import signal
 import threading
 import traceback
 from collections import Counter
-from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import attrs
@@ -21,7 +20,7 @@ from .decoding import DecodeError, Upload, event_datetime, parse_queue_file
 from .journal import APPLIED, APPLYING, Journal, Transaction
 from .lock import WriterLock
 from .plugins import Registry
-from .queue import Queue, compress
+from .queue import Queue
 from .rows import StationRows, log_unknown_codes
 from .storage import BLOBS, DayFile, day_file_path, station_path
 
@@ -54,7 +53,6 @@ class _Decoded:
     upload: Upload
     dates: frozenset
     rejected: list  # (event, reason)
-    archive_copy: Future | None  # the archive copy, being written in the background
 
 
 class StorageError(Exception):
@@ -73,10 +71,6 @@ class Writer:
         self.tally = Tally()
         self._files: dict[Path, DayFile] = {}
         self._stop = threading.Event()
-        # zlib and fsync release the GIL: archive copies are compressed and
-        # written on the second core while this thread decodes and appends.
-        # while this thread decodes and appends.
-        self._compressor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="archive")
 
     # -- running -------------------------------------------------------------
 
@@ -93,9 +87,10 @@ class Writer:
                         self._drain(names)
                         continue
                     self.close_files()
-                    self.queue.prune_archive(self.settings.archive_days)
                     if once:
+                        self.queue.prune_archive(self.settings.archive_days)
                         break
+                    self._tidy_archive()
                     # Waiting on an Event sleeps in the kernel and wakes at once on a signal.
                     self._stop.wait(self.settings.sleep)
             finally:
@@ -103,6 +98,17 @@ class Writer:
         log.info("writer stopped: %d uploads, %d events stored", self.tally.uploads,
                  self.tally.events)
         return self.tally
+
+    def _tidy_archive(self) -> None:
+        """Idle work: compress archived uploads and drop those past retention, a
+        slice at a time so that new uploads and signals are not kept waiting."""
+        try:
+            self.queue.prune_archive(self.settings.archive_days)
+            while not self._stop.is_set() and not self.queue.has_incoming():
+                if not self.queue.compress_archive(limit=20):
+                    break
+        except OSError as exc:
+            log.error("tidying the archive failed (%s); will retry when idle", _describe(exc))
 
     def stop(self) -> None:
         self._stop.set()
@@ -185,10 +191,7 @@ class Writer:
             self.queue.quarantine_file(name, f"{name}: unexpected error\n{traceback.format_exc()}")
             self.tally.quarantined_files += 1
             return None
-        archive_copy = None
-        if self.settings.archive_days > 0 and dates:
-            archive_copy = self._compressor.submit(self._archive, name, payload, frozenset(dates))
-        return _Decoded(name, payload, upload, frozenset(dates), rejected, archive_copy)
+        return _Decoded(name, payload, upload, frozenset(dates), rejected)
 
     def _screen(self, upload: Upload) -> tuple[list, set]:
         """Find the events that cannot be stored; return them and the dates of the rest."""
@@ -276,14 +279,11 @@ class Writer:
         faults.point("applied")
 
     def _release(self, decoded: list[_Decoded]) -> None:
+        if self.settings.archive_days > 0:
+            # If this fails the journal still says applied: the retry archives
+            # and releases without storing again.
+            self.queue.archive_claimed((item.name, item.dates) for item in decoded if item.dates)
         for item in decoded:
-            if item.archive_copy is not None:
-                try:
-                    item.archive_copy.result()
-                except OSError as exc:
-                    # Stored but not yet archived: the journal says applied, so
-                    # the retry archives and releases it without storing again.
-                    raise StorageError(f"archiving {item.name}: {_describe(exc)}") from exc
             self.queue.release(item.name)
             self.tally.uploads += 1
         self.queue.sync_partial()
@@ -326,17 +326,12 @@ class Writer:
         self.queue.sync_partial()
         self.journal.clear()
 
-    def _archive(self, name: str, payload: bytes, dates: frozenset) -> None:
-        self.queue.archive_upload(name, compress(payload), dates)
-
     def _archive_claimed(self, name: str) -> None:
         path = self.queue.partial / name
         if self.settings.archive_days <= 0 or not path.exists():
             return
-        payload = path.read_bytes()
-        upload = parse_queue_file(payload)
-        _, dates = self._screen(upload)
-        self.queue.archive_upload(name, compress(payload), dates)
+        _, dates = self._screen(parse_queue_file(path.read_bytes()))
+        self.queue.archive_claimed([(name, dates)])
 
     # -- open day files ------------------------------------------------------
 
