@@ -1,0 +1,219 @@
+"""The WSGI application: checks a station's upload and queues it, answering one return code.
+
+The protocol (DESIGN.md section 3) is fixed by the deployed station software:
+a form-encoded POST with ``station_id``, ``password``, ``data`` (the pickled
+event list, its bytes sent as latin-1 text) and ``checksum`` (md5 hex digest
+of those bytes), answered with HTTP 200 and a body holding one return code.
+The checks run in the protocol's order: fields, station, password, checksum,
+unpickling; nothing from an unauthenticated request is unpickled.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+import sqlite3
+import time
+import urllib.parse
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import attrs
+
+from ..config import Settings
+from ..decoding import DecodeError, Upload, parse_event_list
+from .dedup import DB_NAME, Dedup
+from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from .metrics import Metrics
+from .spool import Spool, is_suspicious
+from .stations import StationList
+
+log = logging.getLogger(__name__)
+
+RC_OK = "100"
+RC_CHECKSUM = "201"
+RC_PASSWORD = "203"
+RC_TRANSACTION_FAILED = "205"
+RC_UNKNOWN_STATION = "206"
+RC_UNPICKLE = "208"
+RC_INVALID_POST = "400"
+
+FIELDS = ("station_id", "password", "data", "checksum")
+# A well-formed upload has four fields; refuse to parse thousands.
+MAX_FIELDS = 16
+_STATION_ID = re.compile(r"\s*(\d{1,9})\s*")
+_READ_CHUNK = 1 << 16
+
+
+class InvalidPost(ValueError):
+    """The request is not a well-formed upload (return code 400)."""
+
+
+@attrs.frozen
+class Outcome:
+    """What became of one request: the return code and, for the log, why."""
+
+    code: str
+    station_id: int | None = None
+    detail: str = ""
+    duplicate: bool = False
+
+
+def read_body(stream: Any, length: int) -> bytes:
+    """Read at most ``length`` bytes, however the server chunks them."""
+    parts, remaining = [], length
+    while remaining > 0:
+        chunk = stream.read(min(remaining, _READ_CHUNK))
+        if not chunk:
+            break
+        parts.append(chunk)
+        remaining -= len(chunk)
+    return b"".join(parts)
+
+
+def parse_form(body: bytes) -> dict[str, str]:
+    """Decode an ``application/x-www-form-urlencoded`` body into its first value per field.
+
+    The station software (Python 3) percent-encodes the latin-1 text of the
+    pickle as UTF-8, which is what the deployed receiver decoded. A sender
+    that percent-encodes the raw bytes instead (Python 2's urlencode) yields
+    invalid UTF-8; those escapes are then read as latin-1, i.e. as the bytes.
+    """
+    text = body.decode("latin-1")
+    try:
+        form = urllib.parse.parse_qs(text, keep_blank_values=True, encoding="utf-8", errors="strict",
+                                     max_num_fields=MAX_FIELDS)
+    except UnicodeDecodeError:
+        form = urllib.parse.parse_qs(text, keep_blank_values=True, encoding="latin-1",
+                                     max_num_fields=MAX_FIELDS)
+    except ValueError as exc:  # too many fields
+        raise InvalidPost(str(exc)) from None
+    return {name: values[0] for name, values in form.items()}
+
+
+class ReceiverApp:
+    """The receiver as a WSGI callable; one instance serves all threads."""
+
+    def __init__(self, settings: Settings, stations: StationList, spool: Spool,
+                 dedup: Dedup | None, metrics: Metrics | None = None) -> None:
+        self.settings = settings
+        self.stations = stations
+        self.spool = spool
+        self.dedup = dedup
+        self.metrics = metrics or Metrics()
+
+    def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
+        if environ.get("PATH_INFO", "").rstrip("/").endswith("/metrics") and \
+                environ.get("REQUEST_METHOD") in ("GET", "HEAD"):
+            return self._respond(start_response, self.metrics.render(), METRICS_CONTENT_TYPE)
+        started = time.perf_counter()
+        size = _content_length(environ)
+        try:
+            outcome = self.handle(environ, size)
+        except InvalidPost as exc:
+            outcome = Outcome(RC_INVALID_POST, detail=f"invalid POST: {exc}")
+        elapsed = time.perf_counter() - started
+        self.metrics.record(outcome.code, max(size or 0, 0), elapsed, outcome.duplicate)
+        level = (logging.INFO if outcome.code == RC_OK
+                 else logging.ERROR if outcome.code == RC_TRANSACTION_FAILED else logging.WARNING)
+        log.log(level, "station %s from %s: %s, %s bytes, %.1f ms%s",
+                outcome.station_id if outcome.station_id is not None else "?",
+                environ.get("REMOTE_ADDR", "?"), outcome.code,
+                size if size is not None else "?", elapsed * 1000,
+                f" ({outcome.detail})" if outcome.detail else "")
+        return self._respond(start_response, outcome.code)
+
+    @staticmethod
+    def _respond(start_response: Callable, text: str, content_type: str = "text/plain") -> list[bytes]:
+        body = text.encode("utf-8")
+        start_response("200 OK", [("Content-Type", content_type), ("Content-Length", str(len(body)))])
+        return [body]
+
+    def handle(self, environ: dict, size: int | None) -> Outcome:
+        """Run the checks in the protocol's order and queue an upload that passes them."""
+        if environ.get("REQUEST_METHOD") != "POST":
+            raise InvalidPost(f"method {environ.get('REQUEST_METHOD')}, not POST")
+        if size is None:
+            raise InvalidPost("no valid Content-Length")
+        if size > self.settings.max_body_bytes:
+            # Refused before reading: the body is never buffered.
+            raise InvalidPost(f"body of {size} bytes exceeds max_body_bytes {self.settings.max_body_bytes}")
+        content_type = environ.get("CONTENT_TYPE", "").split(";")[0].strip().lower()
+        if content_type == "multipart/form-data":
+            raise InvalidPost("multipart/form-data; the station software sends a urlencoded form")
+        form = parse_form(read_body(environ["wsgi.input"], size))
+
+        missing = [name for name in FIELDS if name not in form]
+        if missing:
+            raise InvalidPost(f"missing field(s) {', '.join(missing)}")
+        match = _STATION_ID.fullmatch(form["station_id"])
+        if match is None:
+            raise InvalidPost(f"station_id {form['station_id'][:20]!r} is not a number")
+        station_id = int(match.group(1))
+
+        station = self.stations.get(station_id)
+        if station is None:
+            return Outcome(RC_UNKNOWN_STATION, station_id, "unknown station")
+        if not station.password_matches(form["password"]):
+            return Outcome(RC_PASSWORD, station_id, "wrong password")
+        try:
+            payload = form["data"].encode("latin-1")
+        except UnicodeEncodeError:
+            # Not latin-1 text, so not the bytes the checksum was made of.
+            return Outcome(RC_CHECKSUM, station_id, "data is not latin-1 text")
+        checksum = hashlib.md5(payload).hexdigest()
+        if checksum != form["checksum"].strip().lower():
+            return Outcome(RC_CHECKSUM, station_id,
+                           f"checksum {form['checksum'][:40]!r}, data has {checksum}")
+
+        # Same station and md5: the same bytes, a batch re-sent after a lost reply.
+        if self._seen(station_id, checksum):
+            return Outcome(RC_OK, station_id, f"duplicate of an upload with md5 {checksum}", duplicate=True)
+        try:
+            event_list = parse_event_list(payload)
+        except DecodeError as exc:
+            return Outcome(RC_UNPICKLE, station_id, f"cannot unpickle: {exc}")
+
+        suspicious = is_suspicious(event_list, self.settings.minimum_year)
+        name = self.spool.unique_name(station_id, checksum)
+        try:
+            path = self.spool.store(Upload(station_id, station.cluster, event_list), name, suspicious)
+        except OSError as exc:
+            return Outcome(RC_TRANSACTION_FAILED, station_id, f"queue write failed: {exc}")
+        if self.dedup is not None:
+            try:
+                self.dedup.remember(station_id, checksum)
+            except sqlite3.Error as exc:
+                log.warning("cannot record upload %s for duplicate detection: %s", name, exc)
+        return Outcome(RC_OK, station_id,
+                       f"{len(event_list)} events -> {path.parent.name}/{path.name}")
+
+    def _seen(self, station_id: int, checksum: str) -> bool:
+        if self.dedup is None:
+            return False
+        try:
+            return self.dedup.seen(station_id, checksum)
+        except sqlite3.Error as exc:
+            # Better a rare duplicate for the writer than refusing the station's data.
+            log.warning("duplicate detection unavailable: %s", exc)
+            return False
+
+
+def _content_length(environ: dict) -> int | None:
+    raw = environ.get("CONTENT_LENGTH") or "0"
+    try:
+        value = int(raw)
+    except ValueError:
+        return None
+    return value if value >= 0 else None
+
+
+def build_app(settings: Settings, *, spool: Spool | None = None, dedup: bool = True,
+              metrics: Metrics | None = None) -> ReceiverApp:
+    """The receiver for ``settings``: its station list, queue, duplicate memory and counters."""
+    spool = spool or Spool(settings.data_dir, fsync=settings.fsync)
+    # A window of 0 (or less) turns duplicate detection off.
+    remember = dedup and settings.duplicate_window_hours > 0
+    memory = Dedup(settings.data_dir / DB_NAME, settings.duplicate_window_hours) if remember else None
+    return ReceiverApp(settings, StationList(settings.station_list), spool, memory, metrics)

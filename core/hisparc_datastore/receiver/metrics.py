@@ -1,0 +1,63 @@
+"""Counters for ``GET /metrics``, in the Prometheus text exposition format.
+
+The counts are kept per process (in memory, behind a lock): ``datastore
+serve`` is one multi-threaded process, so its counts are the service's.
+When several processes serve behind a proxy, scrape each one.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+# Every code the receiver can answer, so the series exist (at 0) from the start.
+RETURN_CODES = ("100", "201", "203", "205", "206", "208", "400")
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._codes = dict.fromkeys(RETURN_CODES, 0)
+        self._duplicates = 0
+        self._bytes = 0
+        self._seconds = 0.0
+        self._started = time.time()
+
+    def record(self, code: str, size: int, seconds: float, duplicate: bool = False) -> None:
+        with self._lock:
+            self._codes[code] = self._codes.get(code, 0) + 1
+            self._bytes += size
+            self._seconds += seconds
+            if duplicate:
+                self._duplicates += 1
+
+    def count(self, code: str) -> int:
+        with self._lock:
+            return self._codes.get(code, 0)
+
+    def render(self) -> str:
+        with self._lock:
+            codes = dict(self._codes)
+            duplicates, size, seconds = self._duplicates, self._bytes, self._seconds
+        total = sum(codes.values())
+        lines = [
+            "# HELP datastore_uploads_total Upload requests answered, by return code.",
+            "# TYPE datastore_uploads_total counter",
+            *(f'datastore_uploads_total{{code="{code}"}} {n}' for code, n in sorted(codes.items())),
+            "# HELP datastore_duplicate_uploads_total Uploads answered 100 as re-sends of a queued one.",
+            "# TYPE datastore_duplicate_uploads_total counter",
+            f"datastore_duplicate_uploads_total {duplicates}",
+            "# HELP datastore_upload_bytes_total Request body bytes received with uploads.",
+            "# TYPE datastore_upload_bytes_total counter",
+            f"datastore_upload_bytes_total {size}",
+            "# HELP datastore_upload_seconds Time spent answering uploads.",
+            "# TYPE datastore_upload_seconds summary",
+            f"datastore_upload_seconds_sum {seconds:.6f}",
+            f"datastore_upload_seconds_count {total}",
+            "# HELP datastore_receiver_start_time_seconds When this receiver process started.",
+            "# TYPE datastore_receiver_start_time_seconds gauge",
+            f"datastore_receiver_start_time_seconds {self._started:.3f}",
+        ]
+        return "\n".join(lines) + "\n"

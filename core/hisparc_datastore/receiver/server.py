@@ -1,0 +1,205 @@
+"""Runs the receiver on waitress: ``datastore serve CONFIG --bind HOST:PORT``.
+
+waitress is a pure-Python, multi-threaded production WSGI server (a Pylons
+project), so the receiver needs no C build and no separate application
+server. One process with a pool of threads replaces the deployed uWSGI
+workers; the station list, duplicate memory and queue are shared through
+files anyway, so several such processes may also run side by side.
+
+SIGTERM and SIGINT stop the server cleanly: it stops accepting connections,
+lets the requests in progress finish and deliver their replies, then exits 0.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import threading
+import time
+from typing import Any
+
+from waitress.channel import HTTPChannel
+from waitress.server import create_server
+from waitress.task import ErrorTask
+from waitress.utilities import RequestEntityTooLarge
+
+from ..config import ConfigError, load_settings
+from ..logsetup import configure_logging
+from .app import RC_INVALID_POST, ReceiverApp, build_app
+
+log = logging.getLogger(__name__)
+
+DEFAULT_THREADS = 8
+# How long a stopping server waits for requests in progress.
+DRAIN_SECONDS = 10.0
+# The station software waits 600 s for a reply; an idle keep-alive connection is closed sooner.
+CHANNEL_TIMEOUT = 120
+
+
+class _ProtocolErrorTask(ErrorTask):
+    """Answers an oversized body the protocol's way (HTTP 200, body ``400``) instead of HTTP 413.
+
+    waitress refuses such a request from its Content-Length header alone (or,
+    when chunked, as soon as the limit is passed), before the body is read.
+    """
+
+    def execute(self) -> None:
+        if not isinstance(self.request.error, RequestEntityTooLarge):
+            return super().execute()
+        # server.application may be waitress's proxy-header wrapper, so not the app itself.
+        app = getattr(self.channel.server, "receiver_app", None)
+        if isinstance(app, ReceiverApp):
+            app.metrics.record(RC_INVALID_POST, 0, 0.0)
+        log.warning("station ? from %s: %s, body refused unread (%s)", self.channel.addr[0],
+                    RC_INVALID_POST, self.request.error.body)
+        body = RC_INVALID_POST.encode()
+        self.status = "200 OK"
+        self.response_headers.append(("Content-Type", "text/plain"))
+        self.set_close_on_finish()
+        self.content_length = len(body)
+        self.write(body)
+
+
+class _ReceiverChannel(HTTPChannel):
+    error_task_class = _ProtocolErrorTask
+
+
+def parse_bind(bind: str) -> tuple[str, int]:
+    """``HOST:PORT`` (``[::1]:8080`` for IPv6) as a host and a port number."""
+    host, sep, port = bind.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ConfigError(f"--bind {bind!r}: expected HOST:PORT, e.g. 127.0.0.1:8080")
+    return host, int(port)
+
+
+def make_server(app: ReceiverApp, host: str = "127.0.0.1", port: int = 0,
+                threads: int = DEFAULT_THREADS, **adjustments: Any):
+    """A waitress server for ``app`` (not yet running); ``port=0`` picks a free port."""
+    server = create_server(
+        app, host=host, port=port, threads=threads, ident="hisparc-datastore",
+        # One byte over the limit is refused before the body is read (see _ProtocolErrorTask).
+        max_request_body_size=app.settings.max_body_bytes + 1,
+        channel_timeout=CHANNEL_TIMEOUT, **adjustments,
+    )
+    server.channel_class = _ReceiverChannel
+    server.receiver_app = app
+    return server
+
+
+def run_until(server: Any, stop: threading.Event, drain_seconds: float = DRAIN_SECONDS) -> None:
+    """Serve until ``stop`` is set, then finish the requests in progress and close everything.
+
+    waitress's own ``run()`` can only be left by an exception in its loop;
+    this loop checks an event instead, so a signal handler or a test can stop
+    it at a well-defined point.
+    """
+    try:
+        while not stop.is_set():
+            server.asyncore.loop(timeout=1.0, map=server._map, use_poll=True, count=1)
+    finally:
+        _shut_down(server, drain_seconds)
+
+
+def _shut_down(server: Any, drain_seconds: float) -> None:
+    # Stop accepting: close only the listening socket (server.close() would also close the
+    # trigger, which the worker threads need to hand their replies to this loop).
+    server.asyncore.dispatcher.close(server)
+    dispatcher = server.task_dispatcher
+    deadline = time.monotonic() + drain_seconds
+    while time.monotonic() < deadline:
+        busy = dispatcher.active_count or dispatcher.queue or any(
+            getattr(channel, "total_outbufs_len", 0) for channel in list(server._map.values()))
+        if not busy:
+            break
+        server.asyncore.loop(timeout=0.05, map=server._map, use_poll=True, count=1)
+    else:
+        log.warning("stopping with requests still in progress after %.0f s", drain_seconds)
+    dispatcher.shutdown(cancel_pending=True, timeout=1)
+    server.trigger.close()
+    server.asyncore.close_all(server._map)
+
+
+def _wake(server: Any) -> None:
+    # Wake the loop now rather than at its next time-out; once it has shut down there is
+    # nothing to wake (and the trigger is closed).
+    with contextlib.suppress(OSError):
+        server.pull_trigger()
+
+
+class ServerThread:
+    """A receiver served from a background thread: for tests and benchmarks."""
+
+    def __init__(self, app: ReceiverApp, host: str = "127.0.0.1", port: int = 0,
+                 threads: int = 4, **adjustments: Any) -> None:
+        self.app = app
+        self.server = make_server(app, host, port, threads, **adjustments)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=run_until, args=(self.server, self._stop),
+                                        name="receiver", daemon=True)
+
+    @property
+    def port(self) -> int:
+        return self.server.effective_port
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.server.effective_host}:{self.server.effective_port}/"
+
+    def start(self) -> ServerThread:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if not self._stop.is_set():
+            self._stop.set()
+            _wake(self.server)
+        self._thread.join(DRAIN_SECONDS + 5)
+
+    def __enter__(self) -> ServerThread:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def serve(config_path: str | os.PathLike, bind: str = "127.0.0.1:8080",
+          threads: int = DEFAULT_THREADS) -> int:
+    """Receive uploads until SIGTERM or SIGINT; returns the exit status (0)."""
+    settings = load_settings(config_path)
+    host, port = parse_bind(bind)
+    configure_logging(settings, also_stderr=True)
+    try:
+        app = build_app(settings)
+    except FileNotFoundError as exc:
+        raise ConfigError(f"{settings.source}: [General] station_list: {exc}") from None
+    except OSError as exc:
+        raise ConfigError(f"{settings.source}: cannot use data_dir {settings.data_dir}: {exc}") from None
+    app.spool.remove_stale_tmp()
+    try:
+        server = make_server(app, host, port, threads)
+    except OSError as exc:
+        raise ConfigError(f"cannot listen on {bind}: {exc.strerror or exc}") from None
+
+    stop = threading.Event()
+    received: list[int] = []
+
+    def on_signal(signum: int, frame: object) -> None:
+        # Only set flags here: logging from a signal handler can interleave with the loop's.
+        received.append(signum)
+        if not stop.is_set():
+            stop.set()
+            _wake(server)
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+    log.info("receiving uploads on http://%s:%s/ with %d threads; %d station(s); queue in %s",
+             server.effective_host, server.effective_port, threads, len(app.stations), settings.data_dir)
+    try:
+        run_until(server, stop)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    log.info("receiver stopped (%s)", ", ".join(signal.Signals(n).name for n in received) or "no signal")
+    return 0
