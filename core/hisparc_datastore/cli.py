@@ -70,7 +70,7 @@ def cmd_requeue(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     from .receiver.server import serve
 
-    return serve(args.config, args.bind)
+    return serve(args.config, args.bind, threads=args.threads)
 
 
 def cmd_rebuild(args: argparse.Namespace) -> int:
@@ -117,6 +117,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("serve", help="receive station uploads over HTTP and queue them")
     p.add_argument("config")
     p.add_argument("--bind", default="127.0.0.1:8080", help="HOST:PORT (default %(default)s)")
+    p.add_argument("--threads", type=int, default=8,
+                   help="requests handled at once (default %(default)s; the deployed uWSGI ran 9 workers)")
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("rebuild", help="regenerate a day file from the archived uploads")
