@@ -2,6 +2,7 @@
 
 from .eventtype import EventType, base64_blob, text_blob
 from .hookspecs import SimulatedStation, hookimpl
+from .stationevent import station_event
 
-__all__ = ["EventType", "SimulatedStation", "base64_blob", "hookimpl", "text_blob"]
+__all__ = ["EventType", "SimulatedStation", "base64_blob", "hookimpl", "station_event", "text_blob"]
 __version__ = "0.1.0"

@@ -14,6 +14,7 @@ from .config import Settings
 from .decoding import Upload
 from .durable import write_atomically
 from .plugins import load_registry
+from .stationevent import station_event
 from .writer import Tally, Writer
 
 
@@ -45,13 +46,8 @@ def store(data_dir: str | os.PathLike, uploads: Iterable[Upload], minimum_year: 
     return Writer(settings, load_registry(extra_plugins)).run(once=True)
 
 
-def event(code: str, moment: datetime.datetime, data: dict, nanoseconds: int = 0) -> dict:
-    """A station event dict, as the station software builds it."""
-    return {
-        "header": {"eventtype_uploadcode": code, "datetime": moment, "nanoseconds": nanoseconds,
-                   "date": moment.strftime("%Y-%m-%d"), "time": moment.strftime("%H:%M:%S")},
-        "datalist": [{"data_uploadcode": key, "data": value} for key, value in data.items()],
-    }
+#: A station event dict, as the station software builds it.
+event = station_event
 
 
 def read_station(data_dir: str | os.PathLike, date: datetime.date, cluster: str,

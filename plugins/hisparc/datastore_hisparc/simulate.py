@@ -13,7 +13,7 @@ import functools
 import random
 import zlib
 
-from hisparc_datastore import SimulatedStation
+from hisparc_datastore import SimulatedStation, station_event
 
 COINCIDENCES_PER_SECOND = 0.6
 TRACE_SAMPLES = 1600  # 4 µs at 2.5 ns per sample
@@ -42,16 +42,6 @@ def _trace_pool(size: int = 32) -> tuple[str, ...]:
     return tuple(pool)
 
 
-def _header(code: str, moment: datetime.datetime, nanoseconds: int = 0) -> dict:
-    return {"eventtype_uploadcode": code, "datetime": moment, "nanoseconds": nanoseconds,
-            "date": moment.strftime("%Y-%m-%d"), "time": moment.strftime("%H:%M:%S")}
-
-
-def _event(code: str, moment: datetime.datetime, data: dict, nanoseconds: int = 0) -> dict:
-    return {"header": _header(code, moment, nanoseconds),
-            "datalist": [{"data_uploadcode": key, "data": value} for key, value in data.items()]}
-
-
 def coincidence(moment: datetime.datetime, rng: random.Random) -> dict:
     traces = _trace_pool()
     data = {"RED": 0, "EVENTRATE": round(rng.uniform(0.4, 0.8), 3),
@@ -63,7 +53,7 @@ def coincidence(moment: datetime.datetime, rng: random.Random) -> dict:
         data[f"PH{i}"] = rng.randint(20, 4000)
         data[f"IN{i}"] = rng.randint(500, 60000)
         data[f"TR{i}"] = traces[rng.randrange(len(traces))]
-    return _event("CIC", moment, data, nanoseconds=rng.randrange(1_000_000_000))
+    return station_event("CIC", moment, data, nanoseconds=rng.randrange(1_000_000_000))
 
 
 def singles(moment: datetime.datetime, rng: random.Random) -> dict:
@@ -72,7 +62,7 @@ def singles(moment: datetime.datetime, rng: random.Random) -> dict:
         for channel in (1, 2):
             data[f"{device}_CH{channel}_LOW"] = rng.randint(250, 450)
             data[f"{device}_CH{channel}_HIGH"] = rng.randint(60, 130)
-    return _event("SIN", moment, data)
+    return station_event("SIN", moment, data)
 
 
 def configuration(station: SimulatedStation, moment: datetime.datetime) -> dict:
@@ -88,7 +78,7 @@ def configuration(station: SimulatedStation, moment: datetime.datetime) -> dict:
             data[f"CFG_{device}_CH{channel}THRHIGH"] = 70.0
             data[f"CFG_{device}_CH{channel}VOLT"] = 700.0 + 10 * channel
             data[f"CFG_{device}_CH{channel}GAINPOS"] = 128
-    return _event("CFG", moment, data)
+    return station_event("CFG", moment, data)
 
 
 def simulate_station(station: SimulatedStation, start: datetime.datetime, seconds: int,
@@ -102,15 +92,15 @@ def simulate_station(station: SimulatedStation, start: datetime.datetime, second
             events.append(coincidence(moment, rng))
         events.append(singles(moment, rng))
         if second % 300 == 150:
-            events.append(_event("CMP", moment, {"CMP_DEVICE": rng.randint(0, 1),
+            events.append(station_event("CMP", moment, {"CMP_DEVICE": rng.randint(0, 1),
                                                  "CMP_COMPARATOR": rng.randint(0, 3),
                                                  "CMP_COUNT": rng.randint(0, 500)},
                                  nanoseconds=rng.randrange(1_000_000_000)))
         if second % 600 == 300:
-            events.append(_event("SAT", moment, {"MIN_N": 4, "MEAN_N": 7.5, "MAX_N": 11,
+            events.append(station_event("SAT", moment, {"MIN_N": 4, "MEAN_N": 7.5, "MAX_N": 11,
                                                  "MIN_SIGNAL": 30, "MEAN_SIGNAL": 41.5,
                                                  "MAX_SIGNAL": 50}))
         if second % 1800 == 900:
-            events.append(_event("ERR", moment, {"ERRMSG": "GPS: lost fix, resynchronising"}))
+            events.append(station_event("ERR", moment, {"ERRMSG": "GPS: lost fix, resynchronising"}))
         moment += _ONE_SECOND
     return events

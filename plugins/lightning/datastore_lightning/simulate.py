@@ -6,17 +6,11 @@ from __future__ import annotations
 import datetime
 import random
 
-from hisparc_datastore import SimulatedStation
-
-
-def _event(code: str, moment: datetime.datetime, data: dict) -> dict:
-    return {"header": {"eventtype_uploadcode": code, "datetime": moment, "nanoseconds": 0,
-                       "date": moment.strftime("%Y-%m-%d"), "time": moment.strftime("%H:%M:%S")},
-            "datalist": [{"data_uploadcode": key, "data": value} for key, value in data.items()]}
+from hisparc_datastore import SimulatedStation, station_event
 
 
 def configuration(station: SimulatedStation, moment: datetime.datetime) -> dict:
-    return _event("LCG", moment, {
+    return station_event("LCG", moment, {
         "LCG_COM_PORT": 4, "LCG_BAUD_RATE": 9600, "LCG_STATION_ID": station.number,
         "LCG_DATABASE_NAME": "lightning", "LCG_HELP_URL": "https://www.hisparc.nl/lightning",
         "LCG_DAQ_MODE": True, "LCG_LATITUDE": 52.0, "LCG_LONGITUDE": 4.9, "LCG_ALTITUDE": 56.2,
@@ -31,18 +25,18 @@ def simulate_station(station: SimulatedStation, start: datetime.datetime, second
     for second in range(seconds):
         moment = start + datetime.timedelta(seconds=second)
         if second % 60 == 0:
-            events.append(_event("LST", moment, {
+            events.append(station_event("LST", moment, {
                 "LST_CLOSE_RATE": rng.randint(0, 3), "LST_TOTAL_RATE": rng.randint(0, 40),
                 "LST_CLOSE_ALARM": False, "LST_SEVERE_ALARM": False,
                 "LST_CURR_HEADING": round(rng.uniform(0, 360), 1)}))
         if rng.random() < 1 / 120:
             distance = rng.randint(5, 300)
             angle = round(rng.uniform(0, 360), 1)
-            events.append(_event("LIT", moment, {
+            events.append(station_event("LIT", moment, {
                 "LIT_CORR_DIST": distance, "LIT_UNCORR_DIST": distance + rng.randint(-3, 3),
                 "LIT_UNCORR_ANGLE": angle, "LIT_CORR_ANGLE": round((angle + 1.5) % 360, 1)}))
         if rng.random() < 1 / 600:
-            events.append(_event("LNS", moment, {}))
+            events.append(station_event("LNS", moment, {}))
         if second % 3600 == 2700:
-            events.append(_event("LER", moment, {"LER_ERRMSG": "Detector: antenna saturated"}))
+            events.append(station_event("LER", moment, {"LER_ERRMSG": "Detector: antenna saturated"}))
     return events

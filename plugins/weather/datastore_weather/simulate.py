@@ -7,21 +7,15 @@ import datetime
 import math
 import random
 
-from hisparc_datastore import SimulatedStation
+from hisparc_datastore import SimulatedStation, station_event
 
 READING_INTERVAL = 5  # seconds
-
-
-def _event(code: str, moment: datetime.datetime, data: dict) -> dict:
-    return {"header": {"eventtype_uploadcode": code, "datetime": moment, "nanoseconds": 0,
-                       "date": moment.strftime("%Y-%m-%d"), "time": moment.strftime("%H:%M:%S")},
-            "datalist": [{"data_uploadcode": key, "data": value} for key, value in data.items()]}
 
 
 def reading(moment: datetime.datetime, rng: random.Random) -> dict:
     hour = moment.hour + moment.minute / 60
     outside = 8.0 + 5.0 * math.sin((hour - 9) / 24 * 2 * math.pi) + rng.gauss(0, 0.2)
-    return _event("WTR", moment, {
+    return station_event("WTR", moment, {
         "WTR_TEMP_INSIDE": round(21.0 + rng.gauss(0, 0.1), 2),
         "WTR_TEMP_OUTSIDE": round(outside, 2),
         "WTR_HUMIDITY_INSIDE": rng.randint(25, 40),
@@ -40,7 +34,7 @@ def reading(moment: datetime.datetime, rng: random.Random) -> dict:
 
 
 def configuration(station: SimulatedStation, moment: datetime.datetime) -> dict:
-    return _event("WCG", moment, {
+    return station_event("WCG", moment, {
         "WCG_COM_PORT": 3, "WCG_BAUD_RATE": 19200, "WCG_STATION_ID": station.number,
         "WCG_DATABASE_NAME": "weather", "WCG_HELP_URL": "https://www.hisparc.nl/weather",
         "WCG_DAQ_MODE": True, "WCG_LATITUDE": 52.0, "WCG_LONGITUDE": 4.9, "WCG_ALTITUDE": 56.2,
@@ -58,5 +52,6 @@ def simulate_station(station: SimulatedStation, start: datetime.datetime, second
         moment = start + datetime.timedelta(seconds=second)
         events.append(reading(moment, rng))
         if second % 3600 == 1800:
-            events.append(_event("WER", moment, {"WER_ERRMSG": "Console: checksum error, reading skipped"}))
+            events.append(station_event("WER", moment,
+                                        {"WER_ERRMSG": "Console: checksum error, reading skipped"}))
     return events
