@@ -7,6 +7,7 @@ import logging
 import sys
 
 from .config import ConfigError, load_settings
+from .decoding import DecodeError
 from .lock import WriterAlreadyRunning
 from .plugins import PluginConflict, load_registry
 
@@ -147,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ConfigError, PluginConflict, WriterAlreadyRunning, FileNotFoundError) as exc:
+    except (ConfigError, DecodeError, PluginConflict, WriterAlreadyRunning, FileNotFoundError) as exc:
         print(f"datastore {args.command}: {exc}", file=sys.stderr)
         return 2
 

@@ -26,6 +26,9 @@ log = logging.getLogger(__name__)
 
 QUEUE_DIRS = ("tmp", "incoming", "partial", "suspicious", "quarantine", "archive")
 REASON_SUFFIX = ".reason"
+# The raw ``data`` of an upload the receiver refused though the station was
+# authenticated (bad checksum, cannot be unpickled), kept for an operator.
+REFUSED_SUFFIX = ".refused"
 
 
 class Queue:
@@ -119,6 +122,15 @@ class Queue:
         write_atomically(target, payload, fsync=self.fsync)
         return target
 
+    def keep_refused(self, name: str, data: bytes, station_id: int, cluster: str, reason: str) -> Path:
+        """Keep the raw bytes of an authenticated upload the receiver refused, with why."""
+        target = self.quarantine / (name + REFUSED_SUFFIX)
+        header = f"station {station_id} cluster {cluster}\n"
+        write_atomically(target.with_name(target.name + REASON_SUFFIX),
+                         (header + reason + "\n").encode(), fsync=self.fsync)
+        write_atomically(target, data, fsync=self.fsync)
+        return target
+
     def quarantined(self) -> list[tuple[str, str]]:
         """Every quarantined file with its reason."""
         entries = []
@@ -131,7 +143,13 @@ class Queue:
         return entries
 
     def requeue(self, name: str) -> Path:
-        """Put a quarantined (or suspicious) file back into ``incoming/``."""
+        """Put a quarantined (or suspicious) file back into ``incoming/``.
+
+        A refused upload's raw bytes go back only if they can be decoded now
+        (by a decoder that has learnt to); they become a queue file then.
+        """
+        if name.endswith(REFUSED_SUFFIX):
+            return self._requeue_refused(name)
         for directory in (self.quarantine, self.suspicious):
             source = directory / name
             if source.exists():
@@ -140,6 +158,27 @@ class Queue:
                 (directory / (name + REASON_SUFFIX)).unlink(missing_ok=True)
                 return target
         raise FileNotFoundError(f"no file {name!r} in {self.quarantine} or {self.suspicious}")
+
+    def _requeue_refused(self, name: str) -> Path:
+        from .decoding import DecodeError, Upload, parse_event_list
+
+        source = self.quarantine / name
+        reason_file = self.quarantine / (name + REASON_SUFFIX)
+        if not source.exists():
+            raise FileNotFoundError(f"no file {name!r} in {self.quarantine}")
+        words = reason_file.read_text().split("\n", 1)[0].split()
+        if len(words) != 4 or words[0] != "station" or words[2] != "cluster":
+            raise DecodeError(f"{reason_file}: first line should be 'station N cluster NAME'")
+        try:
+            events = parse_event_list(source.read_bytes())
+        except DecodeError as exc:
+            raise DecodeError(f"{source} still cannot be decoded: {exc}") from exc
+        target = self.incoming / f"requeued-{int(time.time())}-{name[:-len(REFUSED_SUFFIX)]}"
+        write_atomically(target, Upload(int(words[1]), words[3], events).to_queue_bytes(),
+                         tmp_dir=self.tmp, fsync=self.fsync)
+        source.unlink()
+        reason_file.unlink(missing_ok=True)
+        return target
 
     # -- archive -------------------------------------------------------------
 

@@ -164,8 +164,9 @@ class ReceiverApp:
             return Outcome(RC_CHECKSUM, station_id, "data is not latin-1 text")
         checksum = hashlib.md5(payload).hexdigest()
         if checksum != form["checksum"].strip().lower():
-            return Outcome(RC_CHECKSUM, station_id,
-                           f"checksum {form['checksum'][:40]!r}, data has {checksum}")
+            return self._refuse(Outcome(RC_CHECKSUM, station_id,
+                                        f"checksum {form['checksum'][:40]!r}, data has {checksum}"),
+                                station, payload, checksum)
 
         # Same station and md5: the same bytes, a batch re-sent after a lost reply.
         if self._seen(station_id, checksum):
@@ -173,7 +174,8 @@ class ReceiverApp:
         try:
             event_list = parse_event_list(payload)
         except DecodeError as exc:
-            return Outcome(RC_UNPICKLE, station_id, f"cannot unpickle: {exc}")
+            return self._refuse(Outcome(RC_UNPICKLE, station_id, f"cannot unpickle: {exc}"),
+                                station, payload, checksum)
 
         suspicious = is_suspicious(event_list, self.settings.minimum_year)
         name = self.spool.unique_name(station_id, checksum)
@@ -188,6 +190,22 @@ class ReceiverApp:
                 log.warning("cannot record upload %s for duplicate detection: %s", name, exc)
         return Outcome(RC_OK, station_id,
                        f"{len(event_list)} events -> {path.parent.name}/{path.name}")
+
+    def _refuse(self, outcome: Outcome, station, payload: bytes, checksum: str) -> Outcome:
+        """Keep what an authenticated station sent but we refused, so nothing is lost silently.
+
+        The station is told the code and may retry; the copy lets an operator
+        see the reason and, once the cause is fixed, ``datastore requeue`` it.
+        """
+        name = self.spool.unique_name(outcome.station_id, checksum)
+        reason = f"receiver answered {outcome.code}: {outcome.detail}"
+        try:
+            path = self.spool.queue.keep_refused(name, payload, outcome.station_id, station.cluster,
+                                                 reason)
+        except OSError as exc:
+            log.error("cannot keep refused upload of station %s: %s", outcome.station_id, exc)
+            return outcome
+        return attrs.evolve(outcome, detail=f"{outcome.detail}; kept as quarantine/{path.name}")
 
     def _seen(self, station_id: int, checksum: str) -> bool:
         if self.dedup is None:

@@ -1,0 +1,91 @@
+"""What an authenticated station sent but the receiver refused is kept, with why, and can be replayed."""
+
+import hashlib
+import pickle
+import urllib.parse
+import urllib.request
+
+import pytest
+
+from hisparc_datastore import cli
+from hisparc_datastore.config import load_settings
+from hisparc_datastore.decoding import DecodeError, parse_queue_file
+from hisparc_datastore.queue import Queue
+from hisparc_datastore.receiver.app import build_app
+from hisparc_datastore.receiver.server import ServerThread
+
+
+@pytest.fixture
+def config(tmp_path):
+    (tmp_path / "stations.csv").write_text("99,amsterdam,fake_station\n")
+    path = tmp_path / "config.ini"
+    path.write_text(f"[General]\nlog=\nloglevel=info\nstation_list={tmp_path / 'stations.csv'}\n"
+                    f"data_dir={tmp_path / 'data'}\nminimum_year=2016\n[Writer]\nfsync=no\n")
+    return path
+
+
+@pytest.fixture
+def url(config):
+    thread = ServerThread(build_app(load_settings(config)), "127.0.0.1", 0)
+    thread.start()
+    yield thread.url
+    thread.stop()
+
+
+def post(url, payload, checksum=None, password="fake_station"):
+    form = {"station_id": 99, "password": password, "data": payload.decode("latin-1"),
+            "checksum": checksum or hashlib.md5(payload).hexdigest()}
+    with urllib.request.urlopen(url, urllib.parse.urlencode(form).encode(), timeout=10) as response:
+        return response.read().decode()
+
+
+def test_a_checksum_mismatch_is_kept_and_can_be_replayed(config, url, testdata):
+    payload = (testdata / "uploads" / "py2event").read_bytes()
+    assert post(url, payload, checksum="0" * 32) == "201"
+    queue = Queue(load_settings(config).data_dir)
+    ((name, reason),) = queue.quarantined()
+    assert name.endswith(".refused")
+    assert reason.startswith("station 99 cluster amsterdam\nreceiver answered 201: checksum")
+    assert (queue.quarantine / name).read_bytes() == payload
+    assert list(queue.incoming.iterdir()) == []
+
+    assert cli.main(["requeue", str(config), name]) == 0
+    (queued,) = queue.incoming.iterdir()
+    upload = parse_queue_file(queued.read_bytes())
+    assert (upload.station_id, upload.cluster) == (99, "amsterdam")
+    assert upload.event_list[0]["header"]["nanoseconds"] == 731509026
+    assert queue.quarantined() == []
+
+
+class _Shell:
+    def __reduce__(self):
+        import os
+        return (os.system, ("true",))
+
+
+def test_a_forbidden_pickle_is_kept_and_stays_refused_on_replay(config, url, capsys):
+    payload = pickle.dumps(_Shell(), protocol=2)
+    assert post(url, payload) == "208"
+    queue = Queue(load_settings(config).data_dir)
+    ((name, reason),) = queue.quarantined()
+    assert "receiver answered 208: cannot unpickle" in reason
+    assert "system" in reason
+
+    assert cli.main(["requeue", str(config), name]) == 2
+    assert "still cannot be decoded" in capsys.readouterr().err
+    assert (queue.quarantine / name).exists()
+    assert list(queue.incoming.iterdir()) == []
+
+
+def test_unauthenticated_requests_leave_nothing_behind(config, url, testdata):
+    payload = (testdata / "uploads" / "py2event").read_bytes()
+    assert post(url, payload, password="guess") == "203"
+    assert Queue(load_settings(config).data_dir).quarantined() == []
+
+
+def test_a_refused_file_without_its_station_line_is_not_guessed_at(config):
+    queue = Queue(load_settings(config).data_dir)
+    (queue.quarantine / "x.refused").write_bytes(b"whatever")
+    (queue.quarantine / "x.refused.reason").write_text("edited by hand\n")
+    with pytest.raises(DecodeError, match="x.refused.reason: first line should be"):
+        queue.requeue("x.refused")
