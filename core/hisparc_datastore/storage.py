@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import tables
 
+from .durable import fsync_dir
 from .eventtype import EventType
 
 BLOBS = "blobs"
@@ -70,8 +71,26 @@ def get_or_create_blobs(file: tables.File, group: tables.Group) -> tables.VLArra
         return file.create_vlarray(group, BLOBS, tables.VLStringAtom(), BLOBS_TITLE, chunkshape=(BLOB_CHUNK,))
 
 
-def open_day_file(path: Path) -> tables.File:
-    path.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+def open_day_file(path: Path, fsync: bool = True) -> tables.File:
+    """Open a day file for appending; a new one is created whole or not at all.
+
+    A writer killed while HDF5 writes a new file's superblock would leave a
+    file no one can open, so a new file is made under a temporary name and
+    renamed into place once it is complete.
+    """
+    if not path.exists():
+        path.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.new")
+        tables.open_file(str(tmp), "w").close()
+        if fsync:
+            fd = os.open(tmp, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        os.replace(tmp, path)
+        if fsync:
+            fsync_dir(path.parent)
     return tables.open_file(str(path), "a")
 
 

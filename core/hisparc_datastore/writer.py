@@ -5,6 +5,8 @@ from __future__ import annotations
 import datetime
 import errno
 import logging
+import os
+import shutil
 import signal
 import threading
 import traceback
@@ -17,12 +19,13 @@ import tables
 from . import faults
 from .config import Settings
 from .decoding import DecodeError, Upload, event_datetime, parse_queue_file
+from .durable import fsync_dir
 from .journal import APPLIED, APPLYING, Journal, Transaction
 from .lock import WriterLock
 from .plugins import Registry
 from .queue import Queue
 from .rows import StationRows, log_unknown_codes
-from .storage import BLOBS, DayFile, day_file_path, station_path
+from .storage import BLOBS, DayFile, date_of_day_file, day_file_path, station_path
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +73,7 @@ class Writer:
         self.min_date = datetime.datetime(settings.minimum_year, 1, 1)
         self.tally = Tally()
         self._files: dict[Path, DayFile] = {}
+        self._suspects: set[Path] = set()  # day files open when a batch failed
         self._stop = threading.Event()
 
     # -- running -------------------------------------------------------------
@@ -79,8 +83,7 @@ class Writer:
         with WriterLock(self.settings.data_dir):
             self._install_signal_handlers()
             try:
-                self.recover()
-                self._drain(self.queue.claimed())
+                self._drain(self.queue.claimed(), recover=True)
                 while not self._stop.is_set():
                     names = self.queue.claim(self.settings.batch_uploads)
                     if names:
@@ -124,15 +127,22 @@ class Writer:
         signal.signal(signal.SIGTERM, handle)
         signal.signal(signal.SIGINT, handle)
 
-    def _drain(self, names: list[str]) -> None:
-        """Store ``names`` in batches, retrying storage errors with back-off."""
-        for batch in self._batches(names):
-            delay, failed = 1.0, False
+    def _drain(self, names: list[str], recover: bool = False) -> None:
+        """Store ``names`` in batches, retrying storage errors with back-off.
+
+        A batch that fails twice with an HDF5 error while the disk has room
+        points at a damaged day file: the next recovery rebuilds the files
+        that were open from the archive (see docs/exactly-once.md).
+        """
+        for batch in self._batches(names) or [[]]:
+            delay, failures = 1.0, 0
             while True:
                 try:
-                    if failed:
-                        self.recover()  # undo what the failed attempt left behind
-                    self.store_batch(batch)
+                    if recover or failures:
+                        self.recover(suspect=failures >= 2)  # undo what a failed attempt left
+                        recover = False
+                    if batch:
+                        self.store_batch(batch)
                     break
                 except (StorageError, OSError, tables.HDF5ExtError) as exc:
                     # Disk full or an I/O error: keep the uploads claimed and retry
@@ -140,11 +150,13 @@ class Writer:
                     log.error("could not store %d uploads (%s); they stay claimed in %s, "
                               "retrying in %.0f s", len(batch), _describe(exc) if not isinstance(
                                   exc, StorageError) else exc, self.queue.partial, delay)
-                    failed = True
+                    failures += 1
+                    self._suspects.update(self._files)
                     self.close_files()
                     if self._stop.wait(delay):
                         return
                     delay = min(delay * 2, MAX_BACKOFF)
+            self._suspects.clear()
 
     def _batches(self, names: list[str]) -> list[list[str]]:
         sizes = []
@@ -305,26 +317,70 @@ class Writer:
 
     # -- recovery ------------------------------------------------------------
 
-    def recover(self) -> None:
-        """Finish or undo the batch a previous writer left in the journal."""
+    def recover(self, suspect: bool = False) -> None:
+        """Finish or undo the batch a previous writer (or attempt) left in the journal.
+
+        With ``suspect`` (a batch keeps failing with HDF5 errors though the
+        disk has room) the day files that were open are taken as damaged.
+        """
         transaction = self.journal.read()
-        if transaction is None:
-            return
-        if transaction.state == APPLYING:
+        damaged = set(self._suspects) if suspect and not _disk_full(self.settings.data_dir) else set()
+        if transaction is not None and transaction.state == APPLYING:
             log.warning("undoing an unfinished batch of %d uploads", len(transaction.uploads))
             for path, sizes in transaction.sizes.items():
-                day_file = self._day_file(Path(path))
-                day_file.truncate(sizes)
-                day_file.flush(self.settings.fsync)
+                if Path(path) in damaged or not Path(path).exists():
+                    continue
+                try:
+                    day_file = self._day_file(Path(path))
+                    day_file.truncate(sizes)
+                    day_file.flush(self.settings.fsync)
+                except (tables.HDF5ExtError, tables.NodeError, ValueError, KeyError) as exc:
+                    if _disk_full(self.settings.data_dir):
+                        raise StorageError(_describe(exc)) from exc
+                    log.error("%s cannot be cut back (%s): taking it as damaged", path, _describe(exc))
+                    damaged.add(Path(path))
             self.close_files()
-            self.journal.clear()
+        for path in sorted(damaged):
+            self._heal(path)
+        self._suspects.clear()
+        if transaction is None:
             return
-        log.info("finishing the release of %d stored uploads", len(transaction.uploads))
-        for name in transaction.uploads:
-            self._archive_claimed(name)
-            self.queue.release(name)
-        self.queue.sync_partial()
+        if transaction.state == APPLIED:
+            log.info("finishing the release of %d stored uploads", len(transaction.uploads))
+            for name in transaction.uploads:
+                self._archive_claimed(name)
+                self.queue.release(name)
+            self.queue.sync_partial()
         self.journal.clear()
+
+    def _heal(self, path: Path) -> None:
+        """Replace a damaged day file by one rebuilt from the archive; keep the damaged one."""
+        from .rebuild import rebuild_day  # rebuilding runs a Writer of its own
+
+        self.close_files()
+        date = date_of_day_file(path)
+        stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+        aside = self.queue.quarantine / f"{path.name}.damaged-{stamp}"
+        if not path.exists():
+            return
+        if self.settings.archive_days > 0 and self.queue.archived(date):
+            scratch = self.settings.data_dir / f"rebuild-{date:%Y-%m-%d}"
+            try:
+                rebuilt = rebuild_day(self.settings, date, scratch)
+            finally:
+                self._install_signal_handlers()  # the rebuild's writer installed its own
+            os.replace(path, aside)
+            os.replace(rebuilt, path)
+            shutil.rmtree(scratch, ignore_errors=True)
+            log.critical("%s was damaged (a crash inside HDF5): rebuilt from the archive; "
+                         "the damaged file is kept as %s", path, aside)
+        else:
+            os.replace(path, aside)
+            log.critical("%s was damaged and there is no archive to rebuild it from: moved to %s, "
+                         "a new day file is started; recover its data with HDF5 tools", path, aside)
+        if self.settings.fsync:
+            fsync_dir(path.parent)
+            fsync_dir(aside.parent)
 
     def _archive_claimed(self, name: str) -> None:
         path = self.queue.partial / name
@@ -370,6 +426,14 @@ def cut_batches(files: list[tuple[str, int]], max_files: int, max_bytes: int) ->
     if batch:
         batches.append(batch)
     return batches
+
+
+def _disk_full(data_dir: Path, margin: int = 64 * 2**20) -> bool:
+    """Too little room left to trust an HDF5 error as damage rather than a full disk."""
+    try:
+        return shutil.disk_usage(data_dir).free < margin
+    except OSError:
+        return True
 
 
 def _describe(exc: BaseException) -> str:

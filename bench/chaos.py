@@ -1,0 +1,142 @@
+"""Crash harness: SIGKILL the writer at random instants and check nothing is lost or doubled.
+
+A fixed set of uploads (several stations, two UTC dates, all event types) is
+stored twice: once by an undisturbed writer (the reference) and once by a
+writer that is killed with SIGKILL at random instants and restarted each
+time, then left to drain. Every day file of the second run must open and
+read fully, and its rows, compared one by one with the reference's (blobs
+resolved to their bytes), must show nothing lost and nothing duplicated.
+The reference itself must hold every event that was sent.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime
+import json
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from hisparc_datastore.contents import multiset_difference, read_contents
+from hisparc_datastore.plugins import load_registry
+from hisparc_datastore.simulate import CONFIG_TEMPLATE, simulated_uploads, stations, write_queue
+from hisparc_datastore.summary import day_files
+
+ROOT = Path(__file__).resolve().parents[1]
+DATASTORE = Path(sys.executable).with_name("datastore")
+
+
+def make_data_dir(path: Path, uploads, batch_uploads: int) -> Path:
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True)
+    write_queue(path, uploads)
+    config = path / "config.ini"
+    config.write_text(CONFIG_TEMPLATE.format(data_dir=path, minimum_year=2020).replace("sleep=1", "sleep=0.2")
+                      + f"batch_uploads={batch_uploads}\n")
+    return config
+
+
+def writer(config: Path, once: bool) -> subprocess.Popen:
+    command = [str(DATASTORE), "writer", str(config), "--quiet"] + (["--once"] if once else [])
+    return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def run_to_completion(config: Path) -> None:
+    process = writer(config, once=True)
+    _, err = process.communicate()
+    if process.returncode != 0:
+        sys.exit(f"writer failed ({process.returncode}): {err.decode()[-2000:]}")
+
+
+def read_all(data_dir: Path, registry) -> tuple[dict, list[str]]:
+    """Every day file's rows, keyed by (file name, station, table); and the unreadable files."""
+    rows, unreadable = {}, []
+    for path in day_files(data_dir):
+        try:
+            for (station, table), content in read_contents(path, registry).items():
+                rows[(path.name, station, table)] = content
+        except Exception as exc:  # noqa: BLE001 - any failure to read is what we count
+            unreadable.append(f"{path}: {type(exc).__name__}: {exc}")
+    return rows, unreadable
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--kills", type=int, default=50)
+    parser.add_argument("--stations", type=int, default=4)
+    parser.add_argument("--seconds", type=int, default=3600,
+                        help="simulated time per station, half before and half after a midnight")
+    parser.add_argument("--batch-uploads", type=int, default=3,
+                        help="small batches: many transactions, so kills land at every step")
+    parser.add_argument("--seed", type=int, default=2026)
+    parser.add_argument("--dir", type=Path, default=ROOT / "chaos-data")
+    args = parser.parse_args(argv)
+
+    rng = random.Random(args.seed)
+    start = datetime.datetime(2026, 11, 24) - datetime.timedelta(seconds=args.seconds // 2)
+    uploads = simulated_uploads(stations(args.stations), start, args.seconds, seed=args.seed)
+    sent = sum(len(upload.event_list) for upload in uploads)
+    codes = sorted({e["header"]["eventtype_uploadcode"] for u in uploads for e in u.event_list})
+    print(f"uploads: {len(uploads)} from {args.stations} stations, {sent} events, "
+          f"types: {' '.join(codes)}", flush=True)
+
+    registry = load_registry()
+    reference_config = make_data_dir(args.dir / "reference", uploads, args.batch_uploads)
+    began = time.monotonic()
+    run_to_completion(reference_config)
+    full_run = time.monotonic() - began
+    expected, unreadable = read_all(args.dir / "reference", registry)
+    stored = sum(len(rows) for rows in expected.values())
+    if unreadable or stored != sent:
+        sys.exit(f"the undisturbed writer stored {stored} of {sent} events; unreadable: {unreadable}")
+
+    # How long a writer takes to start doing anything: kills are spread from
+    # before that moment to well into the work.
+    began = time.monotonic()
+    run_to_completion(make_data_dir(args.dir / "calibrate", [], 1))
+    startup = time.monotonic() - began
+    work = max(full_run - startup, 0.1)
+
+    config = make_data_dir(args.dir / "run", uploads, args.batch_uploads)
+    data_dir = config.parent
+    journal = data_dir / "writer.journal"
+    kills = mid_batch = idle = 0
+    while kills < args.kills:
+        process = writer(config, once=False)
+        # from mid-start-up to a slice of the work: the kills spread over the whole run
+        time.sleep(rng.uniform(0.5 * startup, startup + 2.5 * work / args.kills))
+        if journal.exists():
+            with contextlib.suppress(ValueError, KeyError):
+                mid_batch += json.loads(journal.read_text())["state"] == "applying"
+        drained = not any((data_dir / "incoming").iterdir()) and not any((data_dir / "partial").iterdir())
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+        kills += 1
+        idle += drained
+    run_to_completion(config)
+
+    actual, unreadable = read_all(data_dir, registry)
+    lost = duplicated = 0
+    for node in set(expected) | set(actual):
+        missing, extra = multiset_difference(expected.get(node, []), actual.get(node, []))
+        lost += missing
+        duplicated += extra
+    left = [p.name for d in ("incoming", "partial", "quarantine") for p in (data_dir / d).iterdir()]
+    print(f"kills: {kills}, lost: {lost}, duplicated: {duplicated}, unreadable files: {len(unreadable)}")
+    print(f"(kills while a batch was being applied: {mid_batch}, after the queue had drained: {idle}; "
+          f"undisturbed run {full_run:.1f} s, "
+          f"start-up {startup:.1f} s; files left in the queue: {len(left)}; journal left: "
+          f"{journal.exists()})")
+    for line in unreadable:
+        print("unreadable:", line)
+    return 0 if lost == duplicated == len(unreadable) == len(left) == 0 and not journal.exists() else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
