@@ -48,7 +48,7 @@ def rebuild_day(settings: Settings, date: datetime.date, scratch: Path, progress
         # the receipt time orders the writer's claims, as it did the first time
         os.utime(target, ns=(stat.st_atime_ns, stat.st_mtime_ns))
     scratch_settings = attrs.evolve(settings, data_dir=scratch, log=None, archive_days=0, fsync=False)
-    writer = Writer(scratch_settings, load_registry())
+    writer = Writer(scratch_settings, load_registry(), resilient=False)
     done = threading.Event()
     if progress is not None:
         def report() -> None:

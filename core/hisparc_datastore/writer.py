@@ -30,6 +30,7 @@ from .storage import BLOBS, DayFile, date_of_day_file, day_file_path, station_pa
 log = logging.getLogger(__name__)
 
 MAX_OPEN_FILES = 4
+FIRST_BACKOFF = 1.0  # seconds; doubles up to MAX_BACKOFF while storing keeps failing
 MAX_BACKOFF = 60.0
 
 
@@ -65,7 +66,9 @@ class StorageError(Exception):
 class Writer:
     """The one writer of a ``data_dir``."""
 
-    def __init__(self, settings: Settings, registry: Registry) -> None:
+    def __init__(self, settings: Settings, registry: Registry, *, resilient: bool = True) -> None:
+        """``resilient``: retry storage errors and heal damaged day files (the service);
+        without it they propagate (a rebuild, which must not heal itself)."""
         self.settings = settings
         self.registry = registry
         self.queue = Queue(settings.data_dir, fsync=settings.fsync)
@@ -74,6 +77,7 @@ class Writer:
         self.tally = Tally()
         self._files: dict[Path, DayFile] = {}
         self._suspects: set[Path] = set()  # day files open when a batch failed
+        self.resilient = resilient
         self._stop = threading.Event()
 
     # -- running -------------------------------------------------------------
@@ -135,7 +139,7 @@ class Writer:
         that were open from the archive (see docs/exactly-once.md).
         """
         for batch in self._batches(names) or [[]]:
-            delay, failures = 1.0, 0
+            delay, failures = FIRST_BACKOFF, 0
             while True:
                 try:
                     if recover or failures:
@@ -145,14 +149,26 @@ class Writer:
                         self.store_batch(batch)
                     break
                 except (StorageError, OSError, tables.HDF5ExtError) as exc:
+                    if not self.resilient:
+                        raise
                     # Disk full or an I/O error: keep the uploads claimed and retry
                     # until space returns; never lose them, never stop.
                     log.error("could not store %d uploads (%s); they stay claimed in %s, "
                               "retrying in %.0f s", len(batch), _describe(exc) if not isinstance(
                                   exc, StorageError) else exc, self.queue.partial, delay)
-                    failures += 1
+                    cause = exc.__cause__ if isinstance(exc, StorageError) else exc
+                    # Only HDF5's own errors hint at damage; an OSError is the disk's.
+                    failures = failures + 1 if isinstance(cause, tables.HDF5ExtError) else max(failures, 1)
                     self._suspects.update(self._files)
                     self.close_files()
+                    try:
+                        # Cut back at once what the attempt appended, so that no
+                        # reader sees half a batch while we wait for space.
+                        self.recover()
+                    except (StorageError, OSError, tables.HDF5ExtError) as again:
+                        log.error("undoing the failed batch failed too (%s); will retry",
+                                  _describe(again))
+                        self.close_files()
                     if self._stop.wait(delay):
                         return
                     delay = min(delay * 2, MAX_BACKOFF)
@@ -324,7 +340,8 @@ class Writer:
         disk has room) the day files that were open are taken as damaged.
         """
         transaction = self.journal.read()
-        damaged = set(self._suspects) if suspect and not _disk_full(self.settings.data_dir) else set()
+        damaged = (set(self._suspects) if self.resilient and suspect
+                   and not _disk_full(self.settings.data_dir) else set())
         if transaction is not None and transaction.state == APPLYING:
             log.warning("undoing an unfinished batch of %d uploads", len(transaction.uploads))
             for path, sizes in transaction.sizes.items():
@@ -335,14 +352,15 @@ class Writer:
                     day_file.truncate(sizes)
                     day_file.flush(self.settings.fsync)
                 except (tables.HDF5ExtError, tables.NodeError, ValueError, KeyError) as exc:
-                    if _disk_full(self.settings.data_dir):
+                    if not self.resilient or _disk_full(self.settings.data_dir):
                         raise StorageError(_describe(exc)) from exc
                     log.error("%s cannot be cut back (%s): taking it as damaged", path, _describe(exc))
                     damaged.add(Path(path))
             self.close_files()
         for path in sorted(damaged):
             self._heal(path)
-        self._suspects.clear()
+        if suspect:
+            self._suspects.clear()
         if transaction is None:
             return
         if transaction.state == APPLIED:

@@ -1,0 +1,166 @@
+"""Disk full or an I/O error: the writer keeps the upload claimed, leaves nothing
+half-written, retries with back-off and stores it once when space returns."""
+
+import datetime
+import errno
+import logging
+import threading
+import time
+
+import pytest
+import tables
+
+from hisparc_datastore import writer as writer_module
+from hisparc_datastore.decoding import Upload
+from hisparc_datastore.plugins import load_registry
+from hisparc_datastore.storage import DayFile
+from hisparc_datastore.testing import event, queue_uploads, read_station, settings_for, store
+
+MOMENT = datetime.datetime(2024, 2, 29, 12, 0, 0)
+
+
+def coincidence(second, ph):
+    return event("CIC", MOMENT + datetime.timedelta(seconds=second),
+                 {"PH1": ph, "TR1": "eJwzAAAAMgAy"}, nanoseconds=second)
+
+
+def singles(second, low):
+    return event("SIN", MOMENT + datetime.timedelta(seconds=second), {"MAS_CH1_LOW": low})
+
+
+@pytest.fixture
+def fast_backoff(monkeypatch):
+    monkeypatch.setattr(writer_module, "FIRST_BACKOFF", 0.05)
+
+
+@pytest.mark.parametrize("failure", [
+    OSError(errno.ENOSPC, "No space left on device"),
+    OSError(errno.EIO, "Input/output error"),
+    tables.HDF5ExtError("Problems appending the records."),
+])
+def test_a_failing_append_leaves_nothing_behind_and_is_retried_until_it_works(
+        tmp_path, monkeypatch, caplog, fast_backoff, failure):
+    store(tmp_path, [Upload(501, "Utrecht", [coincidence(0, 100), singles(0, 1)])])
+    before = read_station(tmp_path, MOMENT.date(), "Utrecht", 501)
+
+    failures_left = [3]
+    real_append_rows = DayFile.append_rows
+    seen_during_failure = []
+
+    def failing_append_rows(self, cluster, station_id, event_type, records):
+        real_append_rows(self, cluster, station_id, event_type, records)  # half written...
+        if failures_left[0] > 0:
+            failures_left[0] -= 1
+            seen_during_failure.append(sorted(p.name for p in (tmp_path / "partial").iterdir()))
+            raise failure  # ...then the disk gives up
+
+    monkeypatch.setattr(DayFile, "append_rows", failing_append_rows)
+    queue_uploads(tmp_path, [Upload(501, "Utrecht", [coincidence(s, 200 + s) for s in range(1, 4)]
+                                    + [singles(s, s) for s in range(1, 4)])])
+    writer = writer_module.Writer(settings_for(tmp_path, sleep=0.05), load_registry())
+    with caplog.at_level(logging.ERROR):
+        thread = threading.Thread(target=writer.run)
+        thread.start()
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and (failures_left[0] or list((tmp_path / "partial").iterdir())):
+            time.sleep(0.02)
+        writer.stop()
+        thread.join(10)
+
+    assert failures_left == [0]
+    assert all(len(names) == 1 for names in seen_during_failure)  # the upload stayed claimed
+    after = read_station(tmp_path, MOMENT.date(), "Utrecht", 501)
+    assert list(after["events"]["pulseheights"][:, 0]) == [100, 201, 202, 203]
+    assert list(after["events"]["event_id"]) == [1, 2, 3, 4]
+    assert list(after["singles"]["mas_ch1_low"]) == [1, 1, 2, 3]
+    assert len(after["blobs"]) == len(before["blobs"]) + 3
+    assert writer.tally.uploads == 1
+    messages = " ".join(r.getMessage() for r in caplog.records)
+    assert "could not store 1 uploads" in messages
+    assert "stay claimed in" in messages
+    if failure.args and failure.args[0] == errno.ENOSPC:
+        assert "disk full" in messages
+
+
+def test_nothing_half_written_is_visible_between_attempts(tmp_path, monkeypatch, fast_backoff):
+    store(tmp_path, [Upload(501, "Utrecht", [singles(0, 1)])])
+    calls = []
+
+    def always_full(self, cluster, station_id, event_type, records):
+        calls.append(1)
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(DayFile, "append_rows", always_full)
+    queue_uploads(tmp_path, [Upload(501, "Utrecht", [coincidence(1, 5), singles(1, 2)])])
+    writer = writer_module.Writer(settings_for(tmp_path, sleep=0.05), load_registry())
+    thread = threading.Thread(target=writer.run)
+    thread.start()
+    while len(calls) < 3:
+        time.sleep(0.02)
+    writer.stop()
+    thread.join(10)
+    nodes = read_station(tmp_path, MOMENT.date(), "Utrecht", 501)
+    # blobs appended by a failed attempt were cut back; the new table was removed
+    assert set(nodes) == {"singles"}
+    assert list(nodes["singles"]["mas_ch1_low"]) == [1]
+    assert len(list((tmp_path / "partial").iterdir())) == 1
+    assert (tmp_path / "writer.journal").exists() is False or writer.journal.read().state == "applying"
+
+
+def test_hdf5_errors_on_a_disk_with_room_rebuild_the_day_file_from_the_archive(
+        tmp_path, monkeypatch, caplog, fast_backoff):
+    store(tmp_path, [Upload(501, "Utrecht", [coincidence(0, 100), singles(0, 1)])])
+    failures_left = [2]
+    real_append_rows = DayFile.append_rows
+
+    def damaged(self, cluster, station_id, event_type, records):
+        if failures_left[0] > 0:
+            failures_left[0] -= 1
+            raise tables.HDF5ExtError("Problems closing the Group cluster_utrecht")
+        real_append_rows(self, cluster, station_id, event_type, records)
+
+    monkeypatch.setattr(DayFile, "append_rows", damaged)
+    queue_uploads(tmp_path, [Upload(501, "Utrecht", [coincidence(1, 201), singles(1, 2)])])
+    writer = writer_module.Writer(settings_for(tmp_path, sleep=0.05), load_registry())
+    with caplog.at_level(logging.WARNING):
+        thread = threading.Thread(target=writer.run)
+        thread.start()
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and list((tmp_path / "partial").iterdir()) + [
+                p for p in (tmp_path / "incoming").iterdir()]:
+            time.sleep(0.02)
+        writer.stop()
+        thread.join(10)
+
+    nodes = read_station(tmp_path, MOMENT.date(), "Utrecht", 501)
+    assert list(nodes["events"]["pulseheights"][:, 0]) == [100, 201]
+    assert list(nodes["singles"]["mas_ch1_low"]) == [1, 2]
+    assert len(list((tmp_path / "quarantine").glob("2024_2_29.h5.damaged-*"))) == 1
+    assert any(r.levelname == "CRITICAL" and "rebuilt from the archive" in r.getMessage()
+               for r in caplog.records)
+
+
+def test_hdf5_errors_on_a_full_disk_are_waited_out_not_healed(tmp_path, monkeypatch, fast_backoff):
+    store(tmp_path, [Upload(501, "Utrecht", [singles(0, 1)])])
+    monkeypatch.setattr(writer_module, "_disk_full", lambda data_dir: True)
+    failures_left = [3]
+    real_append_rows = DayFile.append_rows
+
+    def full(self, cluster, station_id, event_type, records):
+        if failures_left[0] > 0:
+            failures_left[0] -= 1
+            raise tables.HDF5ExtError("Problems appending the records.")  # HDF5's word for ENOSPC
+        real_append_rows(self, cluster, station_id, event_type, records)
+
+    monkeypatch.setattr(DayFile, "append_rows", full)
+    queue_uploads(tmp_path, [Upload(501, "Utrecht", [singles(1, 2)])])
+    writer = writer_module.Writer(settings_for(tmp_path, sleep=0.05), load_registry())
+    thread = threading.Thread(target=writer.run)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and (failures_left[0] or list((tmp_path / "partial").iterdir())):
+        time.sleep(0.02)
+    writer.stop()
+    thread.join(10)
+    assert list(read_station(tmp_path, MOMENT.date(), "Utrecht", 501)["singles"]["mas_ch1_low"]) == [1, 2]
+    assert list((tmp_path / "quarantine").iterdir()) == []
