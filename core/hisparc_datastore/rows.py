@@ -22,6 +22,7 @@ from .eventtype import EventType
 log = logging.getLogger(__name__)
 
 _EPOCH = datetime.datetime(1970, 1, 1)
+_NUMBERS = frozenset({int, float, bool})
 _ONE_SECOND = datetime.timedelta(seconds=1)
 
 
@@ -157,6 +158,9 @@ class StationRows:
                     return f"blob {code} cannot be decoded: {exc}"
                 value = len(self.blobs) + len(new_blobs)
                 new_blobs.append(blob)
+            elif value.__class__ not in _NUMBERS:
+                # numpy would read '5' as 5 and anything at all as True: refuse instead
+                return f"{code} value {value!r:.40} is a {type(value).__name__}, not a number"
             row[position] = value
         self.blobs.extend(new_blobs)
         self._rows.setdefault(event_type, []).append(tuple(row))
