@@ -28,6 +28,23 @@ def singles(second, low):
     return event("SIN", MOMENT + datetime.timedelta(seconds=second), {"MAS_CH1_LOW": low})
 
 
+def run_writer_until(tmp_path, done, timeout=20.0):
+    """Run the service writer in a thread until ``done()`` or ``timeout``; return it stopped."""
+    writer = writer_module.Writer(settings_for(tmp_path, sleep=0.05), load_registry())
+    thread = threading.Thread(target=writer.run)
+    thread.start()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and not done():
+        time.sleep(0.02)
+    writer.stop()
+    thread.join(10)
+    return writer
+
+
+def queue_empty(tmp_path):
+    return not any((tmp_path / "partial").iterdir()) and not any((tmp_path / "incoming").iterdir())
+
+
 @pytest.fixture
 def fast_backoff(monkeypatch):
     monkeypatch.setattr(writer_module, "FIRST_BACKOFF", 0.05)
@@ -57,15 +74,8 @@ def test_a_failing_append_leaves_nothing_behind_and_is_retried_until_it_works(
     monkeypatch.setattr(DayFile, "append_rows", failing_append_rows)
     queue_uploads(tmp_path, [Upload(501, "Utrecht", [coincidence(s, 200 + s) for s in range(1, 4)]
                                     + [singles(s, s) for s in range(1, 4)])])
-    writer = writer_module.Writer(settings_for(tmp_path, sleep=0.05), load_registry())
     with caplog.at_level(logging.ERROR):
-        thread = threading.Thread(target=writer.run)
-        thread.start()
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline and (failures_left[0] or list((tmp_path / "partial").iterdir())):
-            time.sleep(0.02)
-        writer.stop()
-        thread.join(10)
+        writer = run_writer_until(tmp_path, lambda: not failures_left[0] and queue_empty(tmp_path))
 
     assert failures_left == [0]
     assert all(len(names) == 1 for names in seen_during_failure)  # the upload stayed claimed
@@ -92,13 +102,7 @@ def test_nothing_half_written_is_visible_between_attempts(tmp_path, monkeypatch,
 
     monkeypatch.setattr(DayFile, "append_rows", always_full)
     queue_uploads(tmp_path, [Upload(501, "Utrecht", [coincidence(1, 5), singles(1, 2)])])
-    writer = writer_module.Writer(settings_for(tmp_path, sleep=0.05), load_registry())
-    thread = threading.Thread(target=writer.run)
-    thread.start()
-    while len(calls) < 3:
-        time.sleep(0.02)
-    writer.stop()
-    thread.join(10)
+    writer = run_writer_until(tmp_path, lambda: len(calls) >= 3)
     nodes = read_station(tmp_path, MOMENT.date(), "Utrecht", 501)
     # blobs appended by a failed attempt were cut back; the new table was removed
     assert set(nodes) == {"singles"}
@@ -121,16 +125,8 @@ def test_hdf5_errors_on_a_disk_with_room_rebuild_the_day_file_from_the_archive(
 
     monkeypatch.setattr(DayFile, "append_rows", damaged)
     queue_uploads(tmp_path, [Upload(501, "Utrecht", [coincidence(1, 201), singles(1, 2)])])
-    writer = writer_module.Writer(settings_for(tmp_path, sleep=0.05), load_registry())
     with caplog.at_level(logging.WARNING):
-        thread = threading.Thread(target=writer.run)
-        thread.start()
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline and list((tmp_path / "partial").iterdir()) + [
-                p for p in (tmp_path / "incoming").iterdir()]:
-            time.sleep(0.02)
-        writer.stop()
-        thread.join(10)
+        run_writer_until(tmp_path, lambda: queue_empty(tmp_path))
 
     nodes = read_station(tmp_path, MOMENT.date(), "Utrecht", 501)
     assert list(nodes["events"]["pulseheights"][:, 0]) == [100, 201]
@@ -154,13 +150,6 @@ def test_hdf5_errors_on_a_full_disk_are_waited_out_not_healed(tmp_path, monkeypa
 
     monkeypatch.setattr(DayFile, "append_rows", full)
     queue_uploads(tmp_path, [Upload(501, "Utrecht", [singles(1, 2)])])
-    writer = writer_module.Writer(settings_for(tmp_path, sleep=0.05), load_registry())
-    thread = threading.Thread(target=writer.run)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline and (failures_left[0] or list((tmp_path / "partial").iterdir())):
-        time.sleep(0.02)
-    writer.stop()
-    thread.join(10)
+    run_writer_until(tmp_path, lambda: not failures_left[0] and queue_empty(tmp_path))
     assert list(read_station(tmp_path, MOMENT.date(), "Utrecht", 501)["singles"]["mas_ch1_low"]) == [1, 2]
     assert list((tmp_path / "quarantine").iterdir()) == []

@@ -10,7 +10,14 @@ import pytest
 
 import datastore_hisparc as plugin
 from hisparc_datastore.decoding import Upload
-from hisparc_datastore.testing import description_columns, event, read_station, seed_columns, store
+from hisparc_datastore.testing import (
+    description_columns,
+    event,
+    read_station,
+    sample_values,
+    seed_columns,
+    store,
+)
 
 MOMENT = datetime.datetime(2021, 3, 14, 15, 9, 26)
 TIMESTAMP = 1615734566  # calendar.timegm of MOMENT
@@ -71,26 +78,14 @@ def test_error_message_is_a_latin1_blob(tmp_path):
 
 def test_every_configuration_code_fills_its_column(tmp_path):
     blob_codes = ["CFG_MAS_VERSION", "CFG_SLV_VERSION", "CFG_PASSWORD", "CFG_BUFFER"]
-    dtype = plugin.CONFIG.dtype
-    data, expected = {}, {}
-    for i, (code, column) in enumerate(sorted(plugin.CONFIG_COLUMNS.items()), start=1):
-        if code in blob_codes:
-            data[code] = f"text of {code}"
-        elif dtype[column].kind == "b":
-            data[code] = i % 2 == 1
-            expected[column] = i % 2 == 1
-        elif dtype[column].kind == "f":
-            data[code] = i + 0.25
-            expected[column] = i + 0.25
-        else:
-            data[code] = i
-            expected[column] = i
+    data = sample_values(plugin.CONFIG)
     assert len(plugin.CONFIG_COLUMNS) == 87  # every column but event_id and timestamp
     assert plugin.CONFIG_COLUMNS["CFG_SLV_CH2OFFNEG"] == "slv_ch2_offset_neg"
     nodes = store_one(tmp_path, event("CFG", MOMENT, data))
     row = nodes["config"][0]
-    for column, value in expected.items():
-        assert row[column] == value, column
+    for code, column in plugin.CONFIG_COLUMNS.items():
+        if code not in blob_codes:
+            assert row[column] == data[code], code
     blob_rows = [row[plugin.CONFIG_COLUMNS[code]] for code in blob_codes]
     assert sorted(blob_rows) == [0, 1, 2, 3]
     for code, index in zip(blob_codes, blob_rows, strict=True):

@@ -12,7 +12,14 @@ import pytest
 
 import datastore_lightning as plugin
 from hisparc_datastore.decoding import Upload
-from hisparc_datastore.testing import description_columns, event, read_station, seed_columns, store
+from hisparc_datastore.testing import (
+    description_columns,
+    event,
+    read_station,
+    sample_values,
+    seed_columns,
+    store,
+)
 
 MOMENT = datetime.datetime(2023, 6, 30, 23, 59, 59)
 TIMESTAMP = 1688169599
@@ -61,17 +68,7 @@ def test_status_fills_the_seeds_sever_alarm(tmp_path):
 
 
 def test_every_configuration_code_fills_its_column(tmp_path):
-    dtype = plugin.LIGHTNING_CONFIG.dtype
-    values = {}
-    for i, (code, column) in enumerate(plugin.LIGHTNING_CONFIG.columns.items(), start=1):
-        if code in plugin.LIGHTNING_CONFIG.blobs:
-            values[code] = f"text {i}"
-        elif dtype[column].kind == "b":
-            values[code] = i % 2 == 1
-        elif dtype[column].kind == "f":
-            values[code] = i + 0.5
-        else:
-            values[code] = i
+    values = sample_values(plugin.LIGHTNING_CONFIG)
     assert len(values) == 15  # every column but event_id and timestamp
     assert plugin.LIGHTNING_CONFIG.columns["LCG_SQUELCH_SETTING"] == "squelch_seting"
     nodes = store_events(tmp_path, [event("LCG", MOMENT, values)])

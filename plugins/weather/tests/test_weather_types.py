@@ -13,6 +13,7 @@ from hisparc_datastore.testing import (
     description_columns,
     event,
     read_station,
+    sample_values,
     seed_columns,
     settings_for,
     store,
@@ -80,17 +81,7 @@ def test_weather_error_is_a_latin1_blob(tmp_path):
 
 
 def test_every_weather_configuration_code_fills_its_column(tmp_path):
-    dtype = plugin.WEATHER_CONFIG.dtype
-    values = {}
-    for i, (code, column) in enumerate(plugin.WEATHER_CONFIG.columns.items(), start=1):
-        if code in plugin.WEATHER_CONFIG.blobs:
-            values[code] = f"text {i}"
-        elif dtype[column].kind == "b":
-            values[code] = i % 2 == 0
-        elif dtype[column].kind == "f":
-            values[code] = i + 0.5
-        else:
-            values[code] = i
+    values = sample_values(plugin.WEATHER_CONFIG)
     assert len(values) == 30  # every column but event_id and timestamp
     assert plugin.WEATHER_CONFIG.columns["WCG_OFFSET_BAR_SEA_LEVEL"] == "offset_bar_sea_level"
     nodes = store_one(tmp_path, event("WCG", MOMENT, values))
