@@ -4,6 +4,9 @@ half-written, retries with back-off and stores it once when space returns."""
 import datetime
 import errno
 import logging
+import os
+import subprocess
+import sys
 import threading
 import time
 
@@ -153,3 +156,35 @@ def test_hdf5_errors_on_a_full_disk_are_waited_out_not_healed(tmp_path, monkeypa
     run_writer_until(tmp_path, lambda: not failures_left[0] and queue_empty(tmp_path))
     assert list(read_station(tmp_path, MOMENT.date(), "Utrecht", 501)["singles"]["mas_ch1_low"]) == [1, 2]
     assert list((tmp_path / "quarantine").iterdir()) == []
+
+
+def test_a_day_file_held_open_by_a_reader_is_waited_for_not_healed(tmp_path, fast_backoff):
+    store(tmp_path, [Upload(501, "Utrecht", [singles(0, 1)])])
+    path = tmp_path / "2024/2/2024_2_29.h5"
+    # a writer died mid-batch: the restarted one must cut this file back first
+    queue_uploads(tmp_path, [Upload(501, "Utrecht", [singles(2, 3)])])
+    config = tmp_path / "config.ini"
+    config.write_text(f"[General]\nlog=\nloglevel=info\nstation_list=x\ndata_dir={tmp_path}\n"
+                      "minimum_year=2000\n[Writer]\nfsync=no\n")
+    crashed = subprocess.run([sys.executable, "-m", "hisparc_datastore.cli", "writer", str(config),
+                              "--once"], env={**os.environ, "DATASTORE_CRASH_AT": "table-appended"})
+    assert crashed.returncode == -9
+    assert writer_module.Journal(tmp_path).read().state == "applying"
+    reader = subprocess.Popen([sys.executable, "-c", (
+        "import sys, tables, time\n"
+        f"f = tables.open_file({str(path)!r}, 'r'); print('reading', flush=True); sys.stdin.readline()")],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert reader.stdout.readline().strip() == "reading"
+    queue_uploads(tmp_path, [Upload(501, "Utrecht", [singles(1, 2)])])
+
+    released = []
+
+    def release_reader_after_a_while():
+        time.sleep(1.0)  # several failed attempts, with a 0.05 s first back-off
+        reader.communicate("done\n", timeout=10)
+        released.append(True)
+
+    threading.Thread(target=release_reader_after_a_while).start()
+    run_writer_until(tmp_path, lambda: released and queue_empty(tmp_path))
+    assert list(read_station(tmp_path, MOMENT.date(), "Utrecht", 501)["singles"]["mas_ch1_low"]) == [1, 3, 2]
+    assert list((tmp_path / "quarantine").iterdir()) == []  # never taken for damage

@@ -157,8 +157,10 @@ class Writer:
                               "retrying in %.0f s", len(batch), _describe(exc) if not isinstance(
                                   exc, StorageError) else exc, self.queue.partial, delay)
                     cause = exc.__cause__ if isinstance(exc, StorageError) else exc
-                    # Only HDF5's own errors hint at damage; an OSError is the disk's.
-                    failures = failures + 1 if isinstance(cause, tables.HDF5ExtError) else max(failures, 1)
+                    # Only HDF5's own errors hint at damage: an OSError is the disk's, and
+                    # a lock held by a reader is no damage either.
+                    hint = isinstance(cause, tables.HDF5ExtError) and not _held_by_another(cause)
+                    failures = failures + 1 if hint else max(failures, 1)
                     self._suspects.update(self._files)
                     self.close_files()
                     try:
@@ -352,7 +354,8 @@ class Writer:
                     day_file.truncate(sizes)
                     day_file.flush(self.settings.fsync)
                 except (tables.HDF5ExtError, tables.NodeError, ValueError, KeyError) as exc:
-                    if not self.resilient or _disk_full(self.settings.data_dir):
+                    if (not self.resilient or _disk_full(self.settings.data_dir)
+                            or _held_by_another(exc)):
                         raise StorageError(_describe(exc)) from exc
                     log.error("%s cannot be cut back (%s): taking it as damaged", path, _describe(exc))
                     damaged.add(Path(path))
@@ -446,6 +449,11 @@ def cut_batches(files: list[tuple[str, int]], max_files: int, max_bytes: int) ->
     return batches
 
 
+def _held_by_another(exc: BaseException) -> bool:
+    """HDF5 refused to open a day file because another process (a reader) has it locked."""
+    return "unable to lock file" in str(exc)
+
+
 def _disk_full(data_dir: Path, margin: int = 64 * 2**20) -> bool:
     """Too little room left to trust an HDF5 error as damage rather than a full disk."""
     try:
@@ -457,6 +465,8 @@ def _disk_full(data_dir: Path, margin: int = 64 * 2**20) -> bool:
 def _describe(exc: BaseException) -> str:
     if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
         return f"disk full: {exc}"
+    if _held_by_another(exc):
+        return f"a day file is locked by another process (a reader?): {str(exc).strip().splitlines()[-1]}"
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[-1] if text else ''}"
 
