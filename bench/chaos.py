@@ -127,12 +127,14 @@ def main(argv: list[str] | None = None) -> int:
         missing, extra = multiset_difference(expected.get(node, []), actual.get(node, []))
         lost += missing
         duplicated += extra
-    left = [p.name for d in ("incoming", "partial", "quarantine") for p in (data_dir / d).iterdir()]
+    healed = list((data_dir / "quarantine").glob("*.h5.damaged-*"))
+    left = [p.name for d in ("incoming", "partial", "quarantine") for p in (data_dir / d).iterdir()
+            if p not in healed]
     print(f"kills: {kills}, lost: {lost}, duplicated: {duplicated}, unreadable files: {len(unreadable)}")
     print(f"(kills while a batch was being applied: {mid_batch}, after the queue had drained: {idle}; "
           f"undisturbed run {full_run:.1f} s, "
-          f"start-up {startup:.1f} s; files left in the queue: {len(left)}; journal left: "
-          f"{journal.exists()})")
+          f"start-up {startup:.1f} s; day files HDF5 left torn, rebuilt from the archive: {len(healed)}; "
+          f"files left in the queue: {len(left)}; journal left: {journal.exists()})")
     for line in unreadable:
         print("unreadable:", line)
     return 0 if lost == duplicated == len(unreadable) == len(left) == 0 and not journal.exists() else 1
