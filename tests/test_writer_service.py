@@ -53,7 +53,13 @@ def test_sigterm_and_sigint_stop_the_writer_cleanly_with_status_0(tmp_path, test
     assert f"received {signum.name}" in log and "writer stopped: 1 uploads, 100 events" in log
 
 
-def test_an_idle_writer_sleeps_instead_of_spinning(tmp_path):
+@pytest.mark.parametrize("archived", [0, 20_000])
+def test_an_idle_writer_sleeps_instead_of_spinning(tmp_path, archived):
+    # weeks of archived uploads must not be walked at every look at the queue
+    for i in range(archived):
+        day = tmp_path / "data" / "archive" / "2026" / "11" / str(1 + i % 14)
+        day.mkdir(parents=True, exist_ok=True)
+        (day / f"upload-{i}.gz").write_bytes(b"")
     writer = start_writer(tmp_path, sleep=0.5)
     try:
         assert wait_for(lambda: (tmp_path / "data/writer.lock").exists())

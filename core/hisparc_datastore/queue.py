@@ -40,6 +40,7 @@ class Queue:
         for name in QUEUE_DIRS:
             (self.data_dir / name).mkdir(parents=True, exist_ok=True)
         self._pending: list[str] = []
+        self._uncompressed: list[Path] | None = None  # archive links to compress; None: not yet looked
 
     @property
     def tmp(self) -> Path:
@@ -203,23 +204,34 @@ class Queue:
                 os.link(source, tmp)
                 os.replace(tmp, target)
                 directories.add(directory)
+                if self._uncompressed is not None:
+                    self._uncompressed.append(target)
         if self.fsync:
             for directory in directories:
                 fsync_dir(directory)
 
     def compress_archive(self, limit: int = 100) -> int:
-        """Compress up to ``limit`` archived uploads still stored as plain links."""
+        """Compress up to ``limit`` archived uploads still stored as plain links.
+
+        The archive holds weeks of uploads, so it is walked once per process
+        (for what an earlier writer left); after that only the links this
+        process made are visited.
+        """
+        if self._uncompressed is None:
+            self._uncompressed = [
+                Path(root, name)
+                for root, _, files in os.walk(self.archive)
+                for name in files
+                if not name.endswith(".gz") and not name.startswith(".")
+            ]
         done = 0
-        for root, _, files in os.walk(self.archive):
-            for name in files:
-                if done >= limit:
-                    return done
-                if name.endswith(".gz") or name.startswith("."):
-                    continue
-                path = Path(root, name)
-                _compress_keeping_mtime(path, fsync=self.fsync)
-                path.unlink()
-                done += 1
+        while self._uncompressed and done < limit:
+            path = self._uncompressed.pop()
+            if not path.exists():
+                continue  # pruned, or compressed by an earlier attempt
+            _compress_keeping_mtime(path, fsync=self.fsync)
+            path.unlink()
+            done += 1
         return done
 
     def archived(self, date: datetime.date) -> list[Path]:

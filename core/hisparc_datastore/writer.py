@@ -9,6 +9,7 @@ import os
 import shutil
 import signal
 import threading
+import time
 import traceback
 from collections import Counter
 from pathlib import Path
@@ -32,6 +33,7 @@ log = logging.getLogger(__name__)
 MAX_OPEN_FILES = 4
 FIRST_BACKOFF = 1.0  # seconds; doubles up to MAX_BACKOFF while storing keeps failing
 MAX_BACKOFF = 60.0
+PRUNE_EVERY = 3600.0  # seconds between walks of the archive for expired uploads
 
 
 @attrs.define
@@ -78,6 +80,7 @@ class Writer:
         self._files: dict[Path, DayFile] = {}
         self._suspects: set[Path] = set()  # day files open when a batch failed
         self.resilient = resilient
+        self._last_prune = -PRUNE_EVERY
         self._stop = threading.Event()
 
     # -- running -------------------------------------------------------------
@@ -110,7 +113,10 @@ class Writer:
         """Idle work: compress archived uploads and drop those past retention, a
         slice at a time so that new uploads and signals are not kept waiting."""
         try:
-            self.queue.prune_archive(self.settings.archive_days)
+            # Pruning walks the whole archive: once an hour is plenty for a retention in days.
+            if time.monotonic() - self._last_prune > PRUNE_EVERY:
+                self.queue.prune_archive(self.settings.archive_days)
+                self._last_prune = time.monotonic()
             while not self._stop.is_set() and not self.queue.has_incoming():
                 if not self.queue.compress_archive(limit=20):
                     break
