@@ -23,7 +23,7 @@ import attrs
 
 from ..config import Settings
 from ..decoding import DecodeError, Upload, parse_event_list
-from .dedup import DB_NAME, Dedup
+from .dedup import DB_NAME, DUPLICATE, IN_FLIGHT, NEW, Dedup
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .metrics import Metrics
 from .spool import Spool, is_suspicious
@@ -177,19 +177,43 @@ class ReceiverApp:
             return self._refuse(Outcome(RC_UNPICKLE, station_id, f"cannot unpickle: {exc}"),
                                 station, payload, checksum)
 
+        claim = self._claim(station_id, checksum)
+        if claim == DUPLICATE:
+            return Outcome(RC_OK, station_id, f"duplicate of an upload with md5 {checksum}", duplicate=True)
+        if claim == IN_FLIGHT:
+            # The same bytes are being queued by another request this very moment; that one
+            # may yet fail, so this one may not say 100. The station retries.
+            return Outcome(RC_TRANSACTION_FAILED, station_id, f"the same upload (md5 {checksum}) "
+                           "is being queued by another request")
         suspicious = is_suspicious(event_list, self.settings.minimum_year)
         name = self.spool.unique_name(station_id, checksum)
         try:
             path = self.spool.store(Upload(station_id, station.cluster, event_list), name, suspicious)
         except OSError as exc:
+            self._settle(self.dedup.forget if self.dedup else None, station_id, checksum, name)
             return Outcome(RC_TRANSACTION_FAILED, station_id, f"queue write failed: {exc}")
-        if self.dedup is not None:
-            try:
-                self.dedup.remember(station_id, checksum)
-            except sqlite3.Error as exc:
-                log.warning("cannot record upload %s for duplicate detection: %s", name, exc)
+        self._settle(self.dedup.remember if self.dedup else None, station_id, checksum, name)
         return Outcome(RC_OK, station_id,
                        f"{len(event_list)} events -> {path.parent.name}/{path.name}")
+
+    def _claim(self, station_id: int, checksum: str) -> str:
+        if self.dedup is None:
+            return NEW
+        try:
+            return self.dedup.claim(station_id, checksum)
+        except sqlite3.Error as exc:
+            # Better a rare duplicate for the writer than refusing the station's data.
+            log.warning("duplicate detection unavailable: %s", exc)
+            return NEW
+
+    @staticmethod
+    def _settle(record: Callable | None, station_id: int, checksum: str, name: str) -> None:
+        if record is None:
+            return
+        try:
+            record(station_id, checksum)
+        except sqlite3.Error as exc:
+            log.warning("cannot record upload %s for duplicate detection: %s", name, exc)
 
     def _refuse(self, outcome: Outcome, station, payload: bytes, checksum: str) -> Outcome:
         """Keep what an authenticated station sent but we refused, so nothing is lost silently.

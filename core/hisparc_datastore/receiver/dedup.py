@@ -21,12 +21,17 @@ DB_NAME = "receiver.sqlite"
 BUSY_TIMEOUT_MS = 5000
 # Forgetting old uploads is a DELETE; do it now and then rather than on every insert.
 PRUNE_EVERY_SECONDS = 600
+# A claim older than this belongs to a request that died; it no longer blocks the upload.
+CLAIM_TIMEOUT_SECONDS = 120.0
+
+NEW, DUPLICATE, IN_FLIGHT = "new", "duplicate", "in flight"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS accepted (
     station_id INTEGER NOT NULL,
     checksum TEXT NOT NULL,
     accepted_at REAL NOT NULL,
+    durable INTEGER NOT NULL DEFAULT 1,  -- 0: being queued by some request right now
     PRIMARY KEY (station_id, checksum)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS accepted_at ON accepted (accepted_at);
@@ -68,16 +73,44 @@ class Dedup:
         """True when this station's upload with this checksum was accepted within the window."""
         now = time.time() if now is None else now
         row = self._db.execute(
-            "SELECT accepted_at FROM accepted WHERE station_id = ? AND checksum = ?",
+            "SELECT accepted_at, durable FROM accepted WHERE station_id = ? AND checksum = ?",
             (station_id, checksum),
         ).fetchone()
-        return row is not None and row[0] >= now - self.window
+        return row is not None and bool(row[1]) and row[0] >= now - self.window
+
+    def claim(self, station_id: int, checksum: str, now: float | None = None) -> str:
+        """Atomically, across threads and processes: ``NEW`` (the caller queues it, then
+        calls :meth:`remember` or :meth:`forget`), ``DUPLICATE`` (accepted already) or
+        ``IN_FLIGHT`` (another request is queueing the same bytes right now)."""
+        now = time.time() if now is None else now
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            row = db.execute(
+                "SELECT accepted_at, durable FROM accepted WHERE station_id = ? AND checksum = ?",
+                (station_id, checksum),
+            ).fetchone()
+            if row is not None and row[1] and row[0] >= now - self.window:
+                return DUPLICATE
+            if row is not None and not row[1] and row[0] >= now - CLAIM_TIMEOUT_SECONDS:
+                return IN_FLIGHT
+            db.execute("INSERT OR REPLACE INTO accepted (station_id, checksum, accepted_at, durable) "
+                       "VALUES (?, ?, ?, 0)", (station_id, checksum, now))
+            return NEW
+        finally:
+            db.execute("COMMIT")
+
+    def forget(self, station_id: int, checksum: str) -> None:
+        """Drop a claim whose upload could not be queued, so the station's retry is taken."""
+        self._db.execute("DELETE FROM accepted WHERE station_id = ? AND checksum = ? AND durable = 0",
+                         (station_id, checksum))
 
     def remember(self, station_id: int, checksum: str, now: float | None = None) -> None:
         """Record an upload whose queue file is durable."""
         now = time.time() if now is None else now
         self._db.execute(
-            "INSERT OR REPLACE INTO accepted (station_id, checksum, accepted_at) VALUES (?, ?, ?)",
+            "INSERT OR REPLACE INTO accepted (station_id, checksum, accepted_at, durable) "
+            "VALUES (?, ?, ?, 1)",
             (station_id, checksum, now),
         )
         if now - self._last_prune > PRUNE_EVERY_SECONDS:
