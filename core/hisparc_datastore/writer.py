@@ -160,8 +160,7 @@ class Writer:
                     # Disk full or an I/O error: keep the uploads claimed and retry
                     # until space returns; never lose them, never stop.
                     log.error("could not store %d uploads (%s); they stay claimed in %s, "
-                              "retrying in %.0f s", len(batch), _describe(exc) if not isinstance(
-                                  exc, StorageError) else exc, self.queue.partial, delay)
+                              "retrying in %.0f s", len(batch), _describe(exc), self.queue.partial, delay)
                     cause = exc.__cause__ if isinstance(exc, StorageError) else exc
                     # Only HDF5's own errors hint at damage: an OSError is the disk's, and
                     # a lock held by a reader is no damage either.
@@ -469,6 +468,8 @@ def _disk_full(data_dir: Path, margin: int = 64 * 2**20) -> bool:
 
 
 def _describe(exc: BaseException) -> str:
+    if isinstance(exc, StorageError):
+        return str(exc)  # described when it was raised
     if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
         return f"disk full: {exc}"
     if _held_by_another(exc):
