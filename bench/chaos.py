@@ -127,9 +127,10 @@ def main(argv: list[str] | None = None) -> int:
         missing, extra = multiset_difference(expected.get(node, []), actual.get(node, []))
         lost += missing
         duplicated += extra
-    healed = list((data_dir / "quarantine").glob("*.h5.damaged-*"))
+    healed = list((data_dir / "quarantine").glob("*.h5.damaged-*Z"))
+    kept = set(healed) | {p.with_name(p.name + ".reason") for p in healed}
     left = [p.name for d in ("incoming", "partial", "quarantine") for p in (data_dir / d).iterdir()
-            if p not in healed]
+            if p not in kept]
     print(f"kills: {kills}, lost: {lost}, duplicated: {duplicated}, unreadable files: {len(unreadable)}")
     print(f"(kills while a batch was being applied: {mid_batch}, after the queue had drained: {idle}; "
           f"undisturbed run {full_run:.1f} s, "

@@ -103,6 +103,8 @@ def test_a_day_file_left_unreadable_is_rebuilt_from_the_archive(tmp_path, upload
     finished = run_writer(config)
     assert finished.returncode == 0, finished.stderr
     assert everything(tmp_path) == reference
-    kept = list((tmp_path / "quarantine").glob(f"{first_day.name}.damaged-*"))
+    kept = list((tmp_path / "quarantine").glob(f"{first_day.name}.damaged-*Z"))
     assert len(kept) == 1
     assert "rebuilt from the archive" in (tmp_path / "datastore.log").read_text()
+    reason = kept[0].with_name(kept[0].name + ".reason").read_text()
+    assert reason.startswith(f"{first_day} was damaged (a crash inside HDF5): rebuilt from the archive")

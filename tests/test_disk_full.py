@@ -134,7 +134,7 @@ def test_hdf5_errors_on_a_disk_with_room_rebuild_the_day_file_from_the_archive(
     nodes = read_station(tmp_path, MOMENT.date(), "Utrecht", 501)
     assert list(nodes["events"]["pulseheights"][:, 0]) == [100, 201]
     assert list(nodes["singles"]["mas_ch1_low"]) == [1, 2]
-    assert len(list((tmp_path / "quarantine").glob("2024_2_29.h5.damaged-*"))) == 1
+    assert len(list((tmp_path / "quarantine").glob("2024_2_29.h5.damaged-*Z"))) == 1
     assert any(r.levelname == "CRITICAL" and "rebuilt from the archive" in r.getMessage()
                for r in caplog.records)
 

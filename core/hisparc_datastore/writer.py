@@ -18,13 +18,13 @@ import attrs
 import tables
 
 from . import faults
-from .config import Settings
+from .config import ConfigError, Settings
 from .decoding import DecodeError, Upload, event_datetime, parse_queue_file
 from .durable import fsync_dir
 from .journal import APPLIED, APPLYING, Journal, Transaction
 from .lock import WriterLock
 from .plugins import Registry
-from .queue import Queue
+from .queue import REASON_SUFFIX, Queue
 from .rows import StationRows, log_unknown_codes
 from .storage import BLOBS, DayFile, date_of_day_file, day_file_path, station_path
 
@@ -389,21 +389,28 @@ class Writer:
         aside = self.queue.quarantine / f"{path.name}.damaged-{stamp}"
         if not path.exists():
             return
+        rebuilt = None
         if self.settings.archive_days > 0 and self.queue.archived(date):
             scratch = self.settings.data_dir / f"rebuild-{date:%Y-%m-%d}"
             try:
                 rebuilt = rebuild_day(self.settings, date, scratch)
+            except ConfigError as exc:  # the archive holds nothing storable for that day
+                log.error("cannot rebuild %s: %s", path, exc)
+            except BaseException:
+                shutil.rmtree(scratch, ignore_errors=True)
+                raise  # disk full, say: the batch is retried and healing with it
             finally:
                 self._install_signal_handlers()  # the rebuild's writer installed its own
-            os.replace(path, aside)
+        os.replace(path, aside)
+        if rebuilt is not None:
             os.replace(rebuilt, path)
             shutil.rmtree(scratch, ignore_errors=True)
-            log.critical("%s was damaged (a crash inside HDF5): rebuilt from the archive; "
-                         "the damaged file is kept as %s", path, aside)
+            reason = f"{path} was damaged (a crash inside HDF5): rebuilt from the archive"
         else:
-            os.replace(path, aside)
-            log.critical("%s was damaged and there is no archive to rebuild it from: moved to %s, "
-                         "a new day file is started; recover its data with HDF5 tools", path, aside)
+            reason = (f"{path} was damaged and could not be rebuilt from the archive: a new day file "
+                      "is started; recover this one's data with HDF5 tools")
+        (aside.parent / (aside.name + REASON_SUFFIX)).write_text(reason + "\n")
+        log.critical("%s; the damaged file is kept as %s", reason, aside)
         if self.settings.fsync:
             fsync_dir(path.parent)
             fsync_dir(aside.parent)
