@@ -108,3 +108,19 @@ def test_a_day_file_left_unreadable_is_rebuilt_from_the_archive(tmp_path, upload
     assert "rebuilt from the archive" in (tmp_path / "datastore.log").read_text()
     reason = kept[0].with_name(kept[0].name + ".reason").read_text()
     assert reason.startswith(f"{first_day} was damaged (a crash inside HDF5): rebuilt from the archive")
+
+
+def test_without_an_archive_a_torn_day_file_is_kept_aside_and_the_writer_goes_on(tmp_path, uploads):
+    config = queued_data_dir(tmp_path, uploads)
+    config.write_text(config.read_text().replace("[Writer]", "[Writer]\narchive_days=0"))
+    assert run_writer(config, crash_at="table-appended:12").returncode == -signal.SIGKILL
+    (first_day, *_) = day_files(tmp_path)
+    with open(first_day, "r+b") as fh:
+        fh.truncate(os.path.getsize(first_day) // 2)
+
+    finished = run_writer(config)
+    assert finished.returncode == 0, finished.stderr
+    (kept,) = (tmp_path / "quarantine").glob(f"{first_day.name}.damaged-*Z")
+    assert "could not be rebuilt" in kept.with_name(kept.name + ".reason").read_text()
+    assert list((tmp_path / "incoming").iterdir()) == list((tmp_path / "partial").iterdir()) == []
+    assert read_contents(first_day, load_registry())  # a new, readable day file holds the rest
