@@ -111,9 +111,10 @@ def main(argv: list[str] | None = None) -> int:
         process = writer(config, once=False)
         # from mid-start-up to a slice of the work: the kills spread over the whole run
         time.sleep(rng.uniform(0.5 * startup, startup + 2.5 * work / args.kills))
-        if journal.exists():
-            with contextlib.suppress(ValueError, KeyError):
-                mid_batch += json.loads(journal.read_text())["state"] == "applying"
+        # the writer removes its journal when a batch is done, so it may be
+        # gone between any check and the read: only a read tells
+        with contextlib.suppress(FileNotFoundError, ValueError, KeyError):
+            mid_batch += json.loads(journal.read_text())["state"] == "applying"
         drained = not any((data_dir / "incoming").iterdir()) and not any((data_dir / "partial").iterdir())
         process.send_signal(signal.SIGKILL)
         process.wait()
