@@ -45,7 +45,9 @@ def run_writer_until(tmp_path, done, timeout=20.0):
 
 
 def queue_empty(tmp_path):
-    return not any((tmp_path / "partial").iterdir()) and not any((tmp_path / "incoming").iterdir())
+    # Files only move forward, incoming/ -> partial/ -> gone, so look at
+    # incoming/ first: the other order can miss a file claimed in between.
+    return not any((tmp_path / "incoming").iterdir()) and not any((tmp_path / "partial").iterdir())
 
 
 @pytest.fixture
