@@ -63,7 +63,9 @@ def test_an_idle_writer_sleeps_instead_of_spinning(tmp_path, archived):
     writer = start_writer(tmp_path, sleep=0.5)
     try:
         assert wait_for(lambda: (tmp_path / "data/writer.lock").exists())
-        time.sleep(1.0)  # let start-up finish before measuring
+        # Start-up (the one walk of the archive) takes longer on a loaded
+        # machine than any fixed pause: wait until it has gone quiet.
+        assert wait_for(lambda: _cpu_used_in(writer.pid, 0.5) < 0.05)
         before = _cpu_seconds(writer.pid)
         time.sleep(3.0)
         used = _cpu_seconds(writer.pid) - before
@@ -72,6 +74,12 @@ def test_an_idle_writer_sleeps_instead_of_spinning(tmp_path, archived):
     finally:
         writer.send_signal(signal.SIGTERM)
         assert writer.wait(timeout=30) == 0
+
+
+def _cpu_used_in(pid: int, seconds: float) -> float:
+    before = _cpu_seconds(pid)
+    time.sleep(seconds)
+    return _cpu_seconds(pid) - before
 
 
 def _cpu_seconds(pid: int) -> float:
