@@ -46,6 +46,16 @@ def store(data_dir: str | os.PathLike, uploads: Iterable[Upload], minimum_year: 
     return Writer(settings, load_registry(extra_plugins)).run(once=True)
 
 
+def store_and_read(data_dir: str | os.PathLike, upload: Upload,
+                   date: datetime.date) -> dict[str, object]:
+    """Store one upload, check that every event of it was stored, and return its
+    station group in the day file of ``date`` as :func:`read_station` does."""
+    tally = store(data_dir, [upload])
+    if tally.events != len(upload.event_list):
+        raise AssertionError(f"stored {tally.events} of {len(upload.event_list)} events: {tally}")
+    return read_station(data_dir, date, upload.cluster, upload.station_id)
+
+
 #: A station event dict, as the station software builds it.
 event = station_event
 

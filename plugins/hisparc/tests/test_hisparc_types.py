@@ -17,16 +17,15 @@ from hisparc_datastore.testing import (
     sample_values,
     seed_columns,
     store,
+    store_and_read,
 )
 
 MOMENT = datetime.datetime(2021, 3, 14, 15, 9, 26)
 TIMESTAMP = 1615734566  # calendar.timegm of MOMENT
 
 
-def store_one(tmp_path, ev, station=501, cluster="Utrecht"):
-    tally = store(tmp_path, [Upload(station, cluster, [ev])])
-    assert tally.events == 1, tally
-    return read_station(tmp_path, MOMENT.date(), cluster, station)
+def store_one(tmp_path, ev):
+    return store_and_read(tmp_path, Upload(501, "Utrecht", [ev]), MOMENT.date())
 
 
 @pytest.mark.parametrize("event_type", plugin.EVENT_TYPES, ids=lambda t: t.upload_code)

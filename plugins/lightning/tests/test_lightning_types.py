@@ -15,10 +15,9 @@ from hisparc_datastore.decoding import Upload
 from hisparc_datastore.testing import (
     description_columns,
     event,
-    read_station,
     sample_values,
     seed_columns,
-    store,
+    store_and_read,
 )
 
 MOMENT = datetime.datetime(2023, 6, 30, 23, 59, 59)
@@ -26,9 +25,7 @@ TIMESTAMP = 1688169599
 
 
 def store_events(tmp_path, events):
-    tally = store(tmp_path, [Upload(8001, "Aarhus", events)])
-    assert tally.events == len(events), tally
-    return read_station(tmp_path, MOMENT.date(), "Aarhus", 8001)
+    return store_and_read(tmp_path, Upload(8001, "Aarhus", events), MOMENT.date())
 
 
 @pytest.mark.parametrize("event_type", plugin.EVENT_TYPES, ids=lambda t: t.upload_code)

@@ -16,7 +16,7 @@ from hisparc_datastore.testing import (
     sample_values,
     seed_columns,
     settings_for,
-    store,
+    store_and_read,
 )
 from hisparc_datastore.writer import Writer
 
@@ -25,9 +25,7 @@ TIMESTAMP = 1659355205
 
 
 def store_one(tmp_path, ev):
-    tally = store(tmp_path, [Upload(7001, "Groningen", [ev])])
-    assert tally.events == 1, tally
-    return read_station(tmp_path, MOMENT.date(), "Groningen", 7001)
+    return store_and_read(tmp_path, Upload(7001, "Groningen", [ev]), MOMENT.date())
 
 
 @pytest.mark.parametrize("event_type", plugin.EVENT_TYPES, ids=lambda t: t.upload_code)
