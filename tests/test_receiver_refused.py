@@ -77,6 +77,14 @@ def test_a_forbidden_pickle_is_kept_and_stays_refused_on_replay(config, url, cap
     assert list(queue.incoming.iterdir()) == []
 
 
+def test_a_resent_unpickleable_upload_is_refused_again_not_taken_for_in_flight(config, url):
+    # The duplicate claim is taken before unpickling; a refusal must give it back.
+    payload = b"not a pickle"
+    assert post(url, payload) == "208"
+    assert post(url, payload) == "208"
+    assert len(Queue(load_settings(config).data_dir).quarantined()) == 2
+
+
 def test_unauthenticated_requests_leave_nothing_behind(config, url, testdata):
     payload = (testdata / "uploads" / "py2event").read_bytes()
     assert post(url, payload, password="guess") == "203"

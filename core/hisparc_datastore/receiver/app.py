@@ -168,15 +168,8 @@ class ReceiverApp:
                                         f"checksum {form['checksum'][:40]!r}, data has {checksum}"),
                                 station, payload, checksum)
 
-        # Same station and md5: the same bytes, a batch re-sent after a lost reply.
-        if self._seen(station_id, checksum):
-            return Outcome(RC_OK, station_id, f"duplicate of an upload with md5 {checksum}", duplicate=True)
-        try:
-            event_list = parse_event_list(payload)
-        except DecodeError as exc:
-            return self._refuse(Outcome(RC_UNPICKLE, station_id, f"cannot unpickle: {exc}"),
-                                station, payload, checksum)
-
+        # Same station and md5: the same bytes, a batch re-sent after a lost reply. Claimed
+        # before unpickling, so a duplicate costs no decoding and a new upload one query.
         claim = self._claim(station_id, checksum)
         if claim == DUPLICATE:
             return Outcome(RC_OK, station_id, f"duplicate of an upload with md5 {checksum}", duplicate=True)
@@ -185,8 +178,14 @@ class ReceiverApp:
             # may yet fail, so this one may not say 100. The station retries.
             return Outcome(RC_TRANSACTION_FAILED, station_id, f"the same upload (md5 {checksum}) "
                            "is being queued by another request")
-        suspicious = is_suspicious(event_list, self.settings.minimum_year)
         name = self.spool.unique_name(station_id, checksum)
+        try:
+            event_list = parse_event_list(payload)
+        except DecodeError as exc:
+            self._settle(self.dedup.forget if self.dedup else None, station_id, checksum, name)
+            return self._refuse(Outcome(RC_UNPICKLE, station_id, f"cannot unpickle: {exc}"),
+                                station, payload, checksum)
+        suspicious = is_suspicious(event_list, self.settings.minimum_year)
         try:
             path = self.spool.store(Upload(station_id, station.cluster, event_list), name, suspicious)
         except OSError as exc:
@@ -230,16 +229,6 @@ class ReceiverApp:
             log.error("cannot keep refused upload of station %s: %s", outcome.station_id, exc)
             return outcome
         return attrs.evolve(outcome, detail=f"{outcome.detail}; kept as quarantine/{path.name}")
-
-    def _seen(self, station_id: int, checksum: str) -> bool:
-        if self.dedup is None:
-            return False
-        try:
-            return self.dedup.seen(station_id, checksum)
-        except sqlite3.Error as exc:
-            # Better a rare duplicate for the writer than refusing the station's data.
-            log.warning("duplicate detection unavailable: %s", exc)
-            return False
 
 
 def _content_length(environ: dict) -> int | None:
