@@ -1,5 +1,6 @@
 """A detector plugin installed from outside the repository is used with no change to the core."""
 
+import copy
 import datetime
 import os
 import re
@@ -48,7 +49,7 @@ def test_the_guide_example_plugin_installs_and_is_used(tmp_path):
     data_dir = tmp_path / "data"
     moment = datetime.datetime(2026, 3, 1, 12, 0, 0)
     reading = event("RDN", moment, {"RDN_ACTIVITY": 41.5, "RDN_STATUS": "chamber ok"})
-    queue_uploads(data_dir, [Upload(501, "Utrecht", [reading, reading])])
+    queue_uploads(data_dir, [Upload(501, "Utrecht", [reading, copy.deepcopy(reading)])])
     config = tmp_path / "config.ini"
     config.write_text(f"[General]\nstation_list={tmp_path}/stations.csv\ndata_dir={data_dir}\n")
     subprocess.run([BIN / "datastore", "writer", str(config), "--once", "--quiet"], env=env,

@@ -54,7 +54,6 @@ def bad_event(rng, i):
         lambda: event("SIN", moment, {"MAS_CH1_LOW": "345"}),
         lambda: event("SIN", moment, {"MAS_CH1_LOW": 2**70}),
         lambda: event("SIN", moment, {"MAS_CH1_LOW": float("nan")}),
-        lambda: event("SIN", moment, {"MAS_CH1_LOW": [1, 2]}),
         lambda: event("SIN", moment, {"MAS_CH1_LOW": None}),
         lambda: event("CIC", moment, {"PH1": 40000}, nanoseconds=1),
         lambda: event("CIC", moment, {"PH1": 1}, nanoseconds=-5),
@@ -79,6 +78,8 @@ def bad_file(rng, good_payload):
         lambda: pickle.dumps({"station_id": 501, "cluster": "Utrecht",
                               "event_list": [{"header": datetime.date(2024, 1, 1)}]}),
         lambda: pickle.dumps({"station_id": 501, "cluster": "Utrecht", "event_list": [set()]}),
+        # a container where the shape has a value: nested deeper than station data is
+        lambda: Upload(501, "Utrecht", [event("SIN", DAY, {"MAS_CH1_LOW": [1, 2]})]).to_queue_bytes(),
         lambda: b"",
     ])()
 

@@ -17,6 +17,7 @@ from collections import Counter
 import attrs
 import numpy as np
 
+from .brief import brief, clip
 from .eventtype import EventType
 
 log = logging.getLogger(__name__)
@@ -130,9 +131,9 @@ class StationRows:
         if plan.nanoseconds is not None:
             nanoseconds = event["header"].get("nanoseconds")
             if isinstance(nanoseconds, bool) or not isinstance(nanoseconds, int):
-                return f"header nanoseconds is {nanoseconds!r}, not an integer"
+                return f"header nanoseconds is {brief(nanoseconds)}, not an integer"
             if not 0 <= nanoseconds < 1_000_000_000:
-                return f"header nanoseconds {nanoseconds} is outside 0..999999999"
+                return f"header nanoseconds {brief(nanoseconds)} is outside 0..999999999"
             row[plan.nanoseconds] = nanoseconds
             row[plan.ext_timestamp] = timestamp * 1_000_000_000 + nanoseconds
         datalist = event.get("datalist")
@@ -145,8 +146,8 @@ class StationRows:
                 code = item["data_uploadcode"]
                 value = item["data"]
             except (TypeError, KeyError):
-                return f"data item {item!r:.80} lacks data_uploadcode or data"
-            position = positions.get(code)
+                return f"data item {brief(item)} lacks data_uploadcode or data"
+            position = positions.get(code) if code.__class__ is str else None
             if position is None:
                 self.unknown_codes[(event_type.upload_code, code)] += 1
                 continue
@@ -155,12 +156,12 @@ class StationRows:
                 try:
                     blob = decoder(value)
                 except (TypeError, ValueError) as exc:
-                    return f"blob {code} cannot be decoded: {exc}"
+                    return f"blob {code} cannot be decoded: {clip(str(exc))}"
                 value = len(self.blobs) + len(new_blobs)
                 new_blobs.append(blob)
             elif value.__class__ not in _NUMBERS:
                 # numpy would read '5' as 5 and anything at all as True: refuse instead
-                return f"{code} value {value!r:.40} is a {type(value).__name__}, not a number"
+                return f"{code} value {brief(value)} is a {type(value).__name__}, not a number"
             row[position] = value
         self.blobs.extend(new_blobs)
         self._rows.setdefault(event_type, []).append(tuple(row))
@@ -189,14 +190,15 @@ class StationRows:
             try:
                 np.array(rows, dtype=flat_dtype)
                 continue
-            except (TypeError, ValueError, OverflowError):
+            except Exception:  # noqa: BLE001 - whatever numpy objects to, the culprits are named below
                 pass
             # Only on failure: find the culprits row by row, to name them.
             for row, (event, _, origin) in zip(rows, self._events[event_type], strict=True):
                 try:
                     np.array([row], dtype=flat_dtype)
-                except (TypeError, ValueError, OverflowError) as exc:
-                    reason = f"{event_type.upload_code} value does not fit its column: {exc}"
+                except Exception as exc:  # noqa: BLE001
+                    reason = (f"{event_type.upload_code} value does not fit its column: "
+                              f"{type(exc).__name__}: {clip(str(exc))}")
                     rejected.append(Rejected(event, reason, origin))
         return rejected
 
@@ -215,6 +217,7 @@ class StationRows:
 
 
 def log_unknown_codes(counts: Counter, where: str) -> None:
-    for (upload_code, code), n in sorted(counts.items()):
-        log.warning("%s: ignored unknown data code %s of %s in %d event(s)", where, code,
+    # Codes are whatever a station sent: sort by their description, which any type has.
+    for (upload_code, code), n in sorted(counts.items(), key=lambda item: (item[0][0], brief(item[0][1]))):
+        log.warning("%s: ignored unknown data code %s of %s in %d event(s)", where, brief(code),
                     upload_code, n)

@@ -18,6 +18,7 @@ import attrs
 import tables
 
 from . import faults
+from .brief import brief
 from .config import ConfigError, Settings
 from .decoding import DecodeError, Upload, event_datetime, parse_queue_file
 from .durable import fsync_dir
@@ -34,6 +35,7 @@ MAX_OPEN_FILES = 4
 FIRST_BACKOFF = 1.0  # seconds; doubles up to MAX_BACKOFF while storing keeps failing
 MAX_BACKOFF = 60.0
 PRUNE_EVERY = 3600.0  # seconds between walks of the archive for expired uploads
+_MAX_REASON = 4000  # characters of a traceback kept in a reason file
 
 
 @attrs.define
@@ -63,6 +65,10 @@ class _Decoded:
 
 class StorageError(Exception):
     """Appending to a day file failed (disk full, I/O error); the batch is retried."""
+
+
+class Interrupted(Exception):
+    """A stop was asked for while a batch was being decoded; its uploads stay claimed."""
 
 
 class Writer:
@@ -103,6 +109,8 @@ class Writer:
                     self._tidy_archive()
                     # Waiting on an Event sleeps in the kernel and wakes at once on a signal.
                     self._stop.wait(self.settings.sleep)
+            except Interrupted as exc:
+                log.info("%s", exc)
             finally:
                 self.close_files()
         log.info("writer stopped: %d uploads, %d events stored", self.tally.uploads,
@@ -179,7 +187,37 @@ class Writer:
                     if self._stop.wait(delay):
                         return
                     delay = min(delay * 2, MAX_BACKOFF)
+                except Interrupted:
+                    raise
+                except Exception:  # noqa: BLE001 - no upload may stop the writer
+                    if not self.resilient:
+                        raise
+                    self._isolate(batch, traceback.format_exc(limit=8))
+                    break
             self._suspects.clear()
+
+    def _isolate(self, batch: list[str], error: str) -> None:
+        """A batch failed in a way no storage error explains: something in an upload that no
+        check foresaw. Undo the attempt and store the uploads one at a time; the one that
+        still fails alone is quarantined with the traceback, and the queue goes on."""
+        self.close_files()
+        self.recover()
+        if len(batch) > 1:
+            log.error("a batch of %d uploads failed unexpectedly; storing them one at a time:\n%s",
+                      len(batch), error[-_MAX_REASON:])
+            for name in batch:
+                self._drain([name])
+            return
+        name = batch[0]
+        if not (self.queue.partial / name).exists():
+            return  # the attempt got as far as storing it
+        # The whole file goes to quarantine: a copy of its rejected events would be a second copy.
+        stale = self.queue.quarantine / f"{name}.events"
+        stale.unlink(missing_ok=True)
+        stale.with_name(stale.name + REASON_SUFFIX).unlink(missing_ok=True)
+        reason = f"{name}: cannot be stored, unexpected error:\n{error[-_MAX_REASON:]}"
+        self.queue.quarantine_file(name, reason)
+        self.tally.quarantined_files += 1
 
     def _batches(self, names: list[str]) -> list[list[str]]:
         sizes = []
@@ -195,16 +233,23 @@ class Writer:
     def store_batch(self, names: list[str]) -> None:
         """Store the claimed uploads ``names`` exactly once (see docs/exactly-once.md)."""
         faults.point("claimed")
-        decoded = [d for d in (self._decode(name) for name in names) if d is not None]
+        decoded = []
+        for name in names:
+            if self._stop.is_set():
+                # Nothing is journaled yet: the uploads stay claimed and the next start stores them.
+                raise Interrupted(f"stopped while decoding: {len(names)} uploads stay claimed")
+            item = self._decode(name)
+            if item is not None:
+                decoded.append(item)
         groups = self._group(decoded)
-        built, misfits = self._build(groups)
+        built, sizes, misfits = self._build(groups)
         for item in decoded:
             item.rejected.extend(misfits.get(item.name, ()))
             if item.rejected:
                 self._quarantine_events(item)
         if built:
             try:
-                self._apply(tuple(d.name for d in decoded), built)
+                self._apply(tuple(d.name for d in decoded), built, sizes)
             except (OSError, tables.HDF5ExtError) as exc:
                 raise StorageError(_describe(exc)) from exc
         self._release(decoded)
@@ -223,7 +268,8 @@ class Writer:
             self.tally.quarantined_files += 1
             return None
         except Exception:  # noqa: BLE001 - bad input must never stop the writer
-            self.queue.quarantine_file(name, f"{name}: unexpected error\n{traceback.format_exc()}")
+            error = traceback.format_exc(limit=8)[-_MAX_REASON:]
+            self.queue.quarantine_file(name, f"{name}: unexpected error\n{error}")
             self.tally.quarantined_files += 1
             return None
         return _Decoded(name, payload, upload, frozenset(dates), rejected)
@@ -241,10 +287,10 @@ class Writer:
 
     def _reject_reason(self, event) -> str | None:
         if not isinstance(event, dict) or not isinstance(event.get("header"), dict):
-            return f"event is not a dict with a header: {event!r:.80}"
+            return f"event is not a dict with a header: {brief(event)}"
         code = event["header"].get("eventtype_uploadcode")
-        if self.registry.get(code) is None:
-            return f"unknown event type {code!r}: no installed plugin declares it"
+        if not isinstance(code, str) or self.registry.get(code) is None:
+            return f"unknown event type {brief(code)}: no installed plugin declares it"
         moment = event_datetime(event)
         if moment is None:
             return f"{code} event has no datetime in its header"
@@ -267,48 +313,59 @@ class Writer:
                 if rows is None:
                     rows = groups[key] = StationRows()
                 event_type = self.registry.get(header["eventtype_uploadcode"])
-                reason = rows.add(event_type, event, moment, origin=item.name)
+                try:
+                    reason = rows.add(event_type, event, moment, origin=item.name)
+                except Exception as exc:  # noqa: BLE001 - one odd event must not stop the writer
+                    # add() changes nothing before it succeeds, so the event is simply left out.
+                    reason = f"{event_type.upload_code} event cannot be stored: {_describe(exc)}"
                 if reason:
                     item.rejected.append((event, reason))
         return groups
 
-    def _build(self, groups: dict[tuple, StationRows]) -> tuple[dict, dict]:
-        """Record arrays per (date, cluster, station); misfit events per upload name."""
-        built, misfits = {}, {}
-        for key, rows in groups.items():
-            day_file = self._day_file(day_file_path(self.settings.data_dir, key[0]))
-            blob_base = day_file.node_size(f"{station_path(key[1], key[2])}/{BLOBS}") or 0
+    def _build(self, groups: dict[tuple, StationRows]) -> tuple[dict, dict, dict]:
+        """Record arrays per (date, cluster, station), the journal's node sizes per day file,
+        and misfit events per upload name.
+
+        Day files are visited one at a time in date order, here and in :meth:`_apply`, so a
+        batch may span any number of days with at most MAX_OPEN_FILES of them open.
+        """
+        built, sizes, misfits = {}, {}, {}
+        for key in sorted(groups, key=lambda key: (key[0], key[1].lower(), key[2])):
+            rows = groups[key]
+            date, cluster, station_id = key
+            day_file = self._day_file(day_file_path(self.settings.data_dir, date))
+            base = station_path(cluster, station_id)
+            blob_base = day_file.node_size(f"{base}/{BLOBS}") or 0
             arrays, rejected = rows.build(blob_base)
             for item in rejected:
                 misfits.setdefault(item.origin, []).append((item.event, item.reason))
             if rows.unknown_codes:
-                log_unknown_codes(rows.unknown_codes, f"station {key[2]}")
-            built[key] = (arrays, rows.blobs)
-        return built, misfits
-
-    def _apply(self, names: tuple[str, ...], built: dict) -> None:
-        sizes: dict[str, dict[str, int | None]] = {}
-        for (date, cluster, station_id), (arrays, _) in built.items():
-            day_file = self._day_file(day_file_path(self.settings.data_dir, date))
+                log_unknown_codes(rows.unknown_codes, f"station {station_id}")
+            if not arrays:
+                continue
             record = sizes.setdefault(str(day_file.path), {})
-            base = station_path(cluster, station_id)
             for node in [BLOBS, *(event_type.table_name for event_type in arrays)]:
-                path = f"{base}/{node}"
-                record[path] = day_file.node_size(path)
+                record[f"{base}/{node}"] = day_file.node_size(f"{base}/{node}")
+            built[key] = (arrays, rows.blobs)
+        return built, sizes, misfits
+
+    def _apply(self, names: tuple[str, ...], built: dict, sizes: dict) -> None:
         self.journal.write(Transaction(names, sizes, APPLYING))
         faults.point("journaled")
-        touched = set()
-        for (date, cluster, station_id), (arrays, blobs) in built.items():
+        current = None
+        for (date, cluster, station_id), (arrays, blobs) in built.items():  # in date order
             day_file = self._day_file(day_file_path(self.settings.data_dir, date))
-            touched.add(day_file)
+            if current is not None and day_file is not current:
+                current.flush(self.settings.fsync)  # before it may be closed to open another
+            current = day_file
             day_file.append_blobs(cluster, station_id, blobs)
             faults.point("blobs-appended")
             for event_type, records in arrays.items():
                 day_file.append_rows(cluster, station_id, event_type, records)
                 self.tally.stored[event_type.upload_code] += len(records)
                 faults.point("table-appended")
-        for day_file in touched:
-            day_file.flush(self.settings.fsync)
+        if current is not None:
+            current.flush(self.settings.fsync)
         faults.point("flushed")
         self.journal.write(Transaction(names, sizes, APPLIED))
         faults.point("applied")
