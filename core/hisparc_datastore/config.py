@@ -35,6 +35,8 @@ class Settings:
     # [Receiver]
     max_body_bytes: int = 2_000_000
     duplicate_window_hours: float = 24.0
+    request_timeout: float = 60.0
+    max_connections: int = 1000
 
 
 def _get(parser: configparser.ConfigParser, section: str, key: str, kind, default, source):
@@ -91,12 +93,18 @@ def load_settings(path: str | os.PathLike) -> Settings:
         fsync=get("Writer", "fsync", bool, True),
         max_body_bytes=get("Receiver", "max_body_bytes", int, 2_000_000),
         duplicate_window_hours=get("Receiver", "duplicate_window_hours", float, 24.0),
+        request_timeout=get("Receiver", "request_timeout", float, 60.0),
+        max_connections=get("Receiver", "max_connections", int, 1000),
     )
     for name in ("batch_uploads", "batch_bytes"):
         if getattr(settings, name) < 1:
             raise ConfigError(f"{source}: [Writer] {name} must be at least 1")
     if settings.sleep <= 0:
         raise ConfigError(f"{source}: [Writer] sleep must be positive")
+    if settings.request_timeout <= 0:
+        raise ConfigError(f"{source}: [Receiver] request_timeout must be positive")
+    if settings.max_connections < 2:
+        raise ConfigError(f"{source}: [Receiver] max_connections must be at least 2")
     if settings.archive_days < 0:
         raise ConfigError(f"{source}: [Writer] archive_days must be 0 (off) or more")
     return settings

@@ -15,14 +15,16 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import resource
 import signal
 import threading
 import time
 from typing import Any
 
+from waitress.adjustments import Adjustments
 from waitress.channel import HTTPChannel
-from waitress.server import create_server
-from waitress.task import ErrorTask
+from waitress.server import TcpWSGIServer
+from waitress.task import ErrorTask, ThreadedTaskDispatcher
 from waitress.utilities import RequestEntityTooLarge
 
 from ..config import ConfigError, load_settings
@@ -36,6 +38,7 @@ DEFAULT_THREADS = 8
 DRAIN_SECONDS = 10.0
 # The station software waits 600 s for a reply; an idle keep-alive connection is closed sooner.
 CHANNEL_TIMEOUT = 120
+_SPARE_FILES = 64  # for the queue, the log, the station list and sqlite beside the sockets
 
 
 class _ProtocolErrorTask(ErrorTask):
@@ -64,6 +67,64 @@ class _ProtocolErrorTask(ErrorTask):
 
 class _ReceiverChannel(HTTPChannel):
     error_task_class = _ProtocolErrorTask
+    request_started: float | None = None  # when the first byte of the request being read arrived
+
+    def received(self, data: bytes) -> bool:
+        if self.request is None and data:
+            self.request_started = time.time()
+        return super().received(data)
+
+    def stalled_since(self) -> float | None:
+        """When this connection began to hold a slot without a request to serve, or None
+        while a request of it is being served (its worker thread owns it then)."""
+        if self.requests:
+            return None
+        if self.request is not None and self.request_started is not None:
+            return self.request_started
+        return self.last_activity
+
+
+class _ReceiverServer(TcpWSGIServer):
+    """waitress's server, with two defences against connections that hold a slot without
+    sending a request: a deadline for a whole request, and room made at the limit.
+
+    waitress closes a connection only after ``channel_timeout`` seconds without a byte, so
+    a client that trickles a header byte a second keeps its slot for ever, and with
+    ``connection_limit`` such clients no station is accepted at all. Here a request must be
+    complete ``request_timeout`` seconds after its first byte, and when the connections
+    reach the limit the one that has been waiting longest without a request in service is
+    closed to let the new one in: a station's upload is read at once, whatever the rest do.
+    """
+
+    channel_class = _ReceiverChannel
+    request_timeout = 60.0
+
+    def maintenance(self, now: float) -> None:
+        super().maintenance(now)  # idle keep-alive connections: channel_timeout
+        cutoff = now - self.request_timeout
+        for channel in list(self.active_channels.values()):
+            started = channel.stalled_since()
+            if started is not None and channel.request is not None and started < cutoff:
+                log.warning("closing the connection from %s: no whole request after %.0f s",
+                            channel.addr[0], now - started)
+                channel.will_close = True
+
+    def readable(self) -> bool:
+        if self.accepting and len(self._map) >= self.adj.connection_limit:
+            self._make_room()
+        return super().readable()
+
+    def _make_room(self) -> None:
+        waiting = [(channel.stalled_since(), id(channel), channel)
+                   for channel in list(self.active_channels.values())
+                   if not channel.will_close and channel.stalled_since() is not None]
+        if not waiting:
+            return  # every connection has a request in service: they will finish
+        started, _, channel = min(waiting)
+        log.warning("connection limit reached: closing the connection from %s, waiting %.0f s "
+                    "without a whole request", channel.addr[0], time.time() - started)
+        # waitress closes it in this round of its loop (a closing connection polls writable)
+        channel.will_close = True
 
 
 def parse_bind(bind: str) -> tuple[str, int]:
@@ -76,17 +137,43 @@ def parse_bind(bind: str) -> tuple[str, int]:
 
 
 def make_server(app: ReceiverApp, host: str = "127.0.0.1", port: int = 0,
-                threads: int = DEFAULT_THREADS, **adjustments: Any):
+                threads: int = DEFAULT_THREADS, **adjustments: Any) -> _ReceiverServer:
     """A waitress server for ``app`` (not yet running); ``port=0`` picks a free port."""
-    server = create_server(
-        app, host=host, port=port, threads=threads, ident="hisparc-datastore",
+    settings = app.settings
+    options = {
+        "host": host, "port": port, "threads": threads, "ident": "hisparc-datastore",
         # One byte over the limit is refused before the body is read (see _ProtocolErrorTask).
-        max_request_body_size=app.settings.max_body_bytes + 1,
-        channel_timeout=CHANNEL_TIMEOUT, **adjustments,
-    )
-    server.channel_class = _ReceiverChannel
+        "max_request_body_size": settings.max_body_bytes + 1,
+        "channel_timeout": CHANNEL_TIMEOUT,
+        "connection_limit": connection_limit(settings.max_connections),
+        "cleanup_interval": 1,  # look for requests past their deadline every second
+        **adjustments,
+    }
+    adj = Adjustments(**options)
+    dispatcher = ThreadedTaskDispatcher()
+    dispatcher.set_thread_count(adj.threads)
+    # One listening address, as parse_bind gives: waitress's create_server would build the
+    # same TcpWSGIServer, only not ours.
+    server = _ReceiverServer(app, map={}, dispatcher=dispatcher, adj=adj, sockinfo=adj.listen[0])
+    server.request_timeout = settings.request_timeout
     server.receiver_app = app
     return server
+
+
+def connection_limit(wanted: int) -> int:
+    """``wanted``, or fewer when the process may not open that many files (sockets are files)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < wanted + _SPARE_FILES and soft < hard:
+        target = hard if hard == resource.RLIM_INFINITY else min(hard, wanted + _SPARE_FILES)
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+    if soft == resource.RLIM_INFINITY:
+        return wanted
+    if soft - _SPARE_FILES < wanted:
+        log.warning("at most %d open files: accepting %d connections, not max_connections %d",
+                    soft, max(soft - _SPARE_FILES, 2), wanted)
+    return max(min(wanted, soft - _SPARE_FILES), 2)
 
 
 def run_until(server: Any, stop: threading.Event, drain_seconds: float = DRAIN_SECONDS) -> None:
