@@ -65,7 +65,11 @@ _DATETIME = _Global("datetime.datetime")
 _CODECS_ENCODE = _Global("_codecs.encode")
 _NUMPY_DTYPE = _Global("numpy.dtype")
 _NUMPY_SCALAR = _Global("numpy.core.multiarray.scalar")
+_BYTES = _Global("bytes")
 _GLOBALS = {
+    # Python 3 writes an empty bytes object as bytes() in protocols 0 to 2
+    ("__builtin__", "bytes"): _BYTES,
+    ("builtins", "bytes"): _BYTES,
     ("datetime", "datetime"): _DATETIME,
     ("_codecs", "encode"): _CODECS_ENCODE,
     ("numpy", "dtype"): _NUMPY_DTYPE,
@@ -127,6 +131,10 @@ def _reduce(func: Any, args: Any) -> Any:
             return datetime.datetime(state)
         except (TypeError, ValueError) as exc:
             raise NotPlainData(f"datetime state is invalid: {exc}") from None
+    if func is _BYTES:
+        if args:
+            raise NotPlainData("bytes is called with arguments")
+        return b""
     if func is _CODECS_ENCODE:
         # Protocol 2 pickles from Python 3 spell bytes as _codecs.encode(text, 'latin1').
         if len(args) != 2 or not isinstance(args[0], str) or args[1] not in ("latin1", "latin-1"):
@@ -188,7 +196,9 @@ class _Reader:
     def line(self) -> bytes:
         end = self.data.find(b"\n", self.pos, self.pos + _MAX_LINE + 1)
         if end < 0:
-            raise PickleError(f"text argument at byte {self.pos} is unterminated or over {_MAX_LINE} bytes")
+            if self.data.find(b"\n", self.pos) >= 0:
+                raise NotPlainData(f"a number or name of over {_MAX_LINE} characters at byte {self.pos}")
+            raise PickleError(f"text argument at byte {self.pos} is unterminated")
         chunk = self.data[self.pos:end]
         self.pos = end + 1
         return chunk
