@@ -13,6 +13,7 @@ from pathlib import Path
 
 import tables
 
+from .brief import brief
 from .config import load_settings
 from .decoding import DecodeError, event_datetime, parse_queue_file
 from .logsetup import configure_logging
@@ -117,11 +118,11 @@ def _store(day_file: DayFile, cluster: str, station_id: int, events: list,
         try:
             code = event["header"]["eventtype_uploadcode"]
         except (TypeError, KeyError):
-            raise DecodeError(f"event without a header: {event!r:.80}") from None
+            raise DecodeError(f"event without a header: {brief(event)}") from None
         event_type = registry.get(code)
         moment = event_datetime(event)
         if event_type is None or moment is None:
-            rejected.append(Rejected(event, f"unknown event type {code!r} or no datetime"))
+            rejected.append(Rejected(event, f"unknown event type {brief(code)} or no datetime"))
             continue
         reason = rows.add(event_type, event, moment)
         if reason:
