@@ -21,7 +21,7 @@ from hisparc_datastore.decoding import Upload
 from hisparc_datastore.plugins import load_registry
 from hisparc_datastore.queue import REASON_SUFFIX
 from hisparc_datastore.rows import StationRows
-from hisparc_datastore.storage import day_file_path
+from hisparc_datastore.storage import DayFile, day_file_path
 from hisparc_datastore.testing import event, queue_uploads, settings_for
 from hisparc_datastore.writer import Writer
 
@@ -255,16 +255,28 @@ def test_sigterm_stops_a_writer_busy_with_a_backlog_within_seconds(tmp_path, tes
     assert total == 150 * 100 >= stored  # every event once, whether before or after the stop
 
 
-def test_a_failure_nothing_foresaw_quarantines_only_the_upload_that_causes_it(tmp_path, monkeypatch):
-    build = StationRows.build
+@pytest.mark.parametrize("where", ["building rows", "appending rows"])
+def test_a_failure_nothing_foresaw_quarantines_only_the_upload_that_causes_it(tmp_path, monkeypatch,
+                                                                              where):
+    if where == "building rows":
+        build = StationRows.build
 
-    def build_failing_for_station_666(rows, blob_base):
-        arrays, rejected = build(rows, blob_base)
-        if any("-666-" in origin for items in rows._events.values() for _, _, origin in items):
-            raise RuntimeError("something no check foresaw")
-        return arrays, rejected
+        def failing(rows, blob_base):
+            arrays, rejected = build(rows, blob_base)
+            if any("-666-" in origin for items in rows._events.values() for _, _, origin in items):
+                raise RuntimeError("something no check foresaw")
+            return arrays, rejected
 
-    monkeypatch.setattr(StationRows, "build", build_failing_for_station_666)
+        monkeypatch.setattr(StationRows, "build", failing)
+    else:
+        append_rows = DayFile.append_rows
+
+        def failing(day_file, cluster, station_id, event_type, records):
+            append_rows(day_file, cluster, station_id, event_type, records)  # half the batch is in
+            if station_id == 666:
+                raise RuntimeError("something no check foresaw")
+
+        monkeypatch.setattr(DayFile, "append_rows", failing)
     queue_uploads(tmp_path, [singles(n, DAY) for n in (501, 502, 666, 503, 504)])
     tally = Writer(settings_for(tmp_path), load_registry()).run(once=True)
     assert tally.events == 12 and tally.quarantined_files == 1
@@ -272,6 +284,8 @@ def test_a_failure_nothing_foresaw_quarantines_only_the_upload_that_causes_it(tm
     (name, reason), = quarantined(tmp_path).items()
     assert "-666-" in name and "RuntimeError: something no check foresaw" in reason
     assert not os.listdir(tmp_path / "partial") and not (tmp_path / "writer.journal").exists()
+    with tables.open_file(day_file_path(tmp_path, DAY.date())) as h5:
+        assert "/hisparc/cluster_utrecht/station_666" not in h5  # the undo removed what it made
 
 
 # -- property: structurally odd event lists never stop the writer ------------------------------

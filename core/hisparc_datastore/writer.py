@@ -353,6 +353,7 @@ class Writer:
         self.journal.write(Transaction(names, sizes, APPLYING))
         faults.point("journaled")
         current = None
+        stored: Counter = Counter()  # counted once applied: an undone attempt stored nothing
         for (date, cluster, station_id), (arrays, blobs) in built.items():  # in date order
             day_file = self._day_file(day_file_path(self.settings.data_dir, date))
             if current is not None and day_file is not current:
@@ -362,12 +363,13 @@ class Writer:
             faults.point("blobs-appended")
             for event_type, records in arrays.items():
                 day_file.append_rows(cluster, station_id, event_type, records)
-                self.tally.stored[event_type.upload_code] += len(records)
+                stored[event_type.upload_code] += len(records)
                 faults.point("table-appended")
         if current is not None:
             current.flush(self.settings.fsync)
         faults.point("flushed")
         self.journal.write(Transaction(names, sizes, APPLIED))
+        self.tally.stored.update(stored)
         faults.point("applied")
 
     def _release(self, decoded: list[_Decoded]) -> None:
