@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 PLUGINS := plugins/hisparc plugins/weather plugins/lightning
 STAMP := $(VENV)/.installed
 
-.PHONY: venv test lint demo bench chaos clean
+.PHONY: venv test lint demo bench chaos dist clean
 
 venv: $(STAMP)
 
@@ -34,5 +34,11 @@ bench: venv
 chaos: venv
 	$(BIN)/python bench/chaos.py --kills 50
 
+# Wheels of the core and the plugins; install with
+#   pip install --find-links dist 'hisparc-datastore[all]'
+dist: venv
+	rm -rf dist
+	$(BIN)/python -m pip wheel --quiet --no-deps --wheel-dir dist ./ $(addprefix ./,$(PLUGINS))
+
 clean:
-	rm -rf $(VENV) demo-data bench-data chaos-data
+	rm -rf $(VENV) demo-data bench-data chaos-data dist
