@@ -87,6 +87,18 @@ def cmd_simulate(args: argparse.Namespace) -> int:
                             start=args.start, seed=args.seed)
 
 
+def cmd_config_server(args: argparse.Namespace) -> int:
+    from .configserver import config_server_command
+
+    return config_server_command(args.config, args.bind)
+
+
+def cmd_fetch_stations(args: argparse.Namespace) -> int:
+    from .stationsync import fetch_stations_command
+
+    return fetch_stations_command(args.config)
+
+
 def cmd_summary(args: argparse.Namespace) -> int:
     from .summary import summary_command
 
@@ -137,6 +149,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help="UTC start, ISO format (default %(default)s: the data spans two days)")
     p.add_argument("--seed", type=int, default=1)
     p.set_defaults(func=cmd_simulate)
+
+    p = sub.add_parser("config-server",
+                       help="answer publicdb's reload_datastore() over XML-RPC at /RPC2")
+    p.add_argument("config")
+    p.add_argument("--bind", default="127.0.0.1:8002", help="HOST:PORT (default %(default)s)")
+    p.set_defaults(func=cmd_config_server)
+
+    p = sub.add_parser("fetch-stations",
+                       help="fetch, check and install the station list from station_list_url once")
+    p.add_argument("config")
+    p.set_defaults(func=cmd_fetch_stations)
 
     p = sub.add_parser("summary", help="print what the day files hold per station and table")
     p.add_argument("data_dir")
