@@ -23,9 +23,7 @@ test: lint
 
 demo: venv
 	rm -rf demo-data
-	$(BIN)/datastore simulate demo-data --stations 5 --hours 1
-	$(BIN)/datastore writer demo-data/config.ini --once
-	$(BIN)/datastore summary demo-data
+	$(BIN)/python -m hisparc_datastore.demo demo-data --stations 5 --hours 1
 
 bench: venv
 	$(BIN)/python bench/writer_bench.py
