@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 PLUGINS := plugins/hisparc plugins/weather plugins/lightning
 STAMP := $(VENV)/.installed
 
-.PHONY: venv test lint demo bench chaos clean
+.PHONY: venv test lint demo bench chaos dist clean
 
 venv: $(STAMP)
 
@@ -23,9 +23,7 @@ test: lint
 
 demo: venv
 	rm -rf demo-data
-	$(BIN)/datastore simulate demo-data --stations 5 --hours 1
-	$(BIN)/datastore writer demo-data/config.ini --once
-	$(BIN)/datastore summary demo-data
+	$(BIN)/python -m hisparc_datastore.demo demo-data --stations 5 --hours 1
 
 bench: venv
 	$(BIN)/python bench/writer_bench.py
@@ -34,5 +32,11 @@ bench: venv
 chaos: venv
 	$(BIN)/python bench/chaos.py --kills 50
 
+# Wheels of the core and the plugins; install with
+#   pip install --find-links dist 'hisparc-datastore[all]'
+dist: venv
+	rm -rf dist
+	$(BIN)/python -m pip wheel --quiet --no-deps --wheel-dir dist ./ $(addprefix ./,$(PLUGINS))
+
 clean:
-	rm -rf $(VENV) demo-data bench-data chaos-data
+	rm -rf $(VENV) demo-data bench-data chaos-data dist

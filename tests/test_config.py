@@ -60,3 +60,18 @@ def test_bad_settings_name_the_file_and_the_key(tmp_path, text, message):
 def test_a_missing_file_is_named(tmp_path):
     with pytest.raises(ConfigError, match="cannot read configuration .*nope.ini"):
         load_settings(tmp_path / "nope.ini")
+
+
+def test_operations_keys_are_read_and_checked(tmp_path):
+    settings = load_settings(write(tmp_path, DEPLOYED))
+    assert settings.station_list_url is None and settings.metrics_bind is None
+    assert settings.max_lag_s == 600.0
+    text = DEPLOYED.replace("[Writer]", "station_list_url=http://publicdb/config/datastore\n[Writer]")
+    settings = load_settings(write(tmp_path, text + "max_lag_s=120\nmetrics_bind=127.0.0.1:9102\n"))
+    assert settings.station_list_url == "http://publicdb/config/datastore"
+    assert settings.max_lag_s == 120.0 and settings.metrics_bind == "127.0.0.1:9102"
+    with pytest.raises(ConfigError, match=r"\[General\] station_list_url = 'publicdb/config'"):
+        load_settings(write(tmp_path, DEPLOYED.replace("[Writer]",
+                                                       "station_list_url=publicdb/config\n[Writer]")))
+    with pytest.raises(ConfigError, match=r"\[Writer\] max_lag_s must be positive"):
+        load_settings(write(tmp_path, DEPLOYED + "max_lag_s=0\n"))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import sys
 
@@ -10,6 +11,7 @@ from .config import ConfigError, load_settings
 from .decoding import DecodeError
 from .lock import WriterAlreadyRunning
 from .plugins import PluginConflict, load_registry
+from .progress import Progress
 
 log = logging.getLogger("hisparc_datastore")
 
@@ -23,13 +25,38 @@ def cmd_writer(args: argparse.Namespace) -> int:
     registry = load_registry()
     if not len(registry):
         raise ConfigError("no detector plugins are installed: nothing could be stored")
-    tally = Writer(settings, registry).run(once=args.once)
+    writer = Writer(settings, registry)
+    with contextlib.ExitStack() as stack:
+        if settings.metrics_bind:
+            stack.enter_context(start_metrics(writer, settings))
+        if args.once:
+            stack.enter_context(Progress(lambda: f"stored {writer.tally.events} events from "
+                                         f"{writer.tally.uploads} uploads"))
+        tally = writer.run(once=args.once)
     if args.once:
         print(f"stored {tally.events} events from {tally.uploads} uploads"
               + "".join(f", {code} {n}" for code, n in sorted(tally.stored.items()))
               + f"; quarantined {sum(tally.quarantined_events.values())} events"
               + f" and {tally.quarantined_files} files")
     return 0
+
+
+def start_metrics(writer, settings):
+    from .receiver.server import parse_bind
+    from .writermetrics import MetricsServer
+
+    host, port = parse_bind(settings.metrics_bind)
+    try:
+        return MetricsServer(writer, host, port)
+    except OSError as exc:
+        raise ConfigError(f"{settings.source}: [Writer] metrics_bind = {settings.metrics_bind}: "
+                          f"cannot listen: {exc.strerror or exc}") from None
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from .status import status_command
+
+    return status_command(args.config, as_json=args.json)
 
 
 def cmd_plugins(args: argparse.Namespace) -> int:
@@ -84,7 +111,21 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     from .simulate import simulate_command
 
     return simulate_command(args.data_dir, stations=args.stations, hours=args.hours,
-                            start=args.start, seed=args.seed)
+                            start=args.start, seed=args.seed, post=args.post,
+                            prepare_only=args.prepare, concurrency=args.concurrency,
+                            give_up_after=args.give_up_after)
+
+
+def cmd_config_server(args: argparse.Namespace) -> int:
+    from .configserver import config_server_command
+
+    return config_server_command(args.config, args.bind)
+
+
+def cmd_fetch_stations(args: argparse.Namespace) -> int:
+    from .stationsync import fetch_stations_command
+
+    return fetch_stations_command(args.config)
 
 
 def cmd_summary(args: argparse.Namespace) -> int:
@@ -102,6 +143,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--once", action="store_true", help="drain the queue, then exit")
     p.add_argument("--quiet", action="store_true", help="log only to the configured log file")
     p.set_defaults(func=cmd_writer)
+
+    p = sub.add_parser("status", help="is ingestion healthy: writer, queue, stations, disk (exit 1 if not)")
+    p.add_argument("config")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=cmd_status)
 
     p = sub.add_parser("plugins", help="list installed detector plugins and their tables")
     p.set_defaults(func=cmd_plugins)
@@ -136,7 +182,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--start", default="2026-11-24T23:30:00",
                    help="UTC start, ISO format (default %(default)s: the data spans two days)")
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--post", metavar="URL",
+                   help="send the uploads to a running receiver over HTTP, as the stations do, "
+                        "instead of queueing them directly")
+    p.add_argument("--prepare", action="store_true",
+                   help="only write config.ini and station_list.csv (to start a receiver on them)")
+    p.add_argument("--concurrency", type=int, default=8,
+                   help="stations posting at once (default %(default)s)")
+    p.add_argument("--give-up-after", type=float, default=600.0, metavar="SECONDS",
+                   help="with --post: stop retrying refused uploads after this long (default %(default)s)")
     p.set_defaults(func=cmd_simulate)
+
+    p = sub.add_parser("config-server",
+                       help="answer publicdb's reload_datastore() over XML-RPC at /RPC2")
+    p.add_argument("config")
+    p.add_argument("--bind", default="127.0.0.1:8002", help="HOST:PORT (default %(default)s)")
+    p.set_defaults(func=cmd_config_server)
+
+    p = sub.add_parser("fetch-stations",
+                       help="fetch, check and install the station list from station_list_url once")
+    p.add_argument("config")
+    p.set_defaults(func=cmd_fetch_stations)
 
     p = sub.add_parser("summary", help="print what the day files hold per station and table")
     p.add_argument("data_dir")

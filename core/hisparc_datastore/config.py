@@ -26,12 +26,18 @@ class Settings:
     station_list: Path
     data_dir: Path
     minimum_year: int = 2020
+    # publicdb's /config/datastore page, fetched by config-server and fetch-stations
+    station_list_url: str | None = None
     # [Writer]
     sleep: float = 5.0
     batch_uploads: int = 50
     batch_bytes: int = 4_000_000
     archive_days: int = 14
     fsync: bool = True
+    # ``datastore status`` reports unhealthy when the oldest waiting upload is older
+    max_lag_s: float = 600.0
+    # HOST:PORT where the writer serves Prometheus metrics; None: no metrics server
+    metrics_bind: str | None = None
     # [Receiver]
     max_body_bytes: int = 2_000_000
     duplicate_window_hours: float = 24.0
@@ -86,11 +92,14 @@ def load_settings(path: str | os.PathLike) -> Settings:
         station_list=Path(get("General", "station_list", str)),
         data_dir=Path(get("General", "data_dir", str)),
         minimum_year=get("General", "minimum_year", int, 2020),
+        station_list_url=get("General", "station_list_url", str, "") or None,
         sleep=get("Writer", "sleep", float, 5.0),
         batch_uploads=get("Writer", "batch_uploads", int, 50),
         batch_bytes=get("Writer", "batch_bytes", int, 4_000_000),
         archive_days=get("Writer", "archive_days", int, 14),
         fsync=get("Writer", "fsync", bool, True),
+        max_lag_s=get("Writer", "max_lag_s", float, 600.0),
+        metrics_bind=get("Writer", "metrics_bind", str, "") or None,
         max_body_bytes=get("Receiver", "max_body_bytes", int, 2_000_000),
         duplicate_window_hours=get("Receiver", "duplicate_window_hours", float, 24.0),
         request_timeout=get("Receiver", "request_timeout", float, 60.0),
@@ -105,6 +114,11 @@ def load_settings(path: str | os.PathLike) -> Settings:
         raise ConfigError(f"{source}: [Receiver] request_timeout must be positive")
     if settings.max_connections < 2:
         raise ConfigError(f"{source}: [Receiver] max_connections must be at least 2")
+    if settings.max_lag_s <= 0:
+        raise ConfigError(f"{source}: [Writer] max_lag_s must be positive")
+    if settings.station_list_url and not settings.station_list_url.startswith(("http://", "https://")):
+        raise ConfigError(f"{source}: [General] station_list_url = {settings.station_list_url!r}: "
+                          "expected an http:// or https:// address")
     if settings.archive_days < 0:
         raise ConfigError(f"{source}: [Writer] archive_days must be 0 (off) or more")
     return settings

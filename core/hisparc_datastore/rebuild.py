@@ -97,6 +97,9 @@ def rebuild_command(config_path: str, date: str, replace: bool = False) -> int:
     started = time.monotonic()
 
     def progress(uploads: int, total: int, events: int) -> None:
+        # progress on a terminal; in logs and pipes only the final count
+        if uploads < total and not sys.stderr.isatty():
+            return
         print(f"rebuild {day}: {uploads}/{total} uploads, {events} events stored "
               f"({time.monotonic() - started:.0f} s)", file=sys.stderr, flush=True)
 

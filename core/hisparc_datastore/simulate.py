@@ -87,9 +87,9 @@ def write_queue(data_dir: str | os.PathLike, uploads: list[Upload]) -> int:
     return total
 
 
-def simulate(data_dir: str | os.PathLike, station_count: int, seconds: int,
-             start: datetime.datetime, seed: int = 1, minimum_year: int = 2020) -> SimulationResult:
-    """Write a config, a station list and a queue of simulated uploads into ``data_dir``."""
+def prepare(data_dir: str | os.PathLike, station_count: int, seed: int = 1,
+            minimum_year: int = 2020) -> tuple[Path, tuple[SimulatedStation, ...]]:
+    """Write ``data_dir/config.ini`` and the station list (passwords drawn from ``seed``)."""
     data_dir = Path(data_dir).resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
     station_list = stations(station_count)
@@ -98,15 +98,31 @@ def simulate(data_dir: str | os.PathLike, station_count: int, seconds: int,
     rng = random.Random(seed)
     (data_dir / "station_list.csv").write_text("".join(
         f"{s.number},{s.cluster.lower()},{rng.getrandbits(48):012x}\n" for s in station_list))
+    return data_dir, station_list
+
+
+def simulate(data_dir: str | os.PathLike, station_count: int, seconds: int,
+             start: datetime.datetime, seed: int = 1, minimum_year: int = 2020) -> SimulationResult:
+    """Write a config, a station list and a queue of simulated uploads into ``data_dir``."""
+    data_dir, station_list = prepare(data_dir, station_count, seed, minimum_year)
     uploads = simulated_uploads(station_list, start, seconds, seed)
     size = write_queue(data_dir, uploads)
     return SimulationResult(station_list, len(uploads), sum(len(u.event_list) for u in uploads), size)
 
 
-def simulate_command(data_dir: str, stations: int, hours: float, start: str, seed: int) -> int:
+def simulate_command(data_dir: str, stations: int, hours: float, start: str, seed: int,
+                     post: str | None = None, prepare_only: bool = False, concurrency: int = 8,
+                     give_up_after: float = 600.0) -> int:
     moment = datetime.datetime.fromisoformat(start)
-    result = simulate(data_dir, stations, round(hours * 3600), moment, seed,
-                      minimum_year=min(2020, moment.year))
+    minimum_year = min(2020, moment.year)
+    if prepare_only:
+        path, _ = prepare(data_dir, stations, seed, minimum_year)
+        print(f"config: {path / 'config.ini'}, station list: {path / 'station_list.csv'}")
+        return 0
+    if post:
+        return _post_command(data_dir, post, stations, hours, moment, seed, minimum_year,
+                             concurrency, give_up_after)
+    result = simulate(data_dir, stations, round(hours * 3600), moment, seed, minimum_year=minimum_year)
     with_weather = sum(s.has_weather for s in result.stations)
     with_lightning = sum(s.has_lightning for s in result.stations)
     print(f"simulated {len(result.stations)} stations ({with_weather} with weather, "
@@ -115,3 +131,28 @@ def simulate_command(data_dir: str, stations: int, hours: float, start: str, see
           f"({result.queue_bytes / 1e6:.1f} MB) queued in {Path(data_dir, 'incoming')}")
     print(f"config: {Path(data_dir, 'config.ini')}")
     return 0
+
+
+def _post_command(data_dir: str, url: str, station_count: int, hours: float, moment: datetime.datetime,
+                  seed: int, minimum_year: int, concurrency: int, give_up_after: float) -> int:
+    """Post the simulated uploads to a receiver, as the stations would; the passwords come
+    from ``data_dir/station_list.csv`` (written by ``--prepare`` or the operator)."""
+    from .progress import Progress
+    from .receiver.stations import parse_station_list
+    from .stationclient import Stations
+
+    list_path = Path(data_dir, "station_list.csv")
+    if not list_path.exists():
+        prepare(data_dir, station_count, seed, minimum_year)
+    listed = parse_station_list(list_path.read_text(), str(list_path))
+    station_list = stations(station_count)
+    uploads = simulated_uploads(station_list, moment, round(hours * 3600), seed)
+    client = Stations(url, {n: s.password for n, s in listed.items()}, concurrency, give_up_after)
+    with Progress(client.describe):
+        result = client.send(uploads)
+    events = sum(len(u.event_list) for u in uploads)
+    print(f"posted {len(station_list)} simulated stations ({events} events in {len(uploads)} uploads) "
+          f"to {url}, {min(concurrency, len(station_list))} at a time: {result.delivered} delivered, "
+          f"{result.undelivered} given up")
+    print("return codes: " + ", ".join(f"{code} x {n}" for code, n in sorted(result.replies.items())))
+    return 0 if result.complete else 1

@@ -28,6 +28,7 @@ from .plugins import Registry
 from .queue import REASON_SUFFIX, Queue
 from .rows import StationRows, log_unknown_codes
 from .storage import BLOBS, DayFile, date_of_day_file, day_file_path, station_path
+from .writerstate import WriterState
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +47,7 @@ class Tally:
     stored: Counter = attrs.field(factory=Counter)  # upload code -> events stored
     quarantined_events: Counter = attrs.field(factory=Counter)  # reason kind -> events
     quarantined_files: int = 0
+    storage_errors: int = 0  # failed attempts to store a batch (each is retried)
 
     @property
     def events(self) -> int:
@@ -83,6 +85,7 @@ class Writer:
         self.journal = Journal(settings.data_dir, fsync=settings.fsync)
         self.min_date = datetime.datetime(settings.minimum_year, 1, 1)
         self.tally = Tally()
+        self.state = WriterState(settings.data_dir)  # for `datastore status`
         self._files: dict[Path, DayFile] = {}
         self._suspects: set[Path] = set()  # day files open when a batch failed
         self.resilient = resilient
@@ -165,6 +168,7 @@ class Writer:
                 except (StorageError, OSError, tables.HDF5ExtError) as exc:
                     if not self.resilient:
                         raise
+                    self.tally.storage_errors += 1
                     # Disk full or an I/O error: keep the uploads claimed and retry
                     # until space returns; never lose them, never stop.
                     log.error("could not store %d uploads (%s); they stay claimed in %s, "
@@ -253,6 +257,7 @@ class Writer:
             except (OSError, tables.HDF5ExtError) as exc:
                 raise StorageError(_describe(exc)) from exc
         self._release(decoded)
+        self.state.batch_stored(decoded, self.tally)
 
     def _decode(self, name: str) -> _Decoded | None:
         path = self.queue.partial / name

@@ -1,0 +1,106 @@
+"""What the writer did lately, in ``data_dir/writer-state.json``, for ``datastore status``.
+
+The writer updates it once per stored batch (one call site, after the batch
+is released): when the last batch was stored, events stored per upload code
+per minute over the last hour, and per station when its last events were
+stored. It is written to a temporary file and renamed (whole or absent, never
+half), without fsync: losing the latest update in a power cut costs nothing
+but a slightly stale status. A new writer carries the stations and the last
+hour over from the file, so a restart does not make every station look quiet.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+from .durable import write_atomically
+
+log = logging.getLogger(__name__)
+
+STATE_NAME = "writer-state.json"
+WINDOW_S = 3600  # "events stored in the last hour"
+BUCKET_S = 60
+
+
+def state_path(data_dir: str | os.PathLike) -> Path:
+    return Path(data_dir) / STATE_NAME
+
+
+def read_state(data_dir: str | os.PathLike) -> dict[str, Any]:
+    """The last state a writer saved under ``data_dir``; empty when there is none (yet)."""
+    try:
+        state = json.loads(state_path(data_dir).read_text())
+    except (OSError, ValueError):
+        return {}
+    return state if isinstance(state, dict) else {}
+
+
+def events_in_window(state: dict[str, Any], now: float, window: float = WINDOW_S) -> dict[str, int]:
+    """Events stored per upload code in the ``window`` seconds before ``now``."""
+    total: Counter = Counter()
+    for minute, counts in state.get("recent", []):
+        if minute > now - window:
+            total.update(counts)
+    return dict(sorted(total.items()))
+
+
+class WriterState:
+    """The writer's record of recent batches, saved after each one."""
+
+    def __init__(self, data_dir: str | os.PathLike, clock: Callable[[], float] = time.time) -> None:
+        self.path = state_path(data_dir)
+        self.clock = clock
+        previous = read_state(data_dir)
+        self.batches = 0
+        self.last_batch: float | None = previous.get("last_batch")
+        self.stations: dict[str, dict[str, float | int]] = previous.get("stations", {})
+        self.recent: dict[int, Counter] = {int(m): Counter(c) for m, c in previous.get("recent", [])}
+        self._seen: Counter = Counter()  # the Tally's per-code counts at the last batch
+
+    def batch_stored(self, decoded: Iterable[Any], tally: Any) -> None:
+        """Record a stored batch: ``decoded`` are the writer's decoded uploads (station
+        and events, less the rejected ones), ``tally`` its running totals."""
+        now = self.clock()
+        self.batches += 1
+        self.last_batch = now
+        for item in decoded:
+            stored = len(item.upload.event_list) - len(item.rejected)
+            if stored <= 0:
+                continue
+            entry = self.stations.setdefault(str(item.upload.station_id), {"events_stored": 0})
+            entry["last_stored"] = now
+            entry["events_stored"] = int(entry.get("events_stored", 0)) + stored
+        stored_now = Counter(tally.stored)
+        added = stored_now - self._seen
+        self._seen = stored_now
+        minute = int(now // BUCKET_S * BUCKET_S)
+        self.recent.setdefault(minute, Counter()).update(added)
+        for old in [m for m in self.recent if m <= now - WINDOW_S]:
+            del self.recent[old]
+        self.save(tally)
+
+    def save(self, tally: Any) -> None:
+        state = {
+            "pid": os.getpid(),
+            "updated": self.clock(),
+            "last_batch": self.last_batch,
+            "batches": self.batches,
+            "uploads": tally.uploads,
+            "stored": dict(tally.stored),
+            "quarantined_files": tally.quarantined_files,
+            "quarantined_events": sum(tally.quarantined_events.values()),
+            "recent": [[m, dict(c)] for m, c in sorted(self.recent.items())],
+            "stations": self.stations,
+        }
+        try:
+            write_atomically(self.path, json.dumps(state, sort_keys=True).encode(), fsync=False)
+        except OSError as exc:
+            # Status is for people; a disk too full for this file must not stop storing.
+            log.warning("cannot save the writer state %s: %s", self.path, exc.strerror or exc)
