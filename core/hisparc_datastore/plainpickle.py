@@ -300,6 +300,9 @@ class _Reader:
                     raise PickleError(f"pickle ends inside an argument at byte {pos}")
                 push(data[pos + 1:end].decode("utf-8" if op == 0x8C else "latin-1"))
                 pos = end
+                if pos < size and data[pos] == 0x94:  # protocol 4 memoizes it at once: one turn, not two
+                    memo[len(memo)] = stack[-1]
+                    pos += 1
             elif op == 0x71 or op == 0x70:  # BINPUT, PUT
                 if not stack:
                     raise PickleError("PUT on an empty stack")
@@ -307,9 +310,11 @@ class _Reader:
                     memo[data[pos]] = stack[-1]
                     pos += 1
                 else:
-                    self.pos = pos
-                    memo[_memo_index(self, self.line())] = stack[-1]
-                    pos = self.pos
+                    end = data.find(b"\n", pos, pos + _MAX_LINE)
+                    if end < 0 or not data[pos:end].isdigit():
+                        raise PickleError(f"PUT at byte {pos - 1} has no memo index")
+                    memo[int(data[pos:end])] = stack[-1]
+                    pos = end + 1
             elif op == 0x6A or op == 0x68 or op == 0x67:  # LONG_BINGET, BINGET, GET
                 if op == 0x6A:
                     index = int.from_bytes(data[pos:pos + 4], "little")
@@ -318,9 +323,11 @@ class _Reader:
                     index = data[pos]
                     pos += 1
                 else:
-                    self.pos = pos
-                    index = _memo_index(self, self.line())
-                    pos = self.pos
+                    end = data.find(b"\n", pos, pos + _MAX_LINE)
+                    if end < 0 or not data[pos:end].isdigit():
+                        raise PickleError(f"GET at byte {pos - 1} has no memo index")
+                    index = int(data[pos:end])
+                    pos = end + 1
                 item = memo.get(index, memo)
                 if item.__class__ is str or item.__class__ is bytes:
                     self.referenced += len(item) + 1
@@ -340,6 +347,9 @@ class _Reader:
                 target = {}
                 heights[id(target)] = 1
                 push(target)
+                if pos < size and data[pos] == 0x94:
+                    memo[len(memo)] = target
+                    pos += 1
             elif op == 0x75 or op == 0x64:  # SETITEMS, DICT
                 if not marks:
                     raise PickleError("pickle closes a mark it never opened")
@@ -372,7 +382,12 @@ class _Reader:
                     raise PickleError("SETITEM without a dict")
                 item = stack.pop()
                 key = stack.pop()
-                self.fill_dict(stack[-1], [key, item])
+                target = stack[-1]
+                # every dict on the stack is one this reader made, so only the key and value need a look
+                if target.__class__ is dict and key.__class__ is str and item.__class__ in scalars:
+                    target[key] = item
+                else:
+                    self.fill_dict(target, [key, item])
             elif op == 0x4B:  # BININT1
                 push(data[pos])
                 pos += 1
@@ -392,12 +407,16 @@ class _Reader:
                 end = data.find(b"\n", pos)
                 if end < pos + 2 or data[pos] != data[end - 1] or data[pos] not in (0x27, 0x22):
                     raise PickleError(f"STRING argument at byte {pos} is not a quoted line")
-                push(codecs.escape_decode(data[pos + 1:end - 1])[0].decode("latin-1"))
+                raw = data[pos + 1:end - 1]
+                push((codecs.escape_decode(raw)[0] if 0x5C in raw else raw).decode("latin-1"))
                 pos = end + 1
             elif op == 0x49:  # INT (Python 2 writes booleans as I01 and I00)
-                self.pos = pos
-                text = self.line()
-                pos = self.pos
+                end = data.find(b"\n", pos, pos + _MAX_LINE + 1)
+                if end < 0:
+                    self.pos = pos
+                    self.line()  # raises the right error
+                text = data[pos:end]
+                pos = end + 1
                 push(True if text == b"01" else False if text == b"00" else _text_int(self, text))
             elif op == 0x5D:  # EMPTY_LIST
                 target = []
@@ -420,7 +439,11 @@ class _Reader:
                 if len(stack) < 2:
                     raise PickleError("APPEND without a list")
                 item = stack.pop()
-                self.fill_list(stack[-1], [item])
+                target = stack[-1]
+                if target.__class__ is list and item.__class__ in scalars:
+                    target.append(item)
+                else:
+                    self.fill_list(target, [item])
             elif op == 0x2E:  # STOP
                 if len(stack) != 1 or marks:
                     raise PickleError("pickle stops with more than one value left")
