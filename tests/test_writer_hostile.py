@@ -200,6 +200,19 @@ def test_error_messages_describe_a_value_in_bounded_text(tmp_path):
         assert sum(expected in line for line in lines) == 1, (expected, lines)
 
 
+def test_a_reason_file_names_a_thousand_events_and_counts_the_rest(tmp_path):
+    odd = Upload(501, "Utrecht", [{} for _ in range(5000)] + [event("SIN", DAY, {"MAS_CH1_LOW": 1})])
+    queue_uploads(tmp_path, [odd])
+    tally = Writer(settings_for(tmp_path), load_registry()).run(once=True)
+    assert tally.events == 1 and sum(tally.quarantined_events.values()) == 5000
+    (name, reasons), = quarantined(tmp_path).items()
+    lines = reasons.strip().splitlines()
+    assert len(lines) == writer_module.MAX_REASON_LINES + 1
+    assert lines[-1] == "... and 4000 more events: 4000 x event is not a dict with a header"
+    from hisparc_datastore.decoding import parse_queue_file
+    assert len(parse_queue_file((tmp_path / "quarantine" / name).read_bytes()).event_list) == 5000
+
+
 class StopAfter(Writer):
     """A writer asked to stop while it decodes the third upload of a batch."""
 

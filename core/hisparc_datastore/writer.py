@@ -37,6 +37,7 @@ FIRST_BACKOFF = 1.0  # seconds; doubles up to MAX_BACKOFF while storing keeps fa
 MAX_BACKOFF = 60.0
 PRUNE_EVERY = 3600.0  # seconds between walks of the archive for expired uploads
 _MAX_REASON = 4000  # characters of a traceback kept in a reason file
+MAX_REASON_LINES = 1000  # events named one per line in a reason file; the rest are counted by kind
 
 
 @attrs.define
@@ -391,14 +392,19 @@ class Writer:
 
     def _quarantine_events(self, item: _Decoded) -> None:
         events = [event for event, _ in item.rejected]
+        kinds = Counter(reason.split(":")[0] for _, reason in item.rejected)
         reasons = [
             f"station {item.upload.station_id}, event {i}: {reason}"
-            for i, (_, reason) in enumerate(item.rejected)
+            for i, (_, reason) in enumerate(item.rejected[:MAX_REASON_LINES])
         ]
+        if len(item.rejected) > MAX_REASON_LINES:
+            # A reason file an operator can read: the rest by kind, not a million lines.
+            rest = Counter(reason.split(":")[0] for _, reason in item.rejected[MAX_REASON_LINES:])
+            reasons.append(f"... and {len(item.rejected) - MAX_REASON_LINES} more events: "
+                           + "; ".join(f"{n} x {kind}" for kind, n in rest.most_common(20)))
         payload = Upload(item.upload.station_id, item.upload.cluster, events).to_queue_bytes()
         target = self.queue.quarantine_events(item.name, payload, reasons)
-        for _, reason in item.rejected:
-            self.tally.quarantined_events[reason.split(":")[0]] += 1
+        self.tally.quarantined_events.update(kinds)
         log.warning("%s: %d of %d events quarantined in %s (first: %s)", item.name,
                     len(events), len(item.upload.event_list), target, item.rejected[0][1])
 
