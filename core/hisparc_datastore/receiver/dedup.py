@@ -74,16 +74,18 @@ class Dedup:
     """The uploads accepted within the last ``window_hours``, by station and md5 checksum.
 
     ``tmp_dir`` is where the receiver writes queue files before renaming them
-    (``data_dir/tmp``, beside the database, unless told otherwise).
+    (``data_dir/tmp``, beside the database, unless told otherwise); ``owner`` whose
+    claims these are (this process unless told otherwise: tests claim as others).
     """
 
     def __init__(self, path: str | os.PathLike, window_hours: float,
-                 tmp_dir: str | os.PathLike | None = None) -> None:
+                 tmp_dir: str | os.PathLike | None = None, owner: owners.Owner | None = None) -> None:
         self.path = Path(path)
         self.window = window_hours * 3600.0
         self.tmp_dir = Path(tmp_dir) if tmp_dir is not None else self.path.parent / "tmp"
         self._local = threading.local()  # sqlite3 connections must stay in their thread
         self._last_prune = 0.0
+        self._fixed_owner = owner
         self._owner: owners.Owner | None = None
         db = self._connect()
         try:
@@ -119,6 +121,8 @@ class Dedup:
     @property
     def owner(self) -> str:
         """This process's token (a forked child gets its own)."""
+        if self._fixed_owner is not None:
+            return self._fixed_owner.token
         if self._owner is None or self._owner.pid != os.getpid():
             self._owner = owners.current()
         return self._owner.token
