@@ -178,13 +178,16 @@ def receiver_run(args, uploads, expected: dict, registry, rng: random.Random, ki
     left = [p.name for d in ("incoming", "partial", "quarantine", "suspicious")
             for p in (data_dir / d).iterdir()]
     replies = ", ".join(f"{code}: {n}" for code, n in chaos.posting.replies.most_common())
+    # No disk faults here, so a 205 can only mean a claim kept a station waiting.
+    kept_waiting = chaos.posting.replies.get("205", 0)
     print(f"receiver kills: {chaos.kills}, lost: {lost}, duplicated: {duplicated}, "
           f"tmp leftovers: {chaos.tmp_leftovers}")
     print(f"(receiver killed at a named step of a request: {chaos.at_steps}; uploads answered 100: "
-          f"{chaos.posting.delivered}, given up: {chaos.posting.undelivered}; replies heard: {replies}; "
+          f"{chaos.posting.delivered}, given up: {chaos.posting.undelivered}; answered 205 (kept "
+          f"waiting): {kept_waiting}; replies heard: {replies}; "
           f"unreadable files: {len(unreadable)}; files left in the queue: {len(left)}; "
           f"{time.monotonic() - began:.0f} s)", flush=True)
-    return (lost == duplicated == chaos.tmp_leftovers == chaos.posting.undelivered
+    return (lost == duplicated == chaos.tmp_leftovers == chaos.posting.undelivered == kept_waiting
             == len(unreadable) == len(left) == 0)
 
 if __name__ == "__main__":

@@ -28,3 +28,4 @@ def test_short_chaos_run_loses_and_duplicates_nothing(tmp_path):
                       result.stdout)
     assert steps, result.stdout
     assert int(steps.group(1)) >= 1 and int(steps.group(2)) == 64  # every upload of 2 stations
+    assert "answered 205 (kept waiting): 0;" in result.stdout  # no claim of a dead receiver stalls

@@ -1,6 +1,8 @@
 """Claims of receiver processes that died are settled by where their file is; tmp/ files of
 dead processes are removed, those of live ones kept."""
 
+import datetime
+import errno
 import os
 import sqlite3
 import subprocess
@@ -8,9 +10,11 @@ import time
 
 import pytest
 
+from hisparc_datastore.decoding import Upload
 from hisparc_datastore.receiver import owner as owners
 from hisparc_datastore.receiver.dedup import DUPLICATE, IN_FLIGHT, NEW, Dedup
 from hisparc_datastore.receiver.spool import Spool
+from hisparc_datastore.testing import event
 
 
 @pytest.fixture(scope="module")
@@ -128,3 +132,44 @@ def test_a_tmp_file_whose_claim_cannot_be_dropped_is_kept(tmp_path, dead_pid):
     (spool.queue.tmp / name).write_bytes(b"whole")
     assert spool.remove_dead_tmp(lambda name: False) == 0
     assert os.listdir(spool.queue.tmp) == [name]
+
+
+
+def failing_directory_fsync(monkeypatch, meanwhile=lambda: None):
+    from hisparc_datastore.receiver import spool as spool_module
+
+    def fsync_dir(directory):
+        meanwhile()
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(spool_module, "fsync_dir", fsync_dir)
+
+
+def store_claimed(spool: Spool, memory: Dedup, name: str):
+    upload = Upload(99, "amsterdam", [event("SIN", datetime.datetime(2024, 5, 6), {})])
+    assert memory.claim(99, "abc", name) == NEW
+    return spool.store(upload, name, commit=lambda: memory.commit(99, "abc", name),
+                       release=lambda: memory.forget(99, "abc", name))
+
+
+def test_a_failed_directory_fsync_takes_the_file_back_and_the_retry_is_queued(tmp_path, monkeypatch):
+    spool = Spool(tmp_path, fsync=True)
+    memory = Dedup(tmp_path / "r.sqlite", 24, spool.queue.tmp)
+    failing_directory_fsync(monkeypatch)
+    with pytest.raises(OSError):
+        store_claimed(spool, memory, "n1")
+    assert os.listdir(spool.queue.incoming) == [] and os.listdir(spool.queue.tmp) == []
+    assert memory.claim(99, "abc", "n2") == NEW  # the station's retry (205 heard) is taken
+
+
+def test_a_failed_directory_fsync_keeps_the_file_queued_when_a_retry_was_told_it_is(
+        tmp_path, monkeypatch):
+    spool = Spool(tmp_path, fsync=True)
+    memory = Dedup(tmp_path / "r.sqlite", 24, spool.queue.tmp)
+    verdicts = []
+    # a retry of the same bytes meets the committing claim while the file is out of tmp/
+    failing_directory_fsync(monkeypatch, lambda: verdicts.append(memory.claim(99, "abc", "retry")))
+    path = store_claimed(spool, memory, "n1")
+    assert verdicts == [DUPLICATE]  # that retry heard 100, so the file must stay queued
+    assert os.listdir(spool.queue.incoming) == ["n1"] == [path.name]
+    assert os.listdir(spool.queue.tmp) == [] and memory.seen(99, "abc")

@@ -271,15 +271,15 @@ class ReceiverApp:
             return True
 
     def _release(self, station_id: int, checksum: str, name: str) -> bool:
-        """Drop this request's claim of an upload not queued; False when that failed."""
+        """Drop this request's claim of an upload not queued; False when that failed or the
+        upload is remembered as queued after all."""
         if self.dedup is None:
             return True
         try:
-            self.dedup.forget(station_id, checksum, name)
+            return self.dedup.forget(station_id, checksum, name)
         except sqlite3.Error as exc:
             log.warning("cannot drop the claim of upload %s: %s", name, exc)
             return False
-        return True
 
     def recover(self) -> int:
         """Settle what receiver processes that died left behind: their claims (remembered

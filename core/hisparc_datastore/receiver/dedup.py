@@ -207,15 +207,23 @@ class Dedup:
             "AND name = ? AND owner = ? AND durable = 0",
             (station_id, checksum, name, self.owner)).rowcount == 1
 
-    def forget(self, station_id: int, checksum: str, name: str | None = None) -> None:
+    def forget(self, station_id: int, checksum: str, name: str | None = None) -> bool:
         """Drop a claim whose upload could not be queued, so the station's retry is taken;
-        with ``name``, only that request's claim (not one that took it over)."""
+        with ``name``, only that request's claim (not one that took it over).
+
+        False when the upload is remembered as queued after all: a retry found the claim
+        committing while its file was briefly out of ``tmp/`` (see ``Spool.store``).
+        """
+        db = self._db
         if name is None:
-            self._db.execute("DELETE FROM accepted WHERE station_id = ? AND checksum = ? AND durable = 0",
-                             (station_id, checksum))
+            db.execute("DELETE FROM accepted WHERE station_id = ? AND checksum = ? AND durable = 0",
+                       (station_id, checksum))
         else:
-            self._db.execute("DELETE FROM accepted WHERE station_id = ? AND checksum = ? AND durable = 0 "
-                             "AND name = ?", (station_id, checksum, name))
+            db.execute("DELETE FROM accepted WHERE station_id = ? AND checksum = ? AND durable = 0 "
+                       "AND name = ?", (station_id, checksum, name))
+        row = db.execute("SELECT durable FROM accepted WHERE station_id = ? AND checksum = ?",
+                         (station_id, checksum)).fetchone()
+        return row is None or not row[0]
 
     def forget_name(self, name: str) -> None:
         """Drop any unsettled claim whose queue file is ``name``: its tmp file is about to be

@@ -114,19 +114,26 @@ class Spool:
                 # station's retry is answered 100 without a second copy.
                 log.error("cannot take back %s after a failed directory fsync: %s", name, exc.strerror)
                 raise
-            self._take_back(tmp, release)
+            if not self._take_back(tmp, release):
+                # A retry saw it queued meanwhile (and was answered 100), or the claim cannot
+                # be dropped: a committing claim without its tmp file must mean queued.
+                os.rename(tmp, target)
+                log.error("%s stays queued though its directory fsync failed", name)
+                return target
             raise
         faults.point("receiver-queued")
         return target
 
     @staticmethod
-    def _take_back(tmp: Path, release: Callable[[], bool] | None) -> None:
+    def _take_back(tmp: Path, release: Callable[[], bool] | None) -> bool:
+        """Remove a file that was not queued, once its claim is dropped; False (file kept)
+        when the claim could not be dropped."""
         # The claim first: a committing claim whose tmp file is gone reads as queued.
         if release is None or release():
             _remove(tmp)
-        else:
-            log.error("cannot drop the claim of %s; it stays in tmp/ until its process is gone",
-                      tmp.name)
+            return True
+        log.error("cannot drop the claim of %s; it stays in tmp/ until its process is gone", tmp.name)
+        return False
 
     def _write(self, path: Path, payload: bytes) -> None:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
