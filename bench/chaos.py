@@ -177,7 +177,7 @@ def receiver_run(args, uploads, expected: dict, registry, rng: random.Random, ki
     lost, duplicated, unreadable = compare(expected, data_dir, registry)
     left = [p.name for d in ("incoming", "partial", "quarantine", "suspicious")
             for p in (data_dir / d).iterdir()]
-    replies = ", ".join(f"{code}: {n}" for code, n in chaos.posting.replies.most_common())
+    replies = ", ".join(f"{code or '(empty)'}: {n}" for code, n in chaos.posting.replies.most_common())
     # No disk faults here, so a 205 can only mean a claim kept a station waiting.
     kept_waiting = chaos.posting.replies.get("205", 0)
     print(f"receiver kills: {chaos.kills}, lost: {lost}, duplicated: {duplicated}, "
