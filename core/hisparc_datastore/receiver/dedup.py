@@ -167,10 +167,13 @@ class Dedup:
                     return DUPLICATE
                 if verdict == IN_FLIGHT:
                     return IN_FLIGHT
-                abandoned = claim if self._is_dead(claim) else None
+                dead = claim if self._is_dead(claim) else None
+            else:
+                dead = None
             db.execute("INSERT OR REPLACE INTO accepted (station_id, checksum, accepted_at, durable, "
                        "owner, name, committing) VALUES (?, ?, ?, 0, ?, ?, 0)",
                        (station_id, checksum, now, self.owner, name))
+            abandoned = dead  # no claim names its file once this is committed
             return NEW
         finally:
             db.execute("COMMIT")
