@@ -7,6 +7,11 @@ time, then left to drain. Every day file of the second run must open and
 read fully, and its rows, compared one by one with the reference's (blobs
 resolved to their bytes), must show nothing lost and nothing duplicated.
 The reference itself must hold every event that was sent.
+
+Then the same uploads are posted over HTTP to a receiver that is killed
+with SIGKILL at random instants and restarted (``receiver_chaos.py``); once
+drained by a writer, its day files must equal the reference as well, and no
+half-written file may be left in ``tmp/``.
 """
 
 from __future__ import annotations
@@ -22,6 +27,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+import receiver_chaos
 
 from hisparc_datastore.contents import multiset_difference, read_contents
 from hisparc_datastore.plugins import load_registry
@@ -74,6 +81,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="simulated time per station, half before and half after a midnight")
     parser.add_argument("--batch-uploads", type=int, default=3,
                         help="small batches: many transactions, so kills land at every step")
+    parser.add_argument("--receiver-kills", type=int, default=None,
+                        help="SIGKILLs of the receiver (default: as many as --kills)")
     parser.add_argument("--seed", type=int, default=2026)
     parser.add_argument("--dir", type=Path, default=ROOT / "chaos-data")
     args = parser.parse_args(argv)
@@ -122,12 +131,7 @@ def main(argv: list[str] | None = None) -> int:
         idle += drained
     run_to_completion(config)
 
-    actual, unreadable = read_all(data_dir, registry)
-    lost = duplicated = 0
-    for node in set(expected) | set(actual):
-        missing, extra = multiset_difference(expected.get(node, []), actual.get(node, []))
-        lost += missing
-        duplicated += extra
+    lost, duplicated, unreadable = compare(expected, data_dir, registry)
     healed = list((data_dir / "quarantine").glob("*.h5.damaged-*Z"))
     kept = set(healed) | {p.with_name(p.name + ".reason") for p in healed}
     left = [p.name for d in ("incoming", "partial", "quarantine") for p in (data_dir / d).iterdir()
@@ -136,11 +140,55 @@ def main(argv: list[str] | None = None) -> int:
     print(f"(kills while a batch was being applied: {mid_batch}, after the queue had drained: {idle}; "
           f"undisturbed run {full_run:.1f} s, "
           f"start-up {startup:.1f} s; day files HDF5 left torn, rebuilt from the archive: {len(healed)}; "
-          f"files left in the queue: {len(left)}; journal left: {journal.exists()})")
+          f"files left in the queue: {len(left)}; journal left: {journal.exists()})", flush=True)
     for line in unreadable:
         print("unreadable:", line)
-    return 0 if lost == duplicated == len(unreadable) == len(left) == 0 and not journal.exists() else 1
+    writer_ok = lost == duplicated == len(unreadable) == len(left) == 0 and not journal.exists()
+    receiver_kills = args.kills if args.receiver_kills is None else args.receiver_kills
+    return 0 if writer_ok & receiver_run(args, uploads, expected, registry, rng, receiver_kills) else 1
 
+
+def compare(expected: dict, data_dir: Path, registry) -> tuple[int, int, list[str]]:
+    """(rows lost, rows duplicated or unexpected, unreadable files) of data_dir's day files."""
+    actual, unreadable = read_all(data_dir, registry)
+    lost = duplicated = 0
+    for node in set(expected) | set(actual):
+        missing, extra = multiset_difference(expected.get(node, []), actual.get(node, []))
+        lost += missing
+        duplicated += extra
+    return lost, duplicated, unreadable
+
+
+def receiver_run(args, uploads, expected: dict, registry, rng: random.Random, kills: int) -> bool:
+    """Post the uploads to a receiver killed ``kills`` times, drain, compare with the reference."""
+    config = make_data_dir(args.dir / "receiver", [], args.batch_uploads)
+    data_dir = config.parent
+    log = data_dir / "processes.log"
+
+    def drainer() -> subprocess.Popen:
+        # beside the stations, not killed: uploads leave incoming/ while claims are settled
+        with open(log, "ab") as err:
+            return subprocess.Popen([str(DATASTORE), "writer", str(config), "--quiet"],
+                                    stdout=subprocess.DEVNULL, stderr=err)
+
+    began = time.monotonic()
+    chaos = receiver_chaos.run(config, uploads, kills, rng, drainer, log)
+    run_to_completion(config)
+    lost, duplicated, unreadable = compare(expected, data_dir, registry)
+    left = [p.name for d in ("incoming", "partial", "quarantine", "suspicious")
+            for p in (data_dir / d).iterdir()]
+    replies = ", ".join(f"{code or '(empty)'}: {n}" for code, n in chaos.posting.replies.most_common())
+    # No disk faults here, so a 205 can only mean a claim kept a station waiting.
+    kept_waiting = chaos.posting.replies.get("205", 0)
+    print(f"receiver kills: {chaos.kills}, lost: {lost}, duplicated: {duplicated}, "
+          f"tmp leftovers: {chaos.tmp_leftovers}")
+    print(f"(receiver killed at a named step of a request: {chaos.at_steps}; uploads answered 100: "
+          f"{chaos.posting.delivered}, given up: {chaos.posting.undelivered}; answered 205 (kept "
+          f"waiting): {kept_waiting}; replies heard: {replies}; "
+          f"unreadable files: {len(unreadable)}; files left in the queue: {len(left)}; "
+          f"{time.monotonic() - began:.0f} s)", flush=True)
+    return (lost == duplicated == chaos.tmp_leftovers == chaos.posting.undelivered == kept_waiting
+            == len(unreadable) == len(left) == 0)
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -21,13 +21,14 @@ from typing import Any
 
 import attrs
 
+from .. import faults
 from ..brief import clip
 from ..config import Settings
 from ..decoding import DecodeError, Upload, parse_event_list
 from .dedup import DB_NAME, DUPLICATE, IN_FLIGHT, NEW, Dedup
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .metrics import Metrics
-from .spool import Spool, is_suspicious
+from .spool import ClaimLost, Spool, is_suspicious
 from .stations import Station, StationList
 
 log = logging.getLogger(__name__)
@@ -203,7 +204,8 @@ class ReceiverApp:
 
         # Same station and md5: the same bytes, a batch re-sent after a lost reply. Claimed
         # before unpickling, so a duplicate costs no decoding and a new upload one query.
-        claim = self._claim(station_id, checksum)
+        name = self.spool.unique_name(station_id, checksum)
+        claim = self._claim(station_id, checksum, name)
         if claim == DUPLICATE:
             return Outcome(RC_OK, station_id, f"duplicate of an upload with md5 {checksum}", duplicate=True)
         if claim == IN_FLIGHT:
@@ -211,12 +213,12 @@ class ReceiverApp:
             # may yet fail, so this one may not say 100. The station retries.
             return Outcome(RC_TRANSACTION_FAILED, station_id, f"the same upload (md5 {checksum}) "
                            "is being queued by another request")
-        name = self.spool.unique_name(station_id, checksum)
+        faults.point("receiver-claimed")
         try:
             return self._queue(station, payload, checksum, name)
         except Exception as exc:  # noqa: BLE001 - whatever happens, the claim is released
             log.exception("unexpected error queueing an upload of station %s", station_id)
-            self._settle(self.dedup.forget if self.dedup else None, station_id, checksum, name)
+            self._release(station_id, checksum, name)
             return self._refuse(Outcome(RC_TRANSACTION_FAILED, station_id,
                                         f"unexpected error: {_describe(exc)}"), station, payload, checksum)
 
@@ -226,28 +228,79 @@ class ReceiverApp:
         try:
             event_list = parse_event_list(payload)
         except DecodeError as exc:
-            self._settle(self.dedup.forget if self.dedup else None, station_id, checksum, name)
+            self._release(station_id, checksum, name)
             return self._refuse(Outcome(RC_UNPICKLE, station_id, f"cannot unpickle: {exc}"),
                                 station, payload, checksum)
         suspicious = is_suspicious(event_list, self.settings.minimum_year)
+        commit = release = None
+        if self.dedup is not None:
+            def commit() -> bool:
+                return self._commit(station_id, checksum, name)
+
+            def release() -> bool:
+                return self._release(station_id, checksum, name)
         try:
-            path = self.spool.store(Upload(station_id, station.cluster, event_list), name, suspicious)
+            path = self.spool.store(Upload(station_id, station.cluster, event_list), name, suspicious,
+                                    commit=commit, release=release)
+        except ClaimLost:
+            return Outcome(RC_TRANSACTION_FAILED, station_id, f"the same upload (md5 {checksum}) "
+                           "was taken over by another request after this one took too long")
         except OSError as exc:
-            self._settle(self.dedup.forget if self.dedup else None, station_id, checksum, name)
             return Outcome(RC_TRANSACTION_FAILED, station_id, f"queue write failed: {exc}")
         self._settle(self.dedup.remember if self.dedup else None, station_id, checksum, name)
+        faults.point("receiver-remembered")
         return Outcome(RC_OK, station_id,
                        f"{len(event_list)} events -> {path.parent.name}/{path.name}")
 
-    def _claim(self, station_id: int, checksum: str) -> str:
+    def _claim(self, station_id: int, checksum: str, name: str) -> str:
         if self.dedup is None:
             return NEW
         try:
-            return self.dedup.claim(station_id, checksum)
+            return self.dedup.claim(station_id, checksum, name)
         except sqlite3.Error as exc:
             # Better a rare duplicate for the writer than refusing the station's data.
             log.warning("duplicate detection unavailable: %s", exc)
             return NEW
+
+    def _commit(self, station_id: int, checksum: str, name: str) -> bool:
+        try:
+            return self.dedup.commit(station_id, checksum, name)
+        except sqlite3.Error as exc:
+            # As at the claim: queue it; only a crash before it is remembered could double it.
+            log.warning("cannot mark upload %s as being queued: %s", name, exc)
+            return True
+
+    def _release(self, station_id: int, checksum: str, name: str) -> bool:
+        """Drop this request's claim of an upload not queued; False when that failed or the
+        upload is remembered as queued after all."""
+        if self.dedup is None:
+            return True
+        try:
+            return self.dedup.forget(station_id, checksum, name)
+        except sqlite3.Error as exc:
+            log.warning("cannot drop the claim of upload %s: %s", name, exc)
+            return False
+
+    def recover(self) -> int:
+        """Settle what receiver processes that died left behind: their claims (remembered
+        when their file was queued, dropped otherwise) and their files in ``tmp/``.
+        Returns how many tmp files were removed; run at start-up and now and then."""
+        if self.dedup is None:
+            return self.spool.remove_stale_tmp()
+        try:
+            self.dedup.settle_dead()
+        except sqlite3.Error as exc:
+            log.warning("cannot settle the claims of receivers that died: %s", exc)
+            return 0  # their tmp files are what tells a committing claim's fate: keep them
+
+        def release(name: str) -> bool:
+            try:
+                self.dedup.forget_name(name)
+            except sqlite3.Error:
+                return False
+            return True
+
+        return self.spool.remove_dead_tmp(release)
 
     @staticmethod
     def _settle(record: Callable | None, station_id: int, checksum: str, name: str) -> None:
@@ -294,5 +347,6 @@ def build_app(settings: Settings, *, spool: Spool | None = None, dedup: bool = T
     spool = spool or Spool(settings.data_dir, fsync=settings.fsync)
     # A window of 0 (or less) turns duplicate detection off.
     remember = dedup and settings.duplicate_window_hours > 0
-    memory = Dedup(settings.data_dir / DB_NAME, settings.duplicate_window_hours) if remember else None
+    memory = (Dedup(settings.data_dir / DB_NAME, settings.duplicate_window_hours, spool.queue.tmp)
+              if remember else None)
     return ReceiverApp(settings, StationList(settings.station_list), spool, memory, metrics)

@@ -39,6 +39,9 @@ DRAIN_SECONDS = 10.0
 # The station software waits 600 s for a reply; an idle keep-alive connection is closed sooner.
 CHANNEL_TIMEOUT = 120
 _SPARE_FILES = 64  # for the queue, the log, the station list and sqlite beside the sockets
+# How often a running receiver settles what other receiver processes that died left behind
+# (their claims and tmp/ files); its own start-up does it at once.
+RECOVER_EVERY_SECONDS = 300.0
 
 
 class _ProtocolErrorTask(ErrorTask):
@@ -216,6 +219,16 @@ def _wake(server: Any) -> None:
         server.pull_trigger()
 
 
+def _recover_now_and_then(app: ReceiverApp, stop: threading.Event,
+                          interval: float = RECOVER_EVERY_SECONDS) -> None:
+    # Another receiver process on the same data_dir may die while this one runs on.
+    while not stop.wait(interval):
+        try:
+            app.recover()
+        except Exception:  # noqa: BLE001 - a failed sweep is retried; serving goes on
+            log.exception("cannot settle what receivers that died left behind")
+
+
 class ServerThread:
     """A receiver served from a background thread: for tests and benchmarks."""
 
@@ -264,7 +277,8 @@ def serve(config_path: str | os.PathLike, bind: str = "127.0.0.1:8080",
         raise ConfigError(f"{settings.source}: [General] station_list: {exc}") from None
     except OSError as exc:
         raise ConfigError(f"{settings.source}: cannot use data_dir {settings.data_dir}: {exc}") from None
-    app.spool.remove_stale_tmp()
+    # Before listening: a station's retry then finds its upload settled, not in flight.
+    app.recover()
     try:
         server = make_server(app, host, port, threads)
     except OSError as exc:
@@ -283,6 +297,9 @@ def serve(config_path: str | os.PathLike, bind: str = "127.0.0.1:8080",
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
     log.info("receiving uploads on http://%s:%s/ with %d threads; %d station(s); queue in %s",
              server.effective_host, server.effective_port, threads, len(app.stations), settings.data_dir)
+    sweeper = threading.Thread(target=_recover_now_and_then, args=(app, stop), name="recover",
+                               daemon=True)
+    sweeper.start()
     try:
         run_until(server, stop)
     finally:

@@ -4,6 +4,15 @@ The file is written into ``tmp/``, fsynced, renamed into ``incoming/`` (or
 ``suspicious/``) and the directory fsynced. A crash at any point leaves
 either nothing in the queue or the whole file; a failure removes what was
 written, so the station's retry cannot produce a second copy.
+
+Between the fsync and the rename the caller's duplicate memory is told the
+file is whole (``commit``); from then on "``tmp/NAME`` is gone" means "it was
+queued", so a file that failed to be queued is removed from ``tmp/`` only
+after the claim naming it was dropped (``release``).
+
+A ``tmp/`` file's name carries the pid and time of the process writing it;
+one whose process is gone was never answered ``100`` and is removed
+(:meth:`Spool.remove_dead_tmp`).
 """
 
 from __future__ import annotations
@@ -13,17 +22,25 @@ import itertools
 import logging
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 
+from .. import faults
 from ..decoding import Upload, event_datetime
 from ..durable import fsync_dir
 from ..queue import Queue
+from .owner import pid_may_have_named
 
 log = logging.getLogger(__name__)
 
-# Files a crashed receiver left in tmp/ are removed at start-up once they are this old;
-# younger ones may belong to another receiver process that is still writing them.
+# Files in tmp/ whose name does not tell their writer (not the receiver's) are removed
+# once they are this old; younger ones may still be being written.
 STALE_TMP_SECONDS = 3600
+
+
+class ClaimLost(Exception):
+    """The upload's claim was taken over by another request (after its time-out): this
+    request must not queue it."""
 
 
 def is_suspicious(event_list: list, minimum_year: int) -> bool:
@@ -48,60 +65,148 @@ class Spool:
         # time, pid and a per-process counter: unique across threads and processes.
         return f"{time.time_ns()}-{os.getpid()}-{next(self._counter)}-{station_id}-{checksum[:8]}"
 
-    def store(self, upload: Upload, name: str, suspicious: bool = False) -> Path:
-        """Queue ``upload`` as ``name``; returns its path once durable, raises OSError otherwise."""
+    def store(self, upload: Upload, name: str, suspicious: bool = False,
+              commit: Callable[[], bool] | None = None,
+              release: Callable[[], bool] | None = None) -> Path:
+        """Queue ``upload`` as ``name``; returns its path once durable, raises OSError otherwise.
+
+        ``commit`` is called once the file is whole in ``tmp/``, just before the rename; if it
+        says False the claim is someone else's and :class:`ClaimLost` is raised. ``release``
+        drops the claim of a file that could not be queued (False: it could not, so the file
+        stays in ``tmp/`` for the dead-file sweep, which drops the claim first).
+        """
         payload = upload.to_queue_bytes()
         target_dir = self.queue.suspicious if suspicious else self.queue.incoming
         tmp = self.queue.tmp / name
         target = target_dir / name
         try:
             self._write(tmp, payload)
-            os.rename(tmp, target)
         except BaseException:
             _remove(tmp)
+            if release is not None:
+                release()  # nothing was committing yet: order does not matter here
             raise
+        faults.point("receiver-tmp-durable")
+        if commit is not None and not commit():
+            _remove(tmp)  # no claim names this file: the claim is another request's now
+            raise ClaimLost(name)
+        faults.point("receiver-committing")
+        try:
+            os.rename(tmp, target)
+        except BaseException:
+            self._take_back(tmp, release)
+            raise
+        faults.point("receiver-renamed")
         try:
             if self.fsync:
                 fsync_dir(target_dir)
         except BaseException:
             # Not known to be durable, so the station will be told to retry: take the
             # file back, or the retry would be stored twice.
-            _remove(target)
+            try:
+                os.rename(target, tmp)
+            except FileNotFoundError:
+                # The writer claimed it already (and made that durable): it is queued.
+                log.warning("%s could not be made durable, but the writer has claimed it", name)
+                return target
+            except OSError as exc:
+                # It stays queued and its claim says committing with tmp/ empty, so the
+                # station's retry is answered 100 without a second copy.
+                log.error("cannot take back %s after a failed directory fsync: %s", name, exc.strerror)
+                raise
+            if not self._take_back(tmp, release):
+                # A retry saw it queued meanwhile (and was answered 100), or the claim cannot
+                # be dropped: a committing claim without its tmp file must mean queued.
+                os.rename(tmp, target)
+                log.error("%s stays queued though its directory fsync failed", name)
+                return target
             raise
+        faults.point("receiver-queued")
         return target
+
+    @staticmethod
+    def _take_back(tmp: Path, release: Callable[[], bool] | None) -> bool:
+        """Remove a file that was not queued, once its claim is dropped; False (file kept)
+        when the claim could not be dropped."""
+        # The claim first: a committing claim whose tmp file is gone reads as queued.
+        if release is None or release():
+            _remove(tmp)
+            return True
+        log.error("cannot drop the claim of %s; it stays in tmp/ until its process is gone", tmp.name)
+        return False
 
     def _write(self, path: Path, payload: bytes) -> None:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         try:
             view = memoryview(payload)
-            while view:
-                written = os.write(fd, view)
-                view = view[written:]
+            half = len(view) // 2
+            _write_all(fd, view[:half])
+            faults.point("receiver-tmp-half")  # a crash here leaves a half-written file
+            _write_all(fd, view[half:])
             if self.fsync:
                 os.fsync(fd)
         finally:
             os.close(fd)
 
-    def remove_stale_tmp(self, max_age: float = STALE_TMP_SECONDS) -> int:
-        """Remove files a crashed receiver left half-written in ``tmp/``."""
-        cutoff = time.time() - max_age
+    def remove_dead_tmp(self, release: Callable[[str], bool] | None = None,
+                        max_age: float = STALE_TMP_SECONDS) -> int:
+        """Remove the files in ``tmp/`` whose writing process is gone (never answered ``100``),
+        keeping those of processes still running. ``release(name)`` first drops any claim
+        naming a file; a file whose claim cannot be dropped is kept.
+
+        Names not made by :meth:`unique_name` are removed once ``max_age`` seconds old.
+        """
+        now = time.time()
         removed = 0
         for entry in os.scandir(self.queue.tmp):
             try:
-                if entry.is_file() and entry.stat().st_mtime < cutoff:
-                    os.unlink(entry.path)
-                    removed += 1
+                if not entry.is_file() or not _is_dead_tmp(entry, now, max_age):
+                    continue
+                if release is not None and not release(entry.name):
+                    continue
+                os.unlink(entry.path)
+                removed += 1
             except OSError:
                 continue
         if removed:
-            log.warning("removed %d stale file(s) from %s", removed, self.queue.tmp)
+            log.warning("removed %d file(s) of receiver requests that died from %s", removed,
+                        self.queue.tmp)
         return removed
+
+    def remove_stale_tmp(self, max_age: float = STALE_TMP_SECONDS) -> int:
+        """Remove files a crashed receiver left half-written in ``tmp/`` (claims not consulted:
+        for a receiver without duplicate memory)."""
+        return self.remove_dead_tmp(None, max_age)
+
+
+def _is_dead_tmp(entry: os.DirEntry, now: float, max_age: float) -> bool:
+    parsed = _parse_name(entry.name)
+    if parsed is None:
+        return entry.stat().st_mtime < now - max_age
+    named_at, pid = parsed
+    return not pid_may_have_named(pid, named_at)
+
+
+def _parse_name(name: str) -> tuple[float, int] | None:
+    """(Unix time, pid) of a name made by :meth:`Spool.unique_name`, else None."""
+    parts = name.split("-", 2)
+    if len(parts) < 3 or not parts[0].isdigit() or not parts[1].isdigit():
+        return None
+    return int(parts[0]) / 1e9, int(parts[1])
+
+
+def _write_all(fd: int, view: memoryview) -> None:
+    while view:
+        written = os.write(fd, view)
+        view = view[written:]
 
 
 class NullSpool(Spool):
     """Accepts everything and writes nothing: for measuring the cost of the durable write."""
 
-    def store(self, upload: Upload, name: str, suspicious: bool = False) -> Path:
+    def store(self, upload: Upload, name: str, suspicious: bool = False,
+              commit: Callable[[], bool] | None = None,
+              release: Callable[[], bool] | None = None) -> Path:
         upload.to_queue_bytes()  # keep the serialisation cost in the comparison
         return self.queue.incoming / name
 
