@@ -4,7 +4,6 @@ receiver uses a new list without a restart."""
 
 import hashlib
 import http.server
-import logging
 import signal
 import socket
 import subprocess
@@ -59,17 +58,6 @@ class PublicDB:
         self.server.shutdown()
         self.server.server_close()
 
-
-@pytest.fixture(autouse=True)
-def restore_logging():
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    yield
-    for handler in list(root.handlers):
-        if handler not in handlers:
-            root.removeHandler(handler)
-            handler.close()
-    root.setLevel(level)
 
 
 def write_config(tmp_path: Path, url: str) -> Path:

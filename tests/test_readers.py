@@ -17,7 +17,7 @@ from hisparc_datastore.decoding import Upload
 from hisparc_datastore.heldfiles import HeldFiles, describe_holders, holders
 from hisparc_datastore.plugins import load_registry
 from hisparc_datastore.storage import day_file_path
-from hisparc_datastore.testing import event, queue_uploads, settings_for, store
+from hisparc_datastore.testing import event, queue_uploads, settings_for, store, wait_for
 from hisparc_datastore.writer import Writer
 
 BIN = Path(sys.executable).parent
@@ -56,15 +56,6 @@ def singles_rows(path: Path, station_id: int) -> int | None:
             return h5.get_node(node).nrows if node in h5 else 0
     except (tables.HDF5ExtError, FileNotFoundError):
         return None
-
-
-def wait_for(predicate, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.1)
-    return False
 
 
 def start_writer(tmp_path: Path, batch_uploads: int = 50) -> subprocess.Popen:

@@ -1,7 +1,6 @@
 """``datastore serve`` as a process: it receives uploads and stops cleanly on SIGTERM and SIGINT."""
 
 import hashlib
-import logging
 import os
 import signal
 import socket
@@ -19,21 +18,6 @@ from hisparc_datastore.decoding import Upload, parse_event_list, parse_queue_fil
 
 DATASTORE = Path(sys.executable).parent / "datastore"
 
-
-@pytest.fixture(autouse=True)
-def restore_logging():
-    """``main`` configures the root logger for the process; undo that for the other tests."""
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    yield
-    for handler in list(root.handlers):
-        if handler not in handlers:
-            root.removeHandler(handler)
-            handler.close()
-    for handler in handlers:
-        if handler not in root.handlers:
-            root.addHandler(handler)
-    root.setLevel(level)
 
 
 def free_port() -> int:

@@ -2,12 +2,9 @@
 the station protocol and retry like the station software; ``make demo``'s driver."""
 
 import http.server
-import logging
 import subprocess
 import sys
 import threading
-
-import pytest
 
 from hisparc_datastore import demo
 from hisparc_datastore.cli import main
@@ -19,18 +16,6 @@ from hisparc_datastore.receiver.server import ServerThread
 from hisparc_datastore.simulate import prepare, simulated_uploads, stations
 from hisparc_datastore.stationclient import Stations
 from hisparc_datastore.writer import Writer
-
-
-@pytest.fixture(autouse=True)
-def restore_logging():
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    yield
-    for handler in list(root.handlers):
-        if handler not in handlers:
-            root.removeHandler(handler)
-            handler.close()
-    root.setLevel(level)
 
 
 def test_posted_uploads_go_through_the_receiver_into_the_day_files(tmp_path, capsys, moment):

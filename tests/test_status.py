@@ -14,7 +14,7 @@ import pytest
 
 from hisparc_datastore.decoding import Upload, parse_event_list
 from hisparc_datastore.lock import WriterLock
-from hisparc_datastore.testing import queue_uploads, settings_for
+from hisparc_datastore.testing import queue_uploads, settings_for, wait_for
 from hisparc_datastore.writerstate import read_state
 
 BIN = Path(sys.executable).parent
@@ -40,15 +40,6 @@ def status(config: Path) -> tuple[int, dict]:
                           capture_output=True, text=True, timeout=120)
     assert done.returncode in (0, 1), done.stderr
     return done.returncode, json.loads(done.stdout)
-
-
-def wait_for(predicate, timeout=60.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 def scrape(url: str) -> dict[str, float]:

@@ -11,7 +11,7 @@ import pytest
 import tables
 
 from hisparc_datastore.decoding import Upload, parse_event_list
-from hisparc_datastore.testing import queue_uploads
+from hisparc_datastore.testing import queue_uploads, wait_for
 
 BIN = Path(sys.executable).parent
 
@@ -26,15 +26,6 @@ def start_writer(tmp_path: Path, sleep: float = 0.2) -> subprocess.Popen:
     )
     return subprocess.Popen([BIN / "datastore", "writer", str(config), "--quiet"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-
-
-def wait_for(predicate, timeout=30.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])

@@ -7,7 +7,7 @@ import datetime
 import os
 import re
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from .config import Settings
@@ -36,6 +36,17 @@ def queue_uploads(data_dir: str | os.PathLike, uploads: Iterable[Upload]) -> lis
         write_atomically(path, upload.to_queue_bytes(), fsync=False)
         paths.append(path)
     return paths
+
+
+def wait_for(predicate: Callable[[], object], timeout: float = 60.0, interval: float = 0.05) -> bool:
+    """Poll ``predicate`` until it holds or ``timeout`` seconds pass (generous by default: a
+    loaded machine is slow, and a passing test returns as soon as the condition holds)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return False
 
 
 def store(data_dir: str | os.PathLike, uploads: Iterable[Upload], minimum_year: int = 2000,
