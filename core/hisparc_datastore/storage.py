@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import tables
 
+from . import vlblobs
 from .durable import fsync_dir
 from .eventtype import EventType
 
@@ -132,12 +133,14 @@ class DayFile:
         return int(node.nrows)  # PyTables gives numpy.int64, which JSON cannot store
 
     def append_blobs(self, cluster: str, station_id: int, blobs: list[bytes]) -> None:
-        # VLArray has no bulk append: one HDF5 call per blob is the floor.
+        """Append ``blobs`` in one HDF5 write (see :mod:`.vlblobs`)."""
         if not blobs:
             return
         array = self.blobs(cluster, station_id)
-        for blob in blobs:
-            array.append(blob)
+        # The write closes the node (its row counter would be stale): forget it, so the
+        # next use fetches it afresh from the file.
+        del self._nodes[f"{station_path(cluster, station_id)}/{BLOBS}"]
+        vlblobs.append_blobs(array, blobs)
 
     def append_rows(
         self, cluster: str, station_id: int, event_type: EventType, records: np.ndarray
