@@ -105,3 +105,4 @@ def test_day_file_appends_across_batches_and_reopen(tmp_path):
     day_file.close()
     with tables.open_file(str(path)) as h5:
         assert list(h5.get_node(node_path)[:]) == [b"t1", b"t2", b"t4", b"", b"t5"]
+

@@ -17,6 +17,13 @@ from .eventtype import EventType
 BLOBS = "blobs"
 BLOBS_TITLE = "HiSPARC binary data"
 BLOB_CHUNK = 4096
+# Table nodes kept open per day file. An open table costs ~100 kB (its description,
+# attributes, HDF5 state) and reopening one ~5 ms: enough for the CIC, SIN and WTR
+# tables of a few hundred stations, so the rarer tables are the ones closed.
+MAX_NODES = 512
+# Per dataset. The default (16 MB) kept a chunk of every table written cached: a
+# batch appends each table once, so the cache saved no write, and cost ~70 kB a table.
+CHUNK_CACHE_SIZE = 0
 
 
 def day_file_path(data_dir: str | os.PathLike, date: datetime.date) -> Path:
@@ -92,11 +99,11 @@ def open_day_file(path: Path, fsync: bool = True) -> tables.File:
         os.replace(tmp, path)
         if fsync:
             fsync_dir(path.parent)
-    return tables.open_file(str(path), "a")
+    return tables.open_file(str(path), "a", CHUNK_CACHE_SIZE=CHUNK_CACHE_SIZE)
 
 
 class DayFile:
-    """One open day file, with the station nodes the writer has touched cached."""
+    """One open day file, with the tables the writer touched last kept open (at most MAX_NODES)."""
 
     def __init__(self, path: Path, h5: tables.File | None = None) -> None:
         self.path = path
@@ -108,19 +115,19 @@ class DayFile:
 
     def table(self, cluster: str, station_id: int, event_type: EventType) -> tables.Table:
         key = f"{station_path(cluster, station_id)}/{event_type.table_name}"
-        node = self._nodes.get(key)
+        node = self._nodes.pop(key, None)
         if node is None:
             node = get_or_create_table(self.h5, self._group(cluster, station_id), event_type)
-            self._nodes[key] = node
+        self._remember(key, node)
         return node
 
-    def blobs(self, cluster: str, station_id: int) -> tables.VLArray:
-        key = f"{station_path(cluster, station_id)}/{BLOBS}"
-        node = self._nodes.get(key)
-        if node is None:
-            node = get_or_create_blobs(self.h5, self._group(cluster, station_id))
-            self._nodes[key] = node
-        return node
+    def _remember(self, key: str, node: tables.Leaf) -> None:
+        # Re-inserting keeps the dict in least-recent order. Keeping every station's tables
+        # open made memory grow with the number of stations (409 MB with 200 across midnight);
+        # a node let go goes to PyTables' own small node cache, which closes it in turn.
+        self._nodes[key] = node
+        if len(self._nodes) > MAX_NODES:
+            del self._nodes[next(iter(self._nodes))]
 
     def node_size(self, node_path: str) -> int | None:
         """Rows in a node, or None when it does not exist (yet)."""
@@ -136,10 +143,9 @@ class DayFile:
         """Append ``blobs`` in one HDF5 write (see :mod:`.vlblobs`)."""
         if not blobs:
             return
-        array = self.blobs(cluster, station_id)
-        # The write closes the node (its row counter would be stale): forget it, so the
-        # next use fetches it afresh from the file.
-        del self._nodes[f"{station_path(cluster, station_id)}/{BLOBS}"]
+        # Not cached: the write closes the node (its row counter would be stale), and
+        # fetching it again costs little, unlike a table.
+        array = get_or_create_blobs(self.h5, self._group(cluster, station_id))
         vlblobs.append_blobs(array, blobs)
 
     def append_rows(
