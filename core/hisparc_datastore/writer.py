@@ -22,6 +22,7 @@ from .brief import brief
 from .config import ConfigError, Settings
 from .decoding import DecodeError, Upload, event_datetime, parse_queue_file
 from .durable import fsync_dir
+from .heldfiles import HeldFiles
 from .journal import APPLIED, APPLYING, Journal, Transaction
 from .lock import WriterLock
 from .plugins import Registry
@@ -92,6 +93,7 @@ class Writer:
         self.resilient = resilient
         self._last_prune = -PRUNE_EVERY
         self._stop = threading.Event()
+        self.held = HeldFiles()  # day files a reader holds open, and the uploads waiting for them
 
     # -- running -------------------------------------------------------------
 
@@ -102,12 +104,17 @@ class Writer:
             try:
                 self._drain(self.queue.claimed(), recover=True)
                 while not self._stop.is_set():
+                    if self.held.due():
+                        free = self.held.released(self._still_held)
+                        if free:
+                            self._drain(free)
                     names = self.queue.claim(self.settings.batch_uploads)
                     if names:
                         self._drain(names)
                         continue
                     self.close_files()
                     if once:
+                        self._leave_waiting()
                         self.queue.prune_archive(self.settings.archive_days)
                         break
                     self._tidy_archive()
@@ -246,6 +253,7 @@ class Writer:
             item = self._decode(name)
             if item is not None:
                 decoded.append(item)
+        decoded = self._set_aside_held(decoded)
         groups = self._group(decoded)
         built, sizes, misfits = self._build(groups)
         for item in decoded:
@@ -259,6 +267,45 @@ class Writer:
                 raise StorageError(_describe(exc)) from exc
         self._release(decoded)
         self.state.batch_stored(decoded, self.tally)
+
+    def _set_aside_held(self, decoded: list[_Decoded]) -> list[_Decoded]:
+        """The uploads of ``decoded`` whose day files can be written now; those touching a day
+        file another process holds open wait, claimed, until it is released."""
+        held = {path: True for path in self.held.since}  # known held: look again only when due
+        kept = []
+        for item in decoded:
+            paths = sorted(day_file_path(self.settings.data_dir, date) for date in item.dates)
+            for path in paths:
+                if path not in held:
+                    held[path] = self._held(path)
+            busy = [path for path in paths if held[path]]
+            if busy:
+                self.held.set_aside(item.name, busy)
+            else:
+                kept.append(item)
+        return kept
+
+    def _held(self, path: Path) -> bool:
+        """Whether another process holds the day file ``path`` open (else it is open here now)."""
+        try:
+            self._day_file(path)
+        except tables.HDF5ExtError as exc:
+            if _held_by_another(exc):
+                return True
+            raise
+        return False
+
+    def _still_held(self, path: Path) -> bool:
+        try:
+            return self._held(path)
+        except (OSError, tables.HDF5ExtError):
+            return False  # some other fault: storing the uploads meets it and retries as usual
+
+    def _leave_waiting(self) -> None:
+        names = self.held.forget()
+        if names:
+            log.warning("%d uploads wait for day files held by another process; they stay claimed "
+                        "in %s and the next run stores them", len(names), self.queue.partial)
 
     def _decode(self, name: str) -> _Decoded | None:
         path = self.queue.partial / name
