@@ -99,7 +99,7 @@ def open_day_file(path: Path, fsync: bool = True) -> tables.File:
         os.replace(tmp, path)
         if fsync:
             fsync_dir(path.parent)
-    return tables.open_file(str(path), "a", CHUNK_CACHE_SIZE=CHUNK_CACHE_SIZE)
+    return tables.open_file(str(path), "a", chunk_cache_size=CHUNK_CACHE_SIZE)
 
 
 class DayFile:
