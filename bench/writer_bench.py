@@ -1,18 +1,16 @@
-"""Writer benchmark: how close the writer comes to the work it cannot avoid.
+"""Writer benchmark: our writer against the writer deployed today, on the same backlog.
 
-On one simulated backlog (50 stations across a UTC midnight, 100-event
-uploads; per station-second about 0.6 CIC with four ~1.2 kB traces and one
-SIN, a WTR every 5 s at every fifth station, a CFG per station per day) it
-measures, in one run:
+For each backlog row it runs, alternating and on a fresh copy of the queue
+each time, the deployed writer (``../shared/reference/deployed-writer/
+run_deployed.py``, one pass of its loop) and ``datastore writer --once``
+(fsync and archive on), each as a separate process, and prints both event
+rates, their ratio and each writer's peak memory (``ru_maxrss`` of the child).
 
-- the writer: ``datastore writer CONFIG --once`` as a separate process, fsync on;
-- decode-only: read, unpickle and decode every queue file (traces included), write nothing;
-- the HDF5 floor: append the same rows and blobs, prepared in advance, in the
-  same batches with the same flush + fsync per batch, with no per-event Python;
-- the writer's time / (decode-only + floor): the goal is at most 1.5;
-- the writer's peak memory, at two backlog sizes (it must not grow with the backlog);
-- the deployed writer's way of writing (one row appended and flushed per event)
-  on a sample of the same events, for comparison.
+The backlog: simulated stations across a UTC midnight, per station-second
+about 0.6 CIC with four traces and one SIN, a WTR every 5 s at every fifth
+station, a CFG per station per day, a few CMP/SAT/ERR; every trace is a real
+zlib trace of station 501 (sapphire's test data), so blob sizes are real.
+No lightning messages: the deployed writer discards them.
 
 Absolute times drift on shared machines; compare the ratios.
 """
@@ -20,25 +18,54 @@ Absolute times drift on shared machines; compare the ratios.
 from __future__ import annotations
 
 import argparse
+import base64
 import datetime
+import os
+import random
 import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-import tables
-
-from hisparc_datastore.config import load_settings
-from hisparc_datastore.decoding import parse_queue_file
-from hisparc_datastore.plugins import load_registry
-from hisparc_datastore.rows import StationRows
-from hisparc_datastore.simulate import simulate
-from hisparc_datastore.storage import BLOBS, DayFile, day_file_path, station_path
-from hisparc_datastore.writer import cut_batches
-
 ROOT = Path(__file__).resolve().parents[1]
-DATASTORE = Path(sys.executable).with_name("datastore")
+PYTHON = Path(sys.executable)
+DATASTORE = PYTHON.with_name("datastore")
+DEPLOYED = ROOT / ".." / "shared" / "reference" / "deployed-writer" / "run_deployed.py"
+MIDNIGHT = datetime.datetime(2026, 11, 24)
+
+
+def real_traces() -> list[bytes]:
+    """The zlib traces of station 501 in sapphire's test data (error texts left out)."""
+    import sapphire.tests
+    import tables
+
+    path = Path(sapphire.tests.__file__).parent / "test_data" / "publicdb_src.h5"
+    with tables.open_file(str(path)) as h5:
+        blobs = h5.get_node("/station_501/blobs")[:]
+    return [blob for blob in blobs if blob[:1] == b"x"]
+
+
+def make_backlog(target: Path, stations: int, seconds: int, seed: int = 7) -> tuple[int, int]:
+    """Queue the backlog in ``target`` (a data_dir with config.ini); return (events, bytes)."""
+    import attrs
+
+    from hisparc_datastore import simulate
+
+    traces = [base64.encodebytes(blob).decode("ascii") for blob in real_traces()]
+    rng = random.Random(seed)
+    data_dir, station_list = simulate.prepare(target, stations, seed)
+    station_list = tuple(attrs.evolve(s, has_lightning=False) for s in station_list)
+    start = MIDNIGHT - datetime.timedelta(seconds=seconds // 2)
+    uploads = simulate.simulated_uploads(station_list, start, seconds, seed)
+    for upload in uploads:
+        for event in upload.event_list:
+            if event["header"]["eventtype_uploadcode"] == "CIC":
+                for item in event["datalist"]:
+                    if item["data_uploadcode"] in ("TR1", "TR2", "TR3", "TR4"):
+                        item["data"] = traces[rng.randrange(len(traces))]
+    size = simulate.write_queue(data_dir, uploads)
+    return sum(len(u.event_list) for u in uploads), size
 
 
 def fresh_copy(source: Path, target: Path) -> Path:
@@ -50,196 +77,99 @@ def fresh_copy(source: Path, target: Path) -> Path:
     return target / "config.ini"
 
 
-def queue_files(data_dir: Path) -> list[Path]:
-    return sorted((data_dir / "incoming").iterdir(), key=lambda p: p.stat().st_mtime_ns)
+def timed(command: list[str]) -> tuple[float, float]:
+    """Wall time and peak resident memory (MB, the child's ru_maxrss) of one command.
 
-
-def run_writer(config: Path) -> tuple[float, float]:
-    """Wall time and peak resident memory (MB) of one ``datastore writer --once``."""
+    This process imports nothing heavy (the backlog is made by a child), so the
+    pages a child inherits before exec do not inflate its maxrss.
+    """
     start = time.perf_counter()
-    process = subprocess.Popen([str(DATASTORE), "writer", str(config), "--once", "--quiet"],
-                               stdout=subprocess.DEVNULL)
-    # The child's own high-water mark (VmHWM), polled while it runs: its
-    # rusage maxrss would also count this big parent's pages from before exec.
-    peak_kb = 0
-    status = Path(f"/proc/{process.pid}/status")
-    while process.poll() is None:
-        try:
-            for line in status.read_text().splitlines():
-                if line.startswith("VmHWM:"):
-                    peak_kb = max(peak_kb, int(line.split()[1]))
-        except (FileNotFoundError, ProcessLookupError):
-            pass
-        time.sleep(0.02)
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL)
+    _, status, usage = os.wait4(process.pid, 0)
     elapsed = time.perf_counter() - start
+    process.returncode = os.waitstatus_to_exitcode(status)
     if process.returncode != 0:
-        sys.exit(f"writer failed with exit code {process.returncode}")
-    return elapsed, peak_kb / 1024
+        sys.exit(f"{command[:2]} failed with exit code {process.returncode}")
+    return elapsed, usage.ru_maxrss / 1024
 
 
-def decode_only(files: list[Path], registry) -> tuple[float, int]:
-    """Read, unpickle and decode every file, blobs included; store nothing."""
-    start = time.perf_counter()
-    events = 0
-    for path in files:
-        upload = parse_queue_file(path.read_bytes())
-        for event in upload.event_list:
-            slots = registry.get(event["header"]["eventtype_uploadcode"]).slots
-            for item in event["datalist"]:
-                slot = slots.get(item["data_uploadcode"])
-                if slot is not None and slot.blob is not None:
-                    slot.blob(item["data"])
-            events += 1
-    return time.perf_counter() - start, events
+def stored_rows(data_dir: Path) -> int:
+    """Rows in every table of every day file under ``data_dir`` (counted by a child)."""
+    code = ("import sys, tables, pathlib\n"
+            "n = 0\n"
+            "for p in pathlib.Path(sys.argv[1]).rglob('*.h5'):\n"
+            "    with tables.open_file(str(p)) as h5:\n"
+            "        n += sum(t.nrows for t in h5.walk_nodes('/', 'Table'))\n"
+            "print(n)\n")
+    return int(subprocess.check_output([str(PYTHON), "-c", code, str(data_dir)]))
 
 
-def prepare_batches(files: list[Path], registry, settings) -> list[dict]:
-    """The writer's row arrays and blobs per (date, cluster, station), in the writer's batches."""
-    batches = []
-    blob_counts: dict[tuple, int] = {}
-    by_name = {path.name: path for path in files}
-    for names in cut_batches([(path.name, path.stat().st_size) for path in files],
-                             settings.batch_uploads, settings.batch_bytes):
-        groups: dict[tuple, StationRows] = {}
-        for path in (by_name[name] for name in names):
-            upload = parse_queue_file(path.read_bytes())
-            for event in upload.event_list:
-                moment = event["header"]["datetime"]
-                key = (moment.date(), upload.cluster, upload.station_id)
-                groups.setdefault(key, StationRows()).add(
-                    registry.get(event["header"]["eventtype_uploadcode"]), event, moment)
-        built = {}
-        for key, rows in groups.items():
-            arrays, _ = rows.build(blob_counts.get(key, 0))
-            blob_counts[key] = blob_counts.get(key, 0) + len(rows.blobs)
-            built[key] = (arrays, rows.blobs)
-        batches.append(built)
-    return batches
-
-
-def hdf5_floor(batches: list[dict], data_dir: Path, fsync: bool) -> float:
-    """Append prepared rows and blobs as the writer does: per batch, then flush + fsync."""
-    shutil.rmtree(data_dir, ignore_errors=True)
-    files: dict[Path, DayFile] = {}
-    start = time.perf_counter()
-    for built in batches:
-        touched = set()
-        for (date, cluster, station), (arrays, blobs) in built.items():
-            path = day_file_path(data_dir, date)
-            if path not in files:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                files[path] = DayFile(path)
-            day_file = files[path]
-            touched.add(day_file)
-            day_file.append_blobs(cluster, station, blobs)
-            for event_type, records in arrays.items():
-                day_file.append_rows(cluster, station, event_type, records)
-        for day_file in touched:
-            day_file.flush(fsync)
-    for day_file in files.values():
-        day_file.close()
-    return time.perf_counter() - start
-
-
-def row_by_row(files: list[Path], registry, data_dir: Path, limit: int) -> tuple[float, int]:
-    """The deployed writer's pattern: per event, fill a Row, append it, flush the file."""
-    shutil.rmtree(data_dir, ignore_errors=True)
-    data_dir.mkdir(parents=True)
-    h5 = tables.open_file(data_dir / "rowbyrow.h5", "w")
-    stored = 0
-    start = time.perf_counter()
-    for path in files:
-        upload = parse_queue_file(path.read_bytes())
-        for event in upload.event_list:
-            event_type = registry.get(event["header"]["eventtype_uploadcode"])
-            group = station_path(upload.cluster, upload.station_id)
-            if group not in h5:
-                h5.create_group(group.rsplit("/", 1)[0], group.rsplit("/", 1)[1], createparents=True)
-            table_path = f"{group}/{event_type.table_name}"
-            if table_path not in h5:
-                h5.create_table(group, event_type.table_name, event_type.description)
-                if f"{group}/{BLOBS}" not in h5:
-                    h5.create_vlarray(group, BLOBS, tables.VLStringAtom())
-            table = h5.get_node(table_path)
-            blobs = h5.get_node(f"{group}/{BLOBS}")
-            row = table.row
-            moment = event["header"]["datetime"]
-            row["event_id"] = table.nrows + 1
-            row["timestamp"] = int(moment.replace(tzinfo=datetime.timezone.utc).timestamp())
-            for item in event["datalist"]:
-                slot = event_type.slots.get(item["data_uploadcode"])
-                if slot is None:
-                    continue
-                value = item["data"]
-                if slot.blob is not None:
-                    blobs.append(slot.blob(value))
-                    value = blobs.nrows - 1
-                if slot.index is None:
-                    row[slot.column] = value
-                else:
-                    column = row[slot.column]
-                    column[slot.index] = value
-                    row[slot.column] = column
-            row.append()
-            table.flush()
-            h5.flush()
-            stored += 1
-            if stored >= limit:
-                break
-        if stored >= limit:
-            break
-    elapsed = time.perf_counter() - start
-    h5.close()
-    return elapsed, stored
+def compare(name: str, stations: int, seconds: int, rounds: int, work: Path) -> dict:
+    source = work / f"{name}-backlog"
+    t = time.perf_counter()
+    events, size = map(int, subprocess.check_output(
+        [str(PYTHON), __file__, "--make-backlog", str(source), str(stations), str(seconds)]).split())
+    start = MIDNIGHT - datetime.timedelta(seconds=seconds // 2)
+    print(f"{name}: {events:,} events in {len(list((source / 'incoming').iterdir())):,} uploads from "
+          f"{stations} stations, {size / 1e6:.0f} MB, {start:%H:%M:%S} to "
+          f"{start + datetime.timedelta(seconds=seconds):%H:%M:%S} UTC across midnight "
+          f"(made in {time.perf_counter() - t:.0f} s)", flush=True)
+    times: dict[str, list[float]] = {"ours": [], "deployed": []}
+    peaks: dict[str, list[float]] = {"ours": [], "deployed": []}
+    for round_ in range(rounds):
+        for who in ("deployed", "ours") if round_ % 2 == 0 else ("ours", "deployed"):
+            config = fresh_copy(source, work / f"{name}-{who}")
+            if who == "ours":
+                command = [str(DATASTORE), "writer", str(config), "--once", "--quiet"]
+            else:
+                command = [str(PYTHON), str(DEPLOYED.resolve()), str(config)]
+            elapsed, peak = timed(command)
+            rows = stored_rows(config.parent)
+            if rows != events:
+                sys.exit(f"{who} stored {rows} rows of {events} events")
+            times[who].append(elapsed)
+            peaks[who].append(peak)
+            print(f"  round {round_ + 1} {who:<8} {events / elapsed:>8,.0f} events/s  {elapsed:6.1f} s"
+                  f"  peak {peak:4.0f} MB", flush=True)
+    # best of the rounds for both: the least disturbed run of each on a shared machine
+    ours, deployed = events / min(times["ours"]), events / min(times["deployed"])
+    return {"name": name, "stations": stations, "seconds": seconds, "events": events, "ours": ours,
+            "deployed": deployed, "ours_peak": max(peaks["ours"]), "deployed_peak": max(peaks["deployed"])}
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--stations", type=int, default=50)
-    parser.add_argument("--seconds", type=int, default=1200,
+    parser.add_argument("--stations", type=int, default=20)
+    parser.add_argument("--seconds", type=int, default=1800,
                         help="backlog length per station, centred on midnight (default %(default)s)")
+    parser.add_argument("--many-stations", type=int, default=200)
+    parser.add_argument("--many-seconds", type=int, default=240)
+    parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--dir", type=Path, default=ROOT / "bench-data")
-    parser.add_argument("--row-by-row-events", type=int, default=3000)
+    parser.add_argument("--make-backlog", nargs=3, metavar=("DIR", "STATIONS", "SECONDS"),
+                        help=argparse.SUPPRESS)
     args = parser.parse_args()
-
-    source = args.dir / "backlog"
-    start = datetime.datetime(2026, 11, 24) - datetime.timedelta(seconds=args.seconds // 2)
+    if args.make_backlog:
+        target, stations, seconds = args.make_backlog
+        events, size = make_backlog(Path(target), int(stations), int(seconds))
+        print(events, size)
+        return 0
+    if not DEPLOYED.exists():
+        sys.exit(f"the deployed writer is not at {DEPLOYED}")
     shutil.rmtree(args.dir, ignore_errors=True)
-    t = time.perf_counter()
-    sim = simulate(source, args.stations, args.seconds, start, seed=7)
-    print(f"backlog: {sim.events} events in {sim.uploads} uploads from {args.stations} stations, "
-          f"{sim.queue_bytes / 1e6:.0f} MB, {start:%Y-%m-%d %H:%M} to "
-          f"{start + datetime.timedelta(seconds=args.seconds):%Y-%m-%d %H:%M} UTC "
-          f"(made in {time.perf_counter() - t:.0f} s)")
-    registry = load_registry()
-    settings = load_settings(source / "config.ini")
-    files = queue_files(source)
-
-    decode_time, events = decode_only(files, registry)
-    batches = prepare_batches(files, registry, settings)
-    floor_time = hdf5_floor(batches, args.dir / "floor", fsync=settings.fsync)
-    del batches
-    writer_time, writer_rss = run_writer(fresh_copy(source, args.dir / "writer"))
-
-    small = args.dir / "small"
-    small_sim = simulate(small, args.stations, max(args.seconds // 4, 60), start, seed=7)
-    _, small_rss = run_writer(small / "config.ini")
-
-    legacy_time, legacy_events = row_by_row(files, registry, args.dir / "rowbyrow",
-                                            args.row_by_row_events)
-
-    rate = events / writer_time
-    print(f"{'writer (datastore writer --once)':<44} {rate:>10,.0f} events/s  {writer_time:6.2f} s")
-    print(f"{'decode-only':<44} {events / decode_time:>10,.0f} events/s  {decode_time:6.2f} s")
-    print(f"{'HDF5 floor (prepared appends, flush+fsync)':<44} {events / floor_time:>10,.0f} events/s  "
-          f"{floor_time:6.2f} s")
-    print(f"{'row by row, flush per event (deployed)':<44} {legacy_events / legacy_time:>10,.0f} events/s "
-          f" (sample of {legacy_events})")
-    print(f"writer / (decode-only + HDF5 floor) = {writer_time / (decode_time + floor_time):.2f}"
-          "   (goal <= 1.5)")
-    print(f"writer / deployed row-by-row speed   = {rate / (legacy_events / legacy_time):.1f}x faster")
-    print(f"writer peak memory: {writer_rss:.0f} MB for {events} events, "
-          f"{small_rss:.0f} MB for {small_sim.events} events   (goal < 300 MB)")
+    args.dir.mkdir(parents=True)
+    results = [
+        compare(f"{args.stations}-stations", args.stations, args.seconds, args.rounds, args.dir),
+        compare(f"{args.many_stations}-stations", args.many_stations, args.many_seconds, args.rounds,
+                args.dir),
+    ]
+    print(f"\nbest of {args.rounds} rounds each; fsync and archive on for ours")
+    print(f"{'backlog':<34} {'ours ev/s':>10} {'deployed':>10} {'ratio':>7} {'peak ours':>10} "
+          f"{'peak deployed':>14}")
+    for r in results:
+        label = f"{r['stations']} stations x {r['seconds'] // 60} min ({r['events']:,} ev)"
+        print(f"{label:<34} {r['ours']:>10,.0f} {r['deployed']:>10,.0f} {r['ours'] / r['deployed']:>6.1f}x "
+              f"{r['ours_peak']:>7.0f} MB {r['deployed_peak']:>11.0f} MB")
     return 0
 
 

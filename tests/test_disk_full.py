@@ -13,6 +13,7 @@ import time
 import pytest
 import tables
 
+from hisparc_datastore import recovery
 from hisparc_datastore import writer as writer_module
 from hisparc_datastore.decoding import Upload
 from hisparc_datastore.plugins import load_registry
@@ -143,7 +144,7 @@ def test_hdf5_errors_on_a_disk_with_room_rebuild_the_day_file_from_the_archive(
 
 def test_hdf5_errors_on_a_full_disk_are_waited_out_not_healed(tmp_path, monkeypatch, fast_backoff):
     store(tmp_path, [Upload(501, "Utrecht", [singles(0, 1)])])
-    monkeypatch.setattr(writer_module, "_disk_full", lambda data_dir: True)
+    monkeypatch.setattr(recovery, "disk_full", lambda data_dir: True)
     failures_left = [3]
     real_append_rows = DayFile.append_rows
 

@@ -16,7 +16,7 @@ import tables
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from hisparc_datastore import writer as writer_module
+from hisparc_datastore import batch, dayfiles
 from hisparc_datastore.decoding import Upload
 from hisparc_datastore.plugins import load_registry
 from hisparc_datastore.queue import REASON_SUFFIX
@@ -114,10 +114,16 @@ class CountingWriter(Writer):
 
     most_open = 0
 
-    def _day_file(self, path):
-        day_file = super()._day_file(path)
-        self.most_open = max(self.most_open, len(self._files))
-        return day_file
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        files, get = self.files, self.files.get
+
+        def counting_get(path):
+            day_file = get(path)
+            self.most_open = max(self.most_open, len(files))
+            return day_file
+
+        files.get = counting_get
 
 
 def test_a_batch_across_thirty_days_is_stored_with_few_files_open(tmp_path):
@@ -133,7 +139,7 @@ def test_a_batch_across_thirty_days_is_stored_with_few_files_open(tmp_path):
     for d, moment in enumerate(days):
         assert rows_of(tmp_path, moment.date(), 600 + d) == 3
         assert rows_of(tmp_path, moment.date(), 599) == 1
-    assert writer.most_open <= writer_module.MAX_OPEN_FILES
+    assert writer.most_open <= dayfiles.MAX_OPEN_FILES
     assert not quarantined(tmp_path)
     assert not os.listdir(tmp_path / "partial") and not (tmp_path / "writer.journal").exists()
 
@@ -207,7 +213,7 @@ def test_a_reason_file_names_a_thousand_events_and_counts_the_rest(tmp_path):
     assert tally.events == 1 and sum(tally.quarantined_events.values()) == 5000
     (name, reasons), = quarantined(tmp_path).items()
     lines = reasons.strip().splitlines()
-    assert len(lines) == writer_module.MAX_REASON_LINES + 1
+    assert len(lines) == batch.MAX_REASON_LINES + 1
     assert lines[-1] == "... and 4000 more events: 4000 x event is not a dict with a header"
     from hisparc_datastore.decoding import parse_queue_file
     assert len(parse_queue_file((tmp_path / "quarantine" / name).read_bytes()).event_list) == 5000
@@ -218,11 +224,17 @@ class StopAfter(Writer):
 
     decoded = 0
 
-    def _decode(self, name):
-        self.decoded += 1
-        if self.decoded == 3:
-            self.stop()
-        return super()._decode(name)
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        decode = self.batches.decode
+
+        def stopping_decode(name):
+            self.decoded += 1
+            if self.decoded == 3:
+                self.stop()
+            return decode(name)
+
+        self.batches.decode = stopping_decode
 
 
 def test_a_stop_during_decoding_leaves_the_batch_claimed_and_nothing_stored_twice(tmp_path):

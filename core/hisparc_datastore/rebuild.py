@@ -1,8 +1,8 @@
 """``datastore rebuild``: regenerate a day file from the archive, compare, replace on request.
 
-The rebuild runs the real writer over the archived uploads of that date, in
-the order they were received, in a scratch directory beside the day files;
-so the rebuilt file holds exactly what the writer would have stored. It is
+The rebuild runs the writer's own batch store over the archived uploads of
+that date, in the order they were received, in a scratch directory beside the
+day files; so the rebuilt file holds exactly what the writer would have stored. It is
 then compared with the current file per station and table (row counts and
 content, blobs included) and moved into place only with ``--replace``,
 while holding the writer lock, keeping the old file beside it.
@@ -20,14 +20,17 @@ from pathlib import Path
 
 import attrs
 
+from .batch import BatchStore, Tally, claimed_batches
 from .config import ConfigError, Settings, load_settings
 from .contents import compare, read_contents
+from .dayfiles import OpenFiles
 from .durable import fsync_dir
+from .journal import Journal
 from .lock import WriterLock
 from .plugins import load_registry
 from .queue import Queue, read_archived
 from .storage import day_file_path
-from .writer import Writer
+from .writerstate import WriterState
 
 PROGRESS_EVERY = 2.0  # seconds
 
@@ -48,23 +51,39 @@ def rebuild_day(settings: Settings, date: datetime.date, scratch: Path, progress
         # the receipt time orders the writer's claims, as it did the first time
         os.utime(target, ns=(stat.st_atime_ns, stat.st_mtime_ns))
     scratch_settings = attrs.evolve(settings, data_dir=scratch, log=None, archive_days=0, fsync=False)
-    writer = Writer(scratch_settings, load_registry(), resilient=False)
+    tally = Tally()
     done = threading.Event()
     if progress is not None:
         def report() -> None:
             while not done.wait(PROGRESS_EVERY):
-                progress(writer.tally.uploads, len(archived), writer.tally.events)
+                progress(tally.uploads, len(archived), tally.events)
         threading.Thread(target=report, daemon=True).start()
     try:
-        writer.run(once=True)
+        _store_all(scratch_settings, tally)
     finally:
         done.set()
     if progress is not None:
-        progress(writer.tally.uploads, len(archived), writer.tally.events)
+        progress(tally.uploads, len(archived), tally.events)
     rebuilt = day_file_path(scratch, date)
     if not rebuilt.exists():
         raise ConfigError(f"the archived uploads of {date} hold no storable events for that day")
     return rebuilt
+
+
+def _store_all(settings: Settings, tally: Tally) -> None:
+    """Store every upload queued in ``settings.data_dir`` once, as the writer's batches do;
+    any error propagates (a rebuild that heals itself would hide what went wrong)."""
+    queue = Queue(settings.data_dir, fsync=settings.fsync)
+    files = OpenFiles()
+    store = BatchStore(settings, load_registry(), queue, Journal(settings.data_dir, fsync=settings.fsync),
+                       files, tally, WriterState(settings.data_dir), threading.Event())
+    with WriterLock(settings.data_dir):
+        try:
+            while names := queue.claim(settings.batch_uploads):
+                for batch in claimed_batches(queue, names, settings):
+                    store.store(batch)
+        finally:
+            files.close_all()
 
 
 def replace_day_file(settings: Settings, rebuilt: Path, current: Path) -> Path | None:

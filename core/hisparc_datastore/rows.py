@@ -170,30 +170,41 @@ class StationRows:
 
     def build(self, blob_base: int) -> tuple[dict[EventType, np.ndarray], list[Rejected]]:
         """Return one record array per event type, and the events whose values do not fit."""
-        rejected = self._find_misfits()
-        if rejected:
+        flats = self._convert()
+        rejected = []
+        failed = [event_type for event_type, flat in flats.items() if flat is None]
+        if failed:
+            # Rare: some value does not fit its column. Name the culprits, rebuild without them
+            # (which keeps blob indices dense) and convert again.
+            rejected = self._find_misfits(failed)
             self._rebuild_without({id(r.event) for r in rejected})
+            flats = self._convert()
         arrays = {}
-        for event_type, rows in self._rows.items():
+        for event_type, flat in flats.items():
             plan = row_plan(event_type)
-            flat = np.array(rows, dtype=plan.flat_dtype)
             for position in plan.blob_positions:
                 column = flat[plan.flat_dtype.names[position]]
                 column[column >= 0] += blob_base
             arrays[event_type] = flat.view(event_type.dtype)
         return arrays, rejected
 
-    def _find_misfits(self) -> list[Rejected]:
-        rejected = []
+    def _convert(self) -> dict[EventType, np.ndarray | None]:
+        """Each table's rows in one numpy conversion; None for a table where it fails."""
+        flats: dict[EventType, np.ndarray | None] = {}
         for event_type, rows in self._rows.items():
-            flat_dtype = row_plan(event_type).flat_dtype
             try:
-                np.array(rows, dtype=flat_dtype)
-                continue
-            except Exception:  # noqa: BLE001 - whatever numpy objects to, the culprits are named below
-                pass
-            # Only on failure: find the culprits row by row, to name them.
-            for row, (event, _, origin) in zip(rows, self._events[event_type], strict=True):
+                flats[event_type] = np.array(rows, dtype=row_plan(event_type).flat_dtype)
+            except Exception:  # noqa: BLE001 - whatever numpy objects to, _find_misfits names it
+                flats[event_type] = None
+        return flats
+
+    def _find_misfits(self, event_types: list[EventType]) -> list[Rejected]:
+        rejected = []
+        for event_type in event_types:
+            flat_dtype = row_plan(event_type).flat_dtype
+            # Row by row, to name each culprit.
+            for row, (event, _, origin) in zip(self._rows[event_type], self._events[event_type],
+                                               strict=True):
                 try:
                     np.array([row], dtype=flat_dtype)
                 except Exception as exc:  # noqa: BLE001

@@ -10,12 +10,20 @@ from pathlib import Path
 import numpy as np
 import tables
 
+from . import vlblobs
 from .durable import fsync_dir
 from .eventtype import EventType
 
 BLOBS = "blobs"
 BLOBS_TITLE = "HiSPARC binary data"
 BLOB_CHUNK = 4096
+# Table nodes kept open per day file. An open table costs ~100 kB (its description,
+# attributes, HDF5 state) and reopening one ~5 ms: enough for the CIC, SIN and WTR
+# tables of a few hundred stations, so the rarer tables are the ones closed.
+MAX_NODES = 512
+# Per dataset. The default (16 MB) kept a chunk of every table written cached: a
+# batch appends each table once, so the cache saved no write, and cost ~70 kB a table.
+CHUNK_CACHE_SIZE = 0
 
 
 def day_file_path(data_dir: str | os.PathLike, date: datetime.date) -> Path:
@@ -91,11 +99,11 @@ def open_day_file(path: Path, fsync: bool = True) -> tables.File:
         os.replace(tmp, path)
         if fsync:
             fsync_dir(path.parent)
-    return tables.open_file(str(path), "a")
+    return tables.open_file(str(path), "a", chunk_cache_size=CHUNK_CACHE_SIZE)
 
 
 class DayFile:
-    """One open day file, with the station nodes the writer has touched cached."""
+    """One open day file, with the tables the writer touched last kept open (at most MAX_NODES)."""
 
     def __init__(self, path: Path, h5: tables.File | None = None) -> None:
         self.path = path
@@ -107,19 +115,19 @@ class DayFile:
 
     def table(self, cluster: str, station_id: int, event_type: EventType) -> tables.Table:
         key = f"{station_path(cluster, station_id)}/{event_type.table_name}"
-        node = self._nodes.get(key)
+        node = self._nodes.pop(key, None)
         if node is None:
             node = get_or_create_table(self.h5, self._group(cluster, station_id), event_type)
-            self._nodes[key] = node
+        self._remember(key, node)
         return node
 
-    def blobs(self, cluster: str, station_id: int) -> tables.VLArray:
-        key = f"{station_path(cluster, station_id)}/{BLOBS}"
-        node = self._nodes.get(key)
-        if node is None:
-            node = get_or_create_blobs(self.h5, self._group(cluster, station_id))
-            self._nodes[key] = node
-        return node
+    def _remember(self, key: str, node: tables.Leaf) -> None:
+        # Re-inserting keeps the dict in least-recent order. Keeping every station's tables
+        # open made memory grow with the number of stations (409 MB with 200 across midnight);
+        # a node let go goes to PyTables' own small node cache, which closes it in turn.
+        self._nodes[key] = node
+        if len(self._nodes) > MAX_NODES:
+            del self._nodes[next(iter(self._nodes))]
 
     def node_size(self, node_path: str) -> int | None:
         """Rows in a node, or None when it does not exist (yet)."""
@@ -132,12 +140,12 @@ class DayFile:
         return int(node.nrows)  # PyTables gives numpy.int64, which JSON cannot store
 
     def append_blobs(self, cluster: str, station_id: int, blobs: list[bytes]) -> None:
-        # VLArray has no bulk append: one HDF5 call per blob is the floor.
+        """Append ``blobs`` without PyTables' per-blob conversions (see :mod:`.vlblobs`)."""
         if not blobs:
             return
-        array = self.blobs(cluster, station_id)
-        for blob in blobs:
-            array.append(blob)
+        # Not kept open: fetching a VLArray again costs little (~0.3 ms), unlike a table.
+        array = get_or_create_blobs(self.h5, self._group(cluster, station_id))
+        vlblobs.append_blobs(array, blobs)
 
     def append_rows(
         self, cluster: str, station_id: int, event_type: EventType, records: np.ndarray
@@ -163,6 +171,10 @@ class DayFile:
                     parent = grandparent
             elif node.nrows > size:
                 node.truncate(size)
+                # PyTables' VLArray.truncate leaves the row counter its appends use as it
+                # was: an append through this node object would write past a gap of empty
+                # rows. Closed, the next use fetches it afresh with the true count.
+                node._f_close()
         self._nodes.clear()
 
     def flush(self, fsync: bool) -> None:

@@ -1,0 +1,121 @@
+"""Finishes or undoes the batch a previous writer (or attempt) left in the journal, and
+replaces day files that keep failing with rebuilds from the archive."""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import os
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import tables
+
+from .config import ConfigError, Settings
+from .dayfiles import OpenFiles
+from .decoding import Upload, parse_queue_file
+from .durable import fsync_dir
+from .journal import APPLIED, APPLYING, Journal
+from .queue import REASON_SUFFIX, Queue
+from .rebuild import rebuild_day
+from .storage import date_of_day_file
+from .storeerrors import StorageError, describe, disk_full, held_by_another
+
+log = logging.getLogger(__name__)
+
+
+class Recovery:
+    """Puts the day files and the queue back in a state the journal accounts for.
+
+    ``screen`` gives an upload's storable dates (for archiving a stored one);
+    without ``resilient`` (a rebuild) nothing is healed and errors propagate.
+    """
+
+    def __init__(self, settings: Settings, queue: Queue, journal: Journal, files: OpenFiles,
+                 screen: Callable[[Upload], tuple[list, set]], resilient: bool = True) -> None:
+        self.settings = settings
+        self.queue = queue
+        self.journal = journal
+        self.files = files
+        self.screen = screen
+        self.resilient = resilient
+        self.suspects: set[Path] = set()  # day files open when a batch failed
+
+    def recover(self, suspect: bool = False) -> None:
+        """Finish or undo the batch a previous writer (or attempt) left in the journal.
+
+        With ``suspect`` (a batch keeps failing with HDF5 errors though the
+        disk has room) the day files that were open are taken as damaged.
+        """
+        transaction = self.journal.read()
+        damaged = (set(self.suspects) if self.resilient and suspect
+                   and not disk_full(self.settings.data_dir) else set())
+        if transaction is not None and transaction.state == APPLYING:
+            log.warning("undoing an unfinished batch of %d uploads", len(transaction.uploads))
+            for path, sizes in transaction.sizes.items():
+                if Path(path) in damaged or not Path(path).exists():
+                    continue
+                try:
+                    day_file = self.files.get(Path(path))
+                    day_file.truncate(sizes)
+                    day_file.flush(self.settings.fsync)
+                except (tables.HDF5ExtError, tables.NodeError, ValueError, KeyError) as exc:
+                    if (not self.resilient or disk_full(self.settings.data_dir)
+                            or held_by_another(exc)):
+                        raise StorageError(describe(exc)) from exc
+                    log.error("%s cannot be cut back (%s): taking it as damaged", path, describe(exc))
+                    damaged.add(Path(path))
+            self.files.close_all()
+        for path in sorted(damaged):
+            self._heal(path)
+        if suspect:
+            self.suspects.clear()
+        if transaction is None:
+            return
+        if transaction.state == APPLIED:
+            log.info("finishing the release of %d stored uploads", len(transaction.uploads))
+            for name in transaction.uploads:
+                self._archive_claimed(name)
+                self.queue.release(name)
+            self.queue.sync_partial()
+        self.journal.clear()
+
+    def _heal(self, path: Path) -> None:
+        """Replace a damaged day file by one rebuilt from the archive; keep the damaged one."""
+        self.files.close_all()
+        date = date_of_day_file(path)
+        stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+        aside = self.queue.quarantine / f"{path.name}.damaged-{stamp}"
+        if not path.exists():
+            return
+        rebuilt = None
+        if self.settings.archive_days > 0 and self.queue.archived(date):
+            scratch = self.settings.data_dir / f"rebuild-{date:%Y-%m-%d}"
+            try:
+                rebuilt = rebuild_day(self.settings, date, scratch)
+            except ConfigError as exc:  # the archive holds nothing storable for that day
+                log.error("cannot rebuild %s: %s", path, exc)
+            except BaseException:
+                shutil.rmtree(scratch, ignore_errors=True)
+                raise  # disk full, say: the batch is retried and healing with it
+        os.replace(path, aside)
+        if rebuilt is not None:
+            os.replace(rebuilt, path)
+            shutil.rmtree(scratch, ignore_errors=True)
+            reason = f"{path} was damaged (a crash inside HDF5): rebuilt from the archive"
+        else:
+            reason = (f"{path} was damaged and could not be rebuilt from the archive: a new day file "
+                      "is started; recover this one's data with HDF5 tools")
+        (aside.parent / (aside.name + REASON_SUFFIX)).write_text(reason + "\n")
+        log.critical("%s; the damaged file is kept as %s", reason, aside)
+        if self.settings.fsync:
+            fsync_dir(path.parent)
+            fsync_dir(aside.parent)
+
+    def _archive_claimed(self, name: str) -> None:
+        path = self.queue.partial / name
+        if self.settings.archive_days <= 0 or not path.exists():
+            return
+        _, dates = self.screen(parse_queue_file(path.read_bytes()))
+        self.queue.archive_claimed([(name, dates)])
