@@ -94,3 +94,13 @@ def test_settings_are_what_the_tests_think(tmp_path):
     # guards the helper the suites rely on: fsync off, archive on
     settings = settings_for(tmp_path)
     assert isinstance(settings, Settings) and not settings.fsync and settings.archive_days == 14
+
+
+def test_an_upload_whose_every_event_is_refused_makes_no_day_file(tmp_path):
+    # A day file without the /hisparc group is one a reader (sapphire, publicdb) trips over.
+    moment = datetime.datetime(2024, 5, 6, 7, 0, 0)
+    tally = store(tmp_path, [Upload(501, "Utrecht", [event("SIN", moment, {"MAS_CH1_LOW": "345"}),
+                                                    event("SIN", moment, {"MAS_CH1_LOW": 2**70})])])
+    assert tally.events == 0 and sum(tally.quarantined_events.values()) == 2
+    assert not list(tmp_path.glob("2024/**/*.h5"))
+    assert len(list((tmp_path / "quarantine").glob("*.events"))) == 1

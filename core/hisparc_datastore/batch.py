@@ -159,6 +159,8 @@ class BatchStore:
 
     def is_held(self, path: Path) -> bool:
         """Whether another process holds the day file ``path`` open (else it is open here now)."""
+        if not path.exists():
+            return False  # nothing to hold; made only if an event is stored in it
         try:
             self.files.get(path)
         except tables.HDF5ExtError as exc:
@@ -246,19 +248,22 @@ class BatchStore:
         for key in sorted(groups, key=lambda key: (key[0], key[1].lower(), key[2])):
             rows = groups[key]
             date, cluster, station_id = key
-            day_file = self.files.get(day_file_path(self.settings.data_dir, date))
+            if rows.unknown_codes:
+                log_unknown_codes(rows.unknown_codes, f"station {station_id}")
+            path = day_file_path(self.settings.data_dir, date)
+            # A new day file is made when rows are appended, not here: if every event turns
+            # out a misfit, no file without a /hisparc group is left for readers to trip over.
+            day_file = self.files.get(path) if path.exists() else None
             base = station_path(cluster, station_id)
-            blob_base = day_file.node_size(f"{base}/{BLOBS}") or 0
+            blob_base = (day_file.node_size(f"{base}/{BLOBS}") if day_file else None) or 0
             arrays, rejected = rows.build(blob_base)
             for item in rejected:
                 misfits.setdefault(item.origin, []).append((item.event, item.reason))
-            if rows.unknown_codes:
-                log_unknown_codes(rows.unknown_codes, f"station {station_id}")
             if not arrays:
                 continue
-            record = sizes.setdefault(str(day_file.path), {})
+            record = sizes.setdefault(str(path), {})
             for node in [BLOBS, *(event_type.table_name for event_type in arrays)]:
-                record[f"{base}/{node}"] = day_file.node_size(f"{base}/{node}")
+                record[f"{base}/{node}"] = day_file.node_size(f"{base}/{node}") if day_file else None
             built[key] = (arrays, rows.blobs)
         return built, sizes, misfits
 
