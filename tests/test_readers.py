@@ -13,12 +13,15 @@ from pathlib import Path
 
 import tables
 
+from hisparc_datastore.config import load_settings
 from hisparc_datastore.decoding import Upload
 from hisparc_datastore.heldfiles import HeldFiles, describe_holders, holders
 from hisparc_datastore.plugins import load_registry
+from hisparc_datastore.status import collect, render
 from hisparc_datastore.storage import day_file_path
 from hisparc_datastore.testing import event, queue_uploads, settings_for, store, wait_for
 from hisparc_datastore.writer import Writer
+from hisparc_datastore.writerstate import read_state
 
 BIN = Path(sys.executable).parent
 YESTERDAY = datetime.datetime(2026, 11, 30, 23, 0)
@@ -89,6 +92,11 @@ def test_a_reader_holding_yesterdays_file_does_not_hold_up_today(tmp_path):
         assert len(held_lines) == 1, log
         assert str(yesterday) in held_lines[0] and f"pid {reader.pid} (python" in held_lines[0]
         assert "could not store" not in log
+        # the operator's screen names the held file, its holder and what waits for it
+        status = collect(load_settings(tmp_path / "config.ini"))
+        assert [(h["path"], h["holders"], h["uploads"]) for h in status["held_day_files"]] == [
+            (str(yesterday), [reader.pid], 1)]
+        assert f"held       {yesterday} by pid {reader.pid} for " in render(status)
     finally:
         reader.stdin.close()
         assert reader.wait(timeout=30) == 0
@@ -101,6 +109,7 @@ def test_a_reader_holding_yesterdays_file_does_not_hold_up_today(tmp_path):
         assert writer.wait(timeout=60) == 0, writer.stderr.read()
     assert singles_rows(yesterday, 501) == 7 and singles_rows(today, 502) == 5
     assert "was released after" in (tmp_path / "writer.log").read_text()
+    assert read_state(data)["held_day_files"] == []
 
 
 def test_writer_once_leaves_uploads_for_a_held_file_claimed_for_the_next_run(tmp_path, caplog):

@@ -138,6 +138,7 @@ class BatchStore:
             except (OSError, tables.HDF5ExtError) as exc:
                 raise StorageError(describe(exc)) from exc
         self._release(decoded)
+        self.state.held = self.held.describe() if self.held is not None else []
         self.state.batch_stored(decoded, self.tally)
 
     def _set_aside_held(self, decoded: list[_Decoded], held_files: HeldFiles) -> list[_Decoded]:

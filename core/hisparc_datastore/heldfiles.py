@@ -101,6 +101,13 @@ class HeldFiles:
             del self.waiting[name]
         return free
 
+    def describe(self) -> list[dict]:
+        """The held files for ``datastore status``: path, since when (Unix time), holders, uploads."""
+        ago = self.clock()
+        return [{"path": str(path), "since": time.time() - (ago - since), "holders": holders(path),
+                 "uploads": sum(path in paths for paths in self.waiting.values())}
+                for path, since in sorted(self.since.items())]
+
     def forget(self) -> list[str]:
         """Drop every waiting upload (they stay claimed for the next writer); return their names."""
         names = sorted(self.waiting)

@@ -160,6 +160,8 @@ def collect(settings: Settings, now: float | None = None) -> dict[str, Any]:
         "disk_total_bytes": disk.total if disk else None,
         "archive_files": archive_files,
         "archive_bytes": archive_bytes,
+        # As the writer last saw them: a reader may have let go since, which the next batch records.
+        "held_day_files": state.get("held_day_files", []) if holder is not None else [],
     }
 
 
@@ -211,6 +213,10 @@ def render(status: dict[str, Any]) -> str:
     age = status["oldest_incoming_age_s"]
     lines.append("oldest waiting upload: " + ("none" if age is None else f"{_age(age)} "
                                               f"(limit {status['max_lag_s']:g} s)"))
+    for held in status["held_day_files"]:
+        holders = ", ".join(f"pid {pid}" for pid in held["holders"]) or "another process"
+        lines.append(f"held       {held['path']} by {holders} for {_age(now - held['since'])}: "
+                     f"{held['uploads']} uploads wait in partial/")
     lines.append(f"disk free  {_size(status['disk_free_bytes'])} of {_size(status['disk_total_bytes'])}; "
                  f"archive {status['archive_files']} files, {_size(status['archive_bytes'])}")
     quiet = len(status["quiet_stations"])

@@ -63,6 +63,7 @@ class WriterState:
         self.stations: dict[str, dict[str, float | int]] = previous.get("stations", {})
         self.recent: dict[int, Counter] = {int(m): Counter(c) for m, c in previous.get("recent", [])}
         self._seen: Counter = Counter()  # the Tally's per-code counts at the last batch
+        self.held: list[dict] = []  # day files a reader holds open (HeldFiles.describe)
 
     def batch_stored(self, decoded: Iterable[Any], tally: Any) -> None:
         """Record a stored batch: ``decoded`` are the writer's decoded uploads (station
@@ -98,6 +99,7 @@ class WriterState:
             "quarantined_events": sum(tally.quarantined_events.values()),
             "recent": [[m, dict(c)] for m, c in sorted(self.recent.items())],
             "stations": self.stations,
+            "held_day_files": self.held,
         }
         try:
             write_atomically(self.path, json.dumps(state, sort_keys=True).encode(), fsync=False)
