@@ -11,7 +11,7 @@ from typing import Any
 import attrs
 
 from .brief import brief
-from .plainpickle import NotPlainData, PickleError, load_plain
+from .plainpickle import MAX_INT_BITS, NotPlainData, PickleError, load_plain
 
 
 class DecodeError(ValueError):
@@ -79,7 +79,6 @@ class _PlainUnpickler(pickle.Unpickler):
 
 
 _LEAVES = frozenset({str, bytes, float, bool, type(None), datetime.datetime})
-_MAX_INT_BITS = 128  # as the bounded reader
 
 
 def _plain_walk(value: Any, depth: int, budget: int) -> int:
@@ -105,7 +104,7 @@ def _plain_walk(value: Any, depth: int, budget: int) -> int:
         if kind in _LEAVES:
             continue
         if kind is int:
-            if item.bit_length() > _MAX_INT_BITS:
+            if item.bit_length() > MAX_INT_BITS:
                 return -1
             continue
         if depth <= 1:
