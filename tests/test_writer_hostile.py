@@ -226,15 +226,15 @@ class StopAfter(Writer):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        decode = self.batches.decode
+        prepare = self.batches.prepare
 
-        def stopping_decode(name):
+        def stopping_prepare(name):
             self.decoded += 1
             if self.decoded == 3:
                 self.stop()
-            return decode(name)
+            return prepare(name)
 
-        self.batches.decode = stopping_decode
+        self.batches.prepare = stopping_prepare
 
 
 def test_a_stop_during_decoding_leaves_the_batch_claimed_and_nothing_stored_twice(tmp_path):

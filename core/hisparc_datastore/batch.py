@@ -3,10 +3,8 @@ append, release (see docs/exactly-once.md)."""
 
 from __future__ import annotations
 
-import datetime
 import logging
 import threading
-import traceback
 from collections import Counter
 from pathlib import Path
 
@@ -14,22 +12,20 @@ import attrs
 import tables
 
 from . import faults
-from .brief import brief
 from .config import Settings
 from .dayfiles import OpenFiles
-from .decoding import DecodeError, Upload, event_datetime, parse_queue_file
 from .heldfiles import HeldFiles
 from .journal import APPLIED, APPLYING, Journal, Transaction
 from .plugins import Registry
+from .prepare import DayRows, PreparedUpload, Screen, concatenate, prepare_file
 from .queue import Queue
-from .rows import StationRows, log_unknown_codes
+from .rows import log_unknown_codes, shift_blob_indices
 from .storage import BLOBS, day_file_path, station_path
 from .storeerrors import StorageError, describe, held_by_another
 from .writerstate import WriterState
 
 log = logging.getLogger(__name__)
 
-MAX_REASON = 4000  # characters of a traceback kept in a reason file
 MAX_REASON_LINES = 1000  # events named one per line in a reason file; the rest are counted by kind
 
 
@@ -46,17 +42,6 @@ class Tally:
     @property
     def events(self) -> int:
         return sum(self.stored.values())
-
-
-@attrs.frozen
-class _Decoded:
-    """A claimed upload, decoded and sorted into storable and rejected events."""
-
-    name: str
-    payload: bytes
-    upload: Upload
-    dates: frozenset
-    rejected: list  # (event, reason)
 
 
 class Interrupted(Exception):
@@ -111,42 +96,55 @@ class BatchStore:
         self.state = state
         self.stop = stop
         self.held = held
-        self.min_date = datetime.datetime(settings.minimum_year, 1, 1)
+        self.screen = Screen(registry, settings.minimum_year)
 
-    def store(self, names: list[str]) -> None:
-        """Store the claimed uploads ``names`` exactly once (see docs/exactly-once.md)."""
+    def store(self, names: list[str], prepared: list[PreparedUpload | None] | None = None) -> None:
+        """Store the claimed uploads ``names`` exactly once (see docs/exactly-once.md).
+
+        ``prepared``: the uploads as :mod:`.preparer` made them ready in a second process,
+        else they are prepared here. They are used up: a retry prepares them again.
+        """
         faults.point("claimed")
-        decoded = []
-        for name in names:
-            if self.stop.is_set():
-                # Nothing is journaled yet: the uploads stay claimed and the next start stores them.
-                raise Interrupted(f"stopped while decoding: {len(names)} uploads stay claimed")
-            item = self.decode(name)
-            if item is not None:
-                decoded.append(item)
+        if prepared is None:
+            prepared = []
+            for name in names:
+                if self.stop.is_set():
+                    # Nothing is journaled yet: the uploads stay claimed and the next start stores them.
+                    raise Interrupted(f"stopped while decoding: {len(names)} uploads stay claimed")
+                prepared.append(self.prepare(name))
+        uploads = [item for item in prepared if item is not None and self._readable(item)]
         if self.held is not None:
-            decoded = self._set_aside_held(decoded, self.held)
-        groups = self._group(decoded)
-        built, sizes, misfits = self._build(groups)
-        for item in decoded:
-            item.rejected.extend(misfits.get(item.name, ()))
+            uploads = self._set_aside_held(uploads, self.held)
+        for item in uploads:
             if item.rejected:
                 self._quarantine_events(item)
+        built, sizes = self._build(uploads)
         if built:
             try:
-                self._apply(tuple(d.name for d in decoded), built, sizes)
+                self._apply(tuple(item.name for item in uploads), built, sizes)
             except (OSError, tables.HDF5ExtError) as exc:
                 raise StorageError(describe(exc)) from exc
-        self._release(decoded)
+        self._release(uploads)
         self.state.held = self.held.describe() if self.held is not None else []
-        self.state.batch_stored(decoded, self.tally)
+        self.state.batch_stored(uploads, self.tally)
 
-    def _set_aside_held(self, decoded: list[_Decoded], held_files: HeldFiles) -> list[_Decoded]:
-        """The uploads of ``decoded`` whose day files can be written now; those touching a day
-        file another process holds open wait, claimed, until it is released."""
+    def prepare(self, name: str) -> PreparedUpload | None:
+        """Prepare the claimed upload ``name`` here; None when it is gone (already stored)."""
+        return prepare_file(self.queue.partial / name, self.screen)
+
+    def _readable(self, item: PreparedUpload) -> bool:
+        if item.fault is None:
+            return True
+        self.queue.quarantine_file(item.name, item.fault)
+        self.tally.quarantined_files += 1
+        return False
+
+    def _set_aside_held(self, uploads: list[PreparedUpload], held_files: HeldFiles) -> list[PreparedUpload]:
+        """The uploads whose day files can be written now; those touching a day file another
+        process holds open wait, claimed, until it is released."""
         held = {path: True for path in held_files.since}  # known held: look again only when due
         kept = []
-        for item in decoded:
+        for item in uploads:
             paths = sorted(day_file_path(self.settings.data_dir, date) for date in item.dates)
             for path in paths:
                 if path not in held:
@@ -170,103 +168,46 @@ class BatchStore:
             raise
         return False
 
-    def decode(self, name: str) -> _Decoded | None:
-        path = self.queue.partial / name
-        try:
-            payload = path.read_bytes()
-        except FileNotFoundError:
-            return None
-        try:
-            upload = parse_queue_file(payload)
-            rejected, dates = self.screen(upload)
-        except DecodeError as exc:
-            self.queue.quarantine_file(name, f"{name}: {exc}")
-            self.tally.quarantined_files += 1
-            return None
-        except Exception:  # noqa: BLE001 - bad input must never stop the writer
-            error = traceback.format_exc(limit=8)[-MAX_REASON:]
-            self.queue.quarantine_file(name, f"{name}: unexpected error\n{error}")
-            self.tally.quarantined_files += 1
-            return None
-        return _Decoded(name, payload, upload, frozenset(dates), rejected)
-
-    def screen(self, upload: Upload) -> tuple[list, set]:
-        """Find the events that cannot be stored; return them and the dates of the rest."""
-        rejected, dates = [], set()
-        for event in upload.event_list:
-            reason = self._reject_reason(event)
-            if reason:
-                rejected.append((event, reason))
-            else:
-                dates.add(event["header"]["datetime"].date())
-        return rejected, dates
-
-    def _reject_reason(self, event) -> str | None:
-        if not isinstance(event, dict) or not isinstance(event.get("header"), dict):
-            return f"event is not a dict with a header: {brief(event)}"
-        code = event["header"].get("eventtype_uploadcode")
-        if not isinstance(code, str) or self.registry.get(code) is None:
-            return f"unknown event type {brief(code)}: no installed plugin declares it"
-        moment = event_datetime(event)
-        if moment is None:
-            return f"{code} event has no datetime in its header"
-        if moment < self.min_date:
-            return f"{code} event of {moment} is before minimum_year {self.settings.minimum_year}"
-        return None
-
-    def _group(self, decoded: list[_Decoded]) -> dict[tuple, StationRows]:
-        groups: dict[tuple, StationRows] = {}
-        for item in decoded:
-            upload = item.upload
-            rejected = {id(event) for event, _ in item.rejected}
-            for event in upload.event_list:
-                if id(event) in rejected:
-                    continue
-                header = event["header"]
-                moment = header["datetime"]
-                key = (moment.date(), upload.cluster, upload.station_id)
-                rows = groups.get(key)
-                if rows is None:
-                    rows = groups[key] = StationRows()
-                event_type = self.registry.get(header["eventtype_uploadcode"])
-                try:
-                    reason = rows.add(event_type, event, moment, origin=item.name)
-                except Exception as exc:  # noqa: BLE001 - one odd event must not stop the writer
-                    # add() changes nothing before it succeeds, so the event is simply left out.
-                    reason = f"{event_type.upload_code} event cannot be stored: {describe(exc)}"
-                if reason:
-                    item.rejected.append((event, reason))
-        return groups
-
-    def _build(self, groups: dict[tuple, StationRows]) -> tuple[dict, dict, dict]:
-        """Record arrays per (date, cluster, station), the journal's node sizes per day file,
-        and misfit events per upload name.
+    def _build(self, uploads: list[PreparedUpload]) -> tuple[dict, dict]:
+        """Record arrays per (date, cluster, station), with blob indices counted on from the
+        station's blobs on disk, and the journal's node sizes per day file.
 
         Day files are visited one at a time in date order, here and in :meth:`_apply`, so a
         batch may span any number of days with at most MAX_OPEN_FILES of them open.
         """
-        built, sizes, misfits = {}, {}, {}
-        for key in sorted(groups, key=lambda key: (key[0], key[1].lower(), key[2])):
-            rows = groups[key]
+        stations: dict[tuple, list[DayRows]] = {}
+        for item in uploads:  # in claim order, so each table gets its rows in that order
+            for date, day in item.days.items():
+                stations.setdefault((date, item.cluster, item.station_id), []).append(day)
+        built, sizes = {}, {}
+        for key in sorted(stations, key=lambda key: (key[0], key[1].lower(), key[2])):
             date, cluster, station_id = key
-            if rows.unknown_codes:
-                log_unknown_codes(rows.unknown_codes, f"station {station_id}")
+            unknown = sum((day.unknown_codes for day in stations[key]), Counter())
+            if unknown:
+                log_unknown_codes(unknown, f"station {station_id}")
+            days = [day for day in stations[key] if day.arrays]
+            if not days:
+                continue
             path = day_file_path(self.settings.data_dir, date)
             # A new day file is made when rows are appended, not here: if every event turns
             # out a misfit, no file without a /hisparc group is left for readers to trip over.
             day_file = self.files.get(path) if path.exists() else None
             base = station_path(cluster, station_id)
-            blob_base = (day_file.node_size(f"{base}/{BLOBS}") if day_file else None) or 0
-            arrays, rejected = rows.build(blob_base)
-            for item in rejected:
-                misfits.setdefault(item.origin, []).append((item.event, item.reason))
-            if not arrays:
-                continue
+            offset = (day_file.node_size(f"{base}/{BLOBS}") if day_file else None) or 0
+            pieces: dict[str, list] = {}
+            blobs: list[bytes] = []
+            for day in days:
+                for code, records in day.arrays.items():
+                    event_type = self.registry.get(code)
+                    pieces.setdefault(code, []).append(shift_blob_indices(event_type, records, offset))
+                offset += len(day.blobs)
+                blobs.extend(day.blobs)
+            arrays = {self.registry.get(code): concatenate(parts) for code, parts in pieces.items()}
             record = sizes.setdefault(str(path), {})
             for node in [BLOBS, *(event_type.table_name for event_type in arrays)]:
                 record[f"{base}/{node}"] = day_file.node_size(f"{base}/{node}") if day_file else None
-            built[key] = (arrays, rows.blobs)
-        return built, sizes, misfits
+            built[key] = (arrays, blobs)
+        return built, sizes
 
     def _apply(self, names: tuple[str, ...], built: dict, sizes: dict) -> None:
         self.journal.write(Transaction(names, sizes, APPLYING))
@@ -291,23 +232,22 @@ class BatchStore:
         self.tally.stored.update(stored)
         faults.point("applied")
 
-    def _release(self, decoded: list[_Decoded]) -> None:
+    def _release(self, uploads: list[PreparedUpload]) -> None:
         if self.settings.archive_days > 0:
             # If this fails the journal still says applied: the retry archives
             # and releases without storing again.
-            self.queue.archive_claimed((item.name, item.dates) for item in decoded if item.dates)
-        for item in decoded:
+            self.queue.archive_claimed((item.name, item.dates) for item in uploads if item.dates)
+        for item in uploads:
             self.queue.release(item.name)
             self.tally.uploads += 1
         self.queue.sync_partial()
         faults.point("released")
         self.journal.clear()
 
-    def _quarantine_events(self, item: _Decoded) -> None:
-        events = [event for event, _ in item.rejected]
+    def _quarantine_events(self, item: PreparedUpload) -> None:
         kinds = Counter(reason.split(":")[0] for _, reason in item.rejected)
         reasons = [
-            f"station {item.upload.station_id}, event {i}: {reason}"
+            f"station {item.station_id}, event {i}: {reason}"
             for i, (_, reason) in enumerate(item.rejected[:MAX_REASON_LINES])
         ]
         if len(item.rejected) > MAX_REASON_LINES:
@@ -315,9 +255,7 @@ class BatchStore:
             rest = Counter(reason.split(":")[0] for _, reason in item.rejected[MAX_REASON_LINES:])
             reasons.append(f"... and {len(item.rejected) - MAX_REASON_LINES} more events: "
                            + "; ".join(f"{n} x {kind}" for kind, n in rest.most_common(20)))
-        payload = Upload(item.upload.station_id, item.upload.cluster, events).to_queue_bytes()
-        target = self.queue.quarantine_events(item.name, payload, reasons)
+        target = self.queue.quarantine_events(item.name, item.upload.to_queue_bytes(), reasons)
         self.tally.quarantined_events.update(kinds)
         log.warning("%s: %d of %d events quarantined in %s (first: %s)", item.name,
-                    len(events), len(item.upload.event_list), target, item.rejected[0][1])
-
+                    len(item.rejected), item.events, target, item.rejected[0][1])

@@ -181,11 +181,7 @@ class StationRows:
             flats = self._convert()
         arrays = {}
         for event_type, flat in flats.items():
-            plan = row_plan(event_type)
-            for position in plan.blob_positions:
-                column = flat[plan.flat_dtype.names[position]]
-                column[column >= 0] += blob_base
-            arrays[event_type] = flat.view(event_type.dtype)
+            arrays[event_type] = shift_blob_indices(event_type, flat.view(event_type.dtype), blob_base)
         return arrays, rejected
 
     def _convert(self) -> dict[EventType, np.ndarray | None]:
@@ -225,6 +221,17 @@ class StationRows:
         self.__init__()
         for event_type, event, moment, origin in events:
             self.add(event_type, event, moment, origin)
+
+
+def shift_blob_indices(event_type: EventType, records: np.ndarray, offset: int) -> np.ndarray:
+    """Add ``offset`` to the blob indices in ``records`` (in place; -1, no blob, stays)."""
+    if offset:
+        plan = row_plan(event_type)
+        flat = records.view(plan.flat_dtype)
+        for position in plan.blob_positions:
+            column = flat[plan.flat_dtype.names[position]]
+            column[column >= 0] += offset
+    return records
 
 
 def log_unknown_codes(counts: Counter, where: str) -> None:

@@ -17,13 +17,14 @@ from pathlib import Path
 
 import tables
 
-from .batch import MAX_REASON, BatchStore, Interrupted, Tally, claimed_batches
+from .batch import BatchStore, Interrupted, Tally, claimed_batches
 from .config import Settings
 from .dayfiles import OpenFiles
 from .heldfiles import HeldFiles
 from .journal import Journal
 from .lock import WriterLock
 from .plugins import Registry
+from .prepare import MAX_REASON
 from .queue import REASON_SUFFIX, Queue
 from .recovery import Recovery
 from .storeerrors import StorageError, describe, held_by_another

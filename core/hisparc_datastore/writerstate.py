@@ -66,16 +66,16 @@ class WriterState:
         self.held: list[dict] = []  # day files a reader holds open (HeldFiles.describe)
 
     def batch_stored(self, decoded: Iterable[Any], tally: Any) -> None:
-        """Record a stored batch: ``decoded`` are the writer's decoded uploads (station
-        and events, less the rejected ones), ``tally`` its running totals."""
+        """Record a stored batch: ``decoded`` are the writer's prepared uploads (station,
+        events and the rejected ones), ``tally`` its running totals."""
         now = self.clock()
         self.batches += 1
         self.last_batch = now
         for item in decoded:
-            stored = len(item.upload.event_list) - len(item.rejected)
+            stored = item.events - len(item.rejected)
             if stored <= 0:
                 continue
-            entry = self.stations.setdefault(str(item.upload.station_id), {"events_stored": 0})
+            entry = self.stations.setdefault(str(item.station_id), {"events_stored": 0})
             entry["last_stored"] = now
             entry["events_stored"] = int(entry.get("events_stored", 0)) + stored
         stored_now = Counter(tally.stored)
