@@ -34,6 +34,8 @@ class Settings:
     batch_bytes: int = 4_000_000
     archive_days: int = 14
     fsync: bool = True
+    # prepare the next batch in a second process while this one is appended
+    prepare_process: bool = True
     # ``datastore status`` reports unhealthy when the oldest waiting upload is older
     max_lag_s: float = 600.0
     # HOST:PORT where the writer serves Prometheus metrics; None: no metrics server
@@ -98,6 +100,7 @@ def load_settings(path: str | os.PathLike) -> Settings:
         batch_bytes=get("Writer", "batch_bytes", int, 4_000_000),
         archive_days=get("Writer", "archive_days", int, 14),
         fsync=get("Writer", "fsync", bool, True),
+        prepare_process=get("Writer", "prepare_process", bool, True),
         max_lag_s=get("Writer", "max_lag_s", float, 600.0),
         metrics_bind=get("Writer", "metrics_bind", str, "") or None,
         max_body_bytes=get("Receiver", "max_body_bytes", int, 2_000_000),

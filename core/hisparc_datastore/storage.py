@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -17,9 +17,9 @@ from .eventtype import EventType
 BLOBS = "blobs"
 BLOBS_TITLE = "HiSPARC binary data"
 BLOB_CHUNK = 4096
-# Table nodes kept open per day file. An open table costs ~100 kB (its description,
-# attributes, HDF5 state) and reopening one ~5 ms: enough for the CIC, SIN and WTR
-# tables of a few hundred stations, so the rarer tables are the ones closed.
+# Table and blobs nodes kept open per day file. An open table costs ~100 kB (its
+# description, attributes, HDF5 state) and reopening one ~5 ms: enough for the CIC, SIN
+# and WTR tables and blobs of a hundred stations, so the rarer tables are the ones closed.
 MAX_NODES = 512
 # Per dataset. The default (16 MB) kept a chunk of every table written cached: a
 # batch appends each table once, so the cache saved no write, and cost ~70 kB a table.
@@ -114,10 +114,15 @@ class DayFile:
         return get_or_create_station_group(self.h5, cluster, station_id)
 
     def table(self, cluster: str, station_id: int, event_type: EventType) -> tables.Table:
-        key = f"{station_path(cluster, station_id)}/{event_type.table_name}"
+        return self._leaf(cluster, station_id, event_type.table_name,
+                          lambda h5, group: get_or_create_table(h5, group, event_type))
+
+    def _leaf(self, cluster: str, station_id: int, name: str,
+              get_or_create: Callable[[tables.File, tables.Group], tables.Leaf]) -> tables.Leaf:
+        key = f"{station_path(cluster, station_id)}/{name}"
         node = self._nodes.pop(key, None)
-        if node is None:
-            node = get_or_create_table(self.h5, self._group(cluster, station_id), event_type)
+        if node is None or not node._v_isopen:  # closed: an append through it failed
+            node = get_or_create(self.h5, self._group(cluster, station_id))
         self._remember(key, node)
         return node
 
@@ -132,7 +137,7 @@ class DayFile:
     def node_size(self, node_path: str) -> int | None:
         """Rows in a node, or None when it does not exist (yet)."""
         node = self._nodes.get(node_path)
-        if node is None:
+        if node is None or not node._v_isopen:
             try:
                 node = self.h5.get_node(node_path)
             except tables.NoSuchNodeError:
@@ -143,9 +148,9 @@ class DayFile:
         """Append ``blobs`` without PyTables' per-blob conversions (see :mod:`.vlblobs`)."""
         if not blobs:
             return
-        # Not kept open: fetching a VLArray again costs little (~0.3 ms), unlike a table.
-        array = get_or_create_blobs(self.h5, self._group(cluster, station_id))
-        vlblobs.append_blobs(array, blobs)
+        # Kept open like the tables: fetching it again for every batch, with the groups
+        # above it that PyTables' node cache had let go, was a tenth of the writer's time.
+        vlblobs.append_blobs(self._leaf(cluster, station_id, BLOBS, get_or_create_blobs), blobs)
 
     def append_rows(
         self, cluster: str, station_id: int, event_type: EventType, records: np.ndarray

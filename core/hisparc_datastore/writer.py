@@ -13,6 +13,7 @@ import logging
 import signal
 import threading
 import traceback
+from collections.abc import Iterator
 from pathlib import Path
 
 import tables
@@ -25,6 +26,7 @@ from .journal import Journal
 from .lock import WriterLock
 from .plugins import Registry
 from .prepare import MAX_REASON
+from .preparer import Preparer
 from .queue import REASON_SUFFIX, Queue
 from .recovery import Recovery
 from .storeerrors import StorageError, describe, held_by_another
@@ -60,6 +62,8 @@ class Writer:
         self.recovery = Recovery(settings, self.queue, self.journal, self.files,
                                  self.batches.screen, resilient)
         self.tidier = ArchiveTidier(settings, self.queue, self._stop)
+        self.preparer = Preparer(self.queue.partial, registry, settings.minimum_year,
+                                 enabled=settings.prepare_process)
 
     def run(self, once: bool = False) -> Tally:
         """Drain the queue; with ``once`` stop when it is empty, else on SIGTERM/SIGINT."""
@@ -74,7 +78,7 @@ class Writer:
                             self._drain(free)
                     names = self.queue.claim(self.settings.batch_uploads)
                     if names:
-                        self._drain(names)
+                        self._drain(names, more=True)
                         continue
                     self.files.close_all()
                     if once:
@@ -87,9 +91,10 @@ class Writer:
             except Interrupted as exc:
                 log.info("%s", exc)
             finally:
+                self.preparer.close()
                 self.files.close_all()
-        log.info("writer stopped: %d uploads, %d events stored", self.tally.uploads,
-                 self.tally.events)
+        log.info("writer stopped: %d uploads, %d events stored; %d batches prepared ahead in a "
+                 "second process", self.tally.uploads, self.tally.events, self.preparer.batches_ahead)
         return self.tally
 
     def stop(self) -> None:
@@ -106,26 +111,57 @@ class Writer:
         signal.signal(signal.SIGTERM, handle)
         signal.signal(signal.SIGINT, handle)
 
-    def _drain(self, names: list[str], recover: bool = False) -> None:
-        """Store ``names`` in batches, retrying storage errors with back-off.
+    def _drain(self, names: list[str], recover: bool = False, more: bool = False) -> None:
+        """Store ``names`` in batches; with ``more``, go on with what arrives meanwhile.
+
+        While a batch is stored, the next one is prepared in a second process
+        (:mod:`.preparer`); the first, and any retry, is prepared here.
+        """
+        batches = self._batches(names, more)
+        batch = next(batches, [])
+        while True:
+            following = next(batches, None)
+            prepared = self.preparer.take(batch, self._stop)
+            if following:
+                self.preparer.submit(following)
+            if not self._store(batch, prepared, recover):
+                return
+            recover = False
+            if following is None:
+                return
+            batch = following
+
+    def _batches(self, names: list[str], more: bool) -> Iterator[list[str]]:
+        yield from claimed_batches(self.queue, names, self.settings)
+        # A day file a reader let go of comes first: its uploads have waited longest.
+        while more and not self._stop.is_set() and not self.held.due():
+            names = self.queue.claim(self.settings.batch_uploads)
+            if not names:
+                return
+            yield from claimed_batches(self.queue, names, self.settings)
+
+    def _store(self, batch: list[str], prepared: list | None, recover: bool) -> bool:
+        """Store one batch, retrying storage errors with back-off; False when asked to stop
+        while waiting to retry.
 
         A batch that fails twice with an HDF5 error while the disk has room
         points at a damaged day file: the next recovery rebuilds the files
         that were open from the archive (see docs/exactly-once.md).
         """
-        for batch in claimed_batches(self.queue, names, self.settings) or [[]]:
-            delay, failures = FIRST_BACKOFF, 0
+        delay, failures = FIRST_BACKOFF, 0
+        try:
             while True:
                 try:
                     if recover or failures:
                         self.recovery.recover(suspect=failures >= 2)  # undo what a failed attempt left
                         recover = False
                     if batch:
-                        self.batches.store(batch)
-                    break
+                        self.batches.store(batch, prepared)
+                    return True
                 except (StorageError, OSError, tables.HDF5ExtError) as exc:
                     if not self.resilient:
                         raise
+                    prepared = None  # used up: the retry prepares the uploads again
                     self.tally.storage_errors += 1
                     # Disk full or an I/O error: keep the uploads claimed and retry
                     # until space returns; never lose them, never stop.
@@ -147,7 +183,7 @@ class Writer:
                                   describe(again))
                         self.files.close_all()
                     if self._stop.wait(delay):
-                        return
+                        return False
                     delay = min(delay * 2, MAX_BACKOFF)
                 except Interrupted:
                     raise
@@ -155,7 +191,8 @@ class Writer:
                     if not self.resilient:
                         raise
                     self._isolate(batch, traceback.format_exc(limit=8))
-                    break
+                    return True
+        finally:
             self.recovery.suspects.clear()
 
     def _isolate(self, batch: list[str], error: str) -> None:
