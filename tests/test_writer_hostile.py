@@ -5,6 +5,7 @@ import datetime
 import logging
 import os
 import pickle
+import re
 import struct
 import subprocess
 import sys
@@ -59,10 +60,11 @@ def write_queue_file(data_dir: Path, name: str, payload: bytes, order: int) -> N
     os.utime(path, ns=(order * 10**9, order * 10**9))  # the queue's order: oldest first
 
 
-def run_and_measure(config: Path) -> tuple[int, float, float, str]:
+def run_and_measure(config: Path, quiet: bool = True) -> tuple[int, float, float, str]:
     """``datastore writer CONFIG --once`` as a process: (status, CPU s, peak RSS MB, stderr),
     the figures from the kernel's accounting of that one child (wait4)."""
-    process = subprocess.Popen([BIN / "datastore", "writer", str(config), "--once", "--quiet"],
+    process = subprocess.Popen([BIN / "datastore", "writer", str(config), "--once",
+                                *(["--quiet"] if quiet else [])],
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 300
     while True:
@@ -79,11 +81,14 @@ def run_and_measure(config: Path) -> tuple[int, float, float, str]:
     return process.returncode, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024, stderr
 
 
-def test_the_six_hostile_queue_files_are_quarantined_and_the_queue_goes_on(tmp_path, testdata):
+@pytest.mark.parametrize("batch_uploads", [50, 1], ids=["one batch", "prepared ahead"])
+def test_the_six_hostile_queue_files_are_quarantined_and_the_queue_goes_on(tmp_path, testdata,
+                                                                           batch_uploads):
+    # With one upload a batch, all but the first are read by the process preparing ahead.
     data_dir = tmp_path / "data"
     config = tmp_path / "config.ini"
     config.write_text(f"[General]\nstation_list={tmp_path}/stations.csv\ndata_dir={data_dir}\n"
-                      "minimum_year=2016\n[Writer]\nfsync=false\n")
+                      f"minimum_year=2016\n[Writer]\nfsync=false\nbatch_uploads={batch_uploads}\n")
     order = 0
     for n, name in enumerate(HOSTILE):
         for station_id in (700 + 2 * n, 701 + 2 * n):  # a good upload before and after each
@@ -94,8 +99,10 @@ def test_the_six_hostile_queue_files_are_quarantined_and_the_queue_goes_on(tmp_p
                 order += 1
                 write_queue_file(data_dir, f"{order:03d}-{name}",
                                  (testdata / "hostile" / f"{name}.queue").read_bytes(), order)
-    status, cpu, peak_mb, stderr = run_and_measure(config)
+    status, cpu, peak_mb, stderr = run_and_measure(config, quiet=False)
     assert status == 0, stderr
+    ahead = int(re.search(r"(\d+) batches prepared ahead", stderr).group(1))
+    assert ahead == 0 if batch_uploads == 50 else ahead >= 10, stderr
     kept = quarantined(data_dir)
     assert sorted(kept) == sorted(f"{2 + 3 * n:03d}-{name}" for n, name in enumerate(HOSTILE))
     for name, reason in kept.items():
