@@ -11,6 +11,7 @@ copies of the writer's open HDF5 files.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import multiprocessing
 import signal
@@ -24,6 +25,9 @@ from .prepare import PreparedUpload, Screen, prepare_file
 log = logging.getLogger(__name__)
 
 MAX_FAILURES = 3  # child deaths before the writer stops starting new ones
+#: Batches handed to the child before the writer needs them: with two, it always has the next
+#: in hand when it finishes one, whatever the size of the batch the writer is storing.
+AHEAD = 2
 _POLL_S = 0.1  # how often a wait for the child looks at the stop flag
 
 
@@ -32,9 +36,9 @@ def _table_map(registry: Registry) -> dict[str, str]:
 
 
 def _serve(conn: Connection, partial: str, minimum_year: int) -> None:
-    """The child: prepare each list of names it is sent, until the writer closes the pipe."""
+    """The child: prepare each list of names it is sent, until it is sent None or the pipe closes."""
     # A Ctrl-C or a SIGTERM to the whole group is for the writer, which finishes its batch
-    # and then closes the pipe; the child ends with it.
+    # and then ends the child.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     registry = load_registry()
@@ -43,14 +47,71 @@ def _serve(conn: Connection, partial: str, minimum_year: int) -> None:
     folder = Path(partial)
     while True:
         try:
-            number, names = conn.recv()
+            message = conn.recv()
         except EOFError:
             return
+        if message is None:
+            return
+        number, names = message
         conn.send((number, [prepare_file(folder / name, screen) for name in names]))
 
 
+class _Child:
+    """One child process, and a thread that takes in its answers as soon as they come: a
+    child blocked on a full pipe could not go on with the batch after."""
+
+    def __init__(self, partial: Path, minimum_year: int) -> None:
+        context = multiprocessing.get_context("spawn")
+        self.conn, theirs = context.Pipe()
+        self.process = context.Process(target=_serve, args=(theirs, str(partial), minimum_year),
+                                       name="datastore-preparer", daemon=True)
+        self.process.start()
+        theirs.close()
+        self.answers: dict[int, list] = {}
+        self.tables: dict | None = None  # the event types it found, its first answer
+        self.ended: str | None = None  # why no more answers will come
+        self.changed = threading.Condition()
+        self.reader = threading.Thread(target=self._read, name="preparer-answers", daemon=True)
+        self.reader.start()
+
+    def _read(self) -> None:
+        try:
+            self.tables = self.conn.recv()
+            while True:
+                number, prepared = self.conn.recv()
+                with self.changed:
+                    self.answers[number] = prepared
+                    self.changed.notify_all()
+        except (OSError, EOFError) as exc:
+            with self.changed:
+                self.ended = f"exit code {self.process.exitcode}" if isinstance(exc, EOFError) else str(exc)
+                self.changed.notify_all()
+
+    def wait(self, number: int, stop: threading.Event) -> list | None:
+        """The answer for batch ``number``; None when a stop is asked for first. Raises
+        EOFError when the child ended without giving it."""
+        with self.changed:
+            while number not in self.answers:
+                if stop.is_set():
+                    return None
+                if self.ended is not None:
+                    raise EOFError(self.ended)
+                self.changed.wait(_POLL_S)
+            return self.answers.pop(number)
+
+    def end(self) -> None:
+        with contextlib.suppress(OSError):
+            self.conn.send(None)
+        self.process.join(timeout=5)
+        if self.process.is_alive():
+            self.process.kill()
+            self.process.join()
+        self.reader.join()  # it reads the end of the pipe and leaves
+        self.conn.close()
+
+
 class Preparer:
-    """The writer's side of the child: hands it the next batch, takes the result."""
+    """The writer's side of the child: hands it the next batches, takes their results."""
 
     def __init__(self, partial: Path, registry: Registry, minimum_year: int, enabled: bool = True) -> None:
         self.partial = partial
@@ -59,57 +120,54 @@ class Preparer:
         self.enabled = enabled
         self.failures = 0
         self.batches_ahead = 0  # batches the child prepared that the writer stored
-        self._process: multiprocessing.process.BaseProcess | None = None
-        self._conn: Connection | None = None
-        self._greeted = False  # the child's event types were checked
+        self._child: _Child | None = None
         self._sent = 0  # number of the last batch sent
-        self._waiting: dict[int, tuple[str, ...]] = {}  # sent, not yet taken: number -> names
+        self._waiting: dict[tuple[str, ...], int] = {}  # names -> number, sent and not yet taken
+
+    @property
+    def _process(self) -> multiprocessing.process.BaseProcess | None:
+        return self._child.process if self._child is not None else None
 
     def submit(self, names: list[str]) -> None:
         """Start preparing ``names`` in the child (started if need be)."""
         if not self.enabled or not names:
             return
         try:
-            if self._conn is None:
-                self._start()
+            if self._child is None:
+                self._child = _Child(self.partial, self.minimum_year)
             self._sent += 1
-            self._conn.send((self._sent, list(names)))
-            self._waiting[self._sent] = tuple(names)
-        except (OSError, EOFError, ValueError) as exc:
+            self._child.conn.send((self._sent, list(names)))
+            self._waiting[tuple(names)] = self._sent
+        except (OSError, ValueError) as exc:
             self._failed(f"could not hand it a batch ({exc})")
 
     def take(self, names: list[str], stop: threading.Event) -> list[PreparedUpload | None] | None:
         """The child's uploads for ``names``, or None: not sent to it, the child failed, or a
         stop was asked for while waiting. The caller then prepares them itself."""
-        wanted = tuple(names)
-        if self._conn is None or wanted not in self._waiting.values():
+        number = self._waiting.pop(tuple(names), None)
+        if number is None or self._child is None:
             return None
         try:
-            while self._waiting:
-                while not self._conn.poll(_POLL_S):
-                    if stop.is_set():
-                        return None
-                    if not self._process.is_alive() and not self._conn.poll(0):
-                        raise EOFError(f"exit code {self._process.exitcode}")
-                message = self._conn.recv()
-                if not self._greeted:
-                    if not self._same_event_types(message):
-                        return None
-                    continue
-                number, prepared = message
-                done = self._waiting.pop(number, None)
-                if done == wanted:
-                    self.batches_ahead += 1
-                    return prepared
-                # An answer for a batch the writer then prepared itself: dropped.
-        except (OSError, EOFError) as exc:
+            prepared = self._child.wait(number, stop)
+        except EOFError as exc:
             self._failed(f"it stopped ({exc})")
-        return None
+            return None
+        if prepared is not None and not self._same_event_types(self._child.tables):
+            return None
+        if prepared is not None:
+            self.batches_ahead += 1
+        return prepared
 
-    def _same_event_types(self, tables: dict) -> bool:
+    def close(self) -> None:
+        """End the child."""
+        if self._child is not None:
+            self._child.end()
+            self._child = None
+        self._waiting.clear()
+
+    def _same_event_types(self, tables: dict | None) -> bool:
         # The child's first answer is the event types it found: another set than ours (a
         # plugin registered by hand, an install changed under us) would store other rows.
-        self._greeted = True
         if tables == _table_map(self.registry):
             return True
         self.close()
@@ -117,28 +175,6 @@ class Preparer:
         log.warning("the preparing process finds other event types than the writer; "
                     "the writer prepares its batches itself")
         return False
-
-    def close(self) -> None:
-        """End the child: it leaves when the pipe closes."""
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
-        if self._process is not None:
-            self._process.join(timeout=5)
-            if self._process.is_alive():
-                self._process.kill()
-                self._process.join()
-            self._process = None
-        self._waiting.clear()
-
-    def _start(self) -> None:
-        context = multiprocessing.get_context("spawn")
-        ours, theirs = context.Pipe()
-        process = context.Process(target=_serve, args=(theirs, str(self.partial), self.minimum_year),
-                                  name="datastore-preparer", daemon=True)
-        process.start()
-        theirs.close()
-        self._process, self._conn, self._greeted = process, ours, False
 
     def _failed(self, what: str) -> None:
         self.close()

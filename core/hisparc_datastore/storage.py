@@ -136,12 +136,14 @@ class DayFile:
 
     def node_size(self, node_path: str) -> int | None:
         """Rows in a node, or None when it does not exist (yet)."""
-        node = self._nodes.get(node_path)
+        node = self._nodes.pop(node_path, None)
         if node is None or not node._v_isopen:
             try:
                 node = self.h5.get_node(node_path)
             except tables.NoSuchNodeError:
                 return None
+        # Kept open: it is asked for because rows are about to be appended to it.
+        self._remember(node_path, node)
         return int(node.nrows)  # PyTables gives numpy.int64, which JSON cannot store
 
     def append_blobs(self, cluster: str, station_id: int, blobs: list[bytes]) -> None:

@@ -9,6 +9,7 @@ the archive, :mod:`.dayfiles` keeps the day files open.
 
 from __future__ import annotations
 
+import collections
 import logging
 import signal
 import threading
@@ -26,7 +27,7 @@ from .journal import Journal
 from .lock import WriterLock
 from .plugins import Registry
 from .prepare import MAX_REASON
-from .preparer import Preparer
+from .preparer import AHEAD, Preparer
 from .queue import REASON_SUFFIX, Queue
 from .recovery import Recovery
 from .storeerrors import StorageError, describe, held_by_another
@@ -114,22 +115,21 @@ class Writer:
     def _drain(self, names: list[str], recover: bool = False, more: bool = False) -> None:
         """Store ``names`` in batches; with ``more``, go on with what arrives meanwhile.
 
-        While a batch is stored, the next one is prepared in a second process
+        While a batch is stored, the next AHEAD are prepared in a second process
         (:mod:`.preparer`); the first, and any retry, is prepared here.
         """
         batches = self._batches(names, more)
         batch = next(batches, [])
+        upcoming = collections.deque()
         while True:
-            following = next(batches, None)
             prepared = self.preparer.take(batch, self._stop)
-            if following:
+            while len(upcoming) < AHEAD and (following := next(batches, None)):
+                upcoming.append(following)
                 self.preparer.submit(following)
-            if not self._store(batch, prepared, recover):
+            if not self._store(batch, prepared, recover) or not upcoming:
                 return
             recover = False
-            if following is None:
-                return
-            batch = following
+            batch = upcoming.popleft()
 
     def _batches(self, names: list[str], more: bool) -> Iterator[list[str]]:
         yield from claimed_batches(self.queue, names, self.settings)
