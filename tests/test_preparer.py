@@ -59,39 +59,79 @@ def day_files(data_dir: Path) -> dict:
     return found
 
 
-def wait_for_batch(preparer: Preparer, names: list[str]) -> list:
+def answered_by_the_child(preparer: Preparer, names: list[str]) -> list:
+    """Hand ``names`` to the child, let it answer, and take the batch: all of it is the child's."""
+    preparer.submit(names)
+    assert wait_for(lambda: preparer.answered(names), timeout=120), "the child gave no answer"
+    here = preparer.uploads_here
     prepared = preparer.take(names, threading.Event())
-    assert prepared is not None, "the child did not prepare the batch"
+    assert prepared is not None and preparer.uploads_here == here
     return prepared
 
 
+def assert_same(theirs, ours) -> None:
+    """Two prepared uploads hold the same rows, blobs, dates and rejected events."""
+    assert (theirs.name, theirs.station_id, theirs.cluster, theirs.events, theirs.dates) == \
+           (ours.name, ours.station_id, ours.cluster, ours.events, ours.dates)
+    assert [reason for _, reason in theirs.rejected] == [reason for _, reason in ours.rejected]
+    assert list(theirs.days) == list(ours.days)
+    for date in ours.days:
+        assert theirs.days[date].blobs == ours.days[date].blobs
+        assert theirs.days[date].arrays.keys() == ours.days[date].arrays.keys()
+        for code, records in ours.days[date].arrays.items():
+            assert theirs.days[date].arrays[code].dtype == records.dtype
+            assert theirs.days[date].arrays[code].tobytes() == records.tobytes()
+
+
+def prepared_here(paths: list[Path]) -> list:
+    screen = Screen(load_registry(), 2016)
+    return [prepare_file(path, screen) for path in paths]
+
+
 def test_the_child_prepares_what_the_writer_would_prepare_itself(tmp_path, real_events):
-    uploads = [Upload(510, "Utrecht", real_events), across_midnight(501, 3)]
-    paths = queue_uploads(tmp_path, uploads)
-    names = [path.name for path in paths]
+    paths = queue_uploads(tmp_path, [Upload(510, "Utrecht", real_events), across_midnight(501, 3)])
     preparer = Preparer(tmp_path / "incoming", load_registry(), 2016)
     try:
-        preparer.submit(names)
-        ahead = wait_for_batch(preparer, names)
+        ahead = answered_by_the_child(preparer, [path.name for path in paths])
     finally:
         preparer.close()
-    here = [prepare_file(path, Screen(load_registry(), 2016)) for path in paths]
-    assert preparer.batches_ahead == 1
-    for theirs, ours in zip(ahead, here, strict=True):
-        assert (theirs.name, theirs.station_id, theirs.cluster, theirs.events, theirs.dates) == \
-               (ours.name, ours.station_id, ours.cluster, ours.events, ours.dates)
-        assert [reason for _, reason in theirs.rejected] == [reason for _, reason in ours.rejected]
-        assert list(theirs.days) == list(ours.days)
-        for date in ours.days:
-            assert theirs.days[date].blobs == ours.days[date].blobs
-            assert theirs.days[date].arrays.keys() == ours.days[date].arrays.keys()
-            for code, records in ours.days[date].arrays.items():
-                assert theirs.days[date].arrays[code].dtype == records.dtype
-                assert theirs.days[date].arrays[code].tobytes() == records.tobytes()
+    assert preparer.batches_ahead == 1 and preparer.uploads_here == 0
+    for theirs, ours in zip(ahead, prepared_here(paths), strict=True):
+        assert_same(theirs, ours)
     midnight = ahead[1]
     assert sorted(midnight.days) == [datetime.date(2024, 5, 6), datetime.date(2024, 5, 7)]
     assert len(midnight.rejected) == 1 and "not a number" in midnight.rejected[0][1]
     assert len(ahead[0].days[datetime.date(2017, 2, 26)].arrays["CIC"]) > 0
+
+
+def test_the_writer_prepares_from_the_back_what_the_child_has_not_taken(tmp_path):
+    paths = queue_uploads(tmp_path, [across_midnight(501 + n, 1 + n % 3) for n in range(40)])
+    names = [path.name for path in paths]
+    preparer = Preparer(tmp_path / "incoming", load_registry(), 2016)
+    try:
+        answered_by_the_child(preparer, names[:1])  # the child is up and waiting
+        # Taken at once: the child works from the front, the writer from the back; however the
+        # two happen to share it, the uploads come back whole and in order.
+        preparer.submit(names[1:])
+        prepared = preparer.take(names[1:], threading.Event())
+        assert prepared is not None
+        for theirs, ours in zip(prepared, prepared_here(paths[1:]), strict=True):
+            assert_same(theirs, ours)
+        shared = preparer.uploads_here
+        # A child that cannot begin: the writer prepares the whole batch itself.
+        os.kill(preparer._process.pid, signal.SIGSTOP)
+        try:
+            preparer.submit(names[:5])
+            prepared = preparer.take(names[:5], threading.Event())
+        finally:
+            os.kill(preparer._process.pid, signal.SIGCONT)
+        assert preparer.uploads_here == shared + 5
+        for theirs, ours in zip(prepared, prepared_here(paths[:5]), strict=True):
+            assert_same(theirs, ours)
+        # Woken, it skips that batch and answers the next one in full.
+        assert [item.station_id for item in answered_by_the_child(preparer, names[5:8])] == [506, 507, 508]
+    finally:
+        preparer.close()
 
 
 def test_day_files_are_the_same_with_and_without_the_second_process(tmp_path, real_events):
@@ -105,7 +145,8 @@ def test_day_files_are_the_same_with_and_without_the_second_process(tmp_path, re
         writer = Writer(settings_for(data_dir, batch_uploads=2, prepare_process=mode), load_registry())
         tally = writer.run(once=True)
         assert tally.uploads == 14 and sum(tally.quarantined_events.values()) == 12
-        assert (writer.preparer.batches_ahead > 0) is mode
+        # each batch after the first prepared by the child, or by the writer rather than wait
+        assert (writer.preparer.batches_ahead + writer.preparer.uploads_here > 0) is mode
         results[mode] = day_files(data_dir)
         assert len(os.listdir(data_dir / "quarantine")) == 2 * 12  # events and reasons
     assert results[True] == results[False]
@@ -118,33 +159,46 @@ def test_day_files_are_the_same_with_and_without_the_second_process(tmp_path, re
     assert set(blobs) == {base64.b64decode(TRACE)}
 
 
-def test_a_child_killed_mid_run_leaves_the_writer_to_prepare_the_batch_itself(tmp_path, caplog):
-    paths = queue_uploads(tmp_path, [across_midnight(501, 1), across_midnight(502, 1)])
+def kill_mid_batch(preparer: Preparer, names: list[str]) -> None:
+    """Hand ``names`` to the child and kill it once it has taken some but not all of them."""
+    preparer.submit(names)
+    number = preparer._waiting[tuple(names)]
+    child = preparer._child
+    assert wait_for(lambda: child.split[0] == number and child.split[1] >= 1, timeout=120, interval=0.001)
+    os.kill(child.process.pid, signal.SIGSTOP)
+    if child.split[1] >= len(names):
+        os.kill(child.process.pid, signal.SIGCONT)
+        pytest.skip("the child finished the batch before it could be stopped")
+    os.kill(child.process.pid, signal.SIGKILL)
+
+
+def test_a_child_killed_in_a_batch_leaves_the_writer_to_prepare_it_itself(tmp_path, caplog):
+    paths = queue_uploads(tmp_path, [across_midnight(501 + n, 4) for n in range(60)])
     names = [path.name for path in paths]
     preparer = Preparer(tmp_path / "incoming", load_registry(), 2016)
     try:
-        preparer.submit(names[:1])
-        os.kill(preparer._process.pid, signal.SIGKILL)
+        answered_by_the_child(preparer, names[:1])
+        kill_mid_batch(preparer, names[1:])
         with caplog.at_level(logging.WARNING):
-            assert preparer.take(names[:1], threading.Event()) is None
+            assert preparer.take(names[1:], threading.Event()) is None  # the caller prepares them
         assert "the writer prepares the batch itself" in caplog.text
         assert preparer.failures == 1 and preparer.enabled
-        preparer.submit(names[1:])  # a new child
-        assert wait_for_batch(preparer, names[1:])[0].station_id == 502
+        assert answered_by_the_child(preparer, names[:1])[0].station_id == 501  # a new child
     finally:
         preparer.close()
 
 
 def test_after_three_deaths_no_child_is_started_again(tmp_path):
-    paths = queue_uploads(tmp_path, [across_midnight(501, 1)])
+    paths = queue_uploads(tmp_path, [across_midnight(501 + n, 4) for n in range(60)])
+    names = [path.name for path in paths]
     preparer = Preparer(tmp_path / "incoming", load_registry(), 2016)
     for _ in range(3):
-        preparer.submit([paths[0].name])
-        os.kill(preparer._process.pid, signal.SIGKILL)
-        assert preparer.take([paths[0].name], threading.Event()) is None
+        answered_by_the_child(preparer, names[:1])
+        kill_mid_batch(preparer, names[1:])
+        assert preparer.take(names[1:], threading.Event()) is None
     assert not preparer.enabled and preparer._process is None
-    preparer.submit([paths[0].name])
-    assert preparer._process is None
+    preparer.submit(names[:1])
+    assert preparer._process is None and preparer.take(names[:1], threading.Event()) is None
 
 
 def test_a_stop_while_waiting_for_the_child_returns_at_once(tmp_path):
@@ -167,10 +221,12 @@ def test_a_child_that_finds_other_event_types_is_not_used(tmp_path, caplog):
     fewer = Registry({code: t for code, t in registry.by_code.items() if code != "WTR"},
                      {code: owner for code, owner in registry.owners.items() if code != "WTR"})
     paths = queue_uploads(tmp_path, [across_midnight(501, 1)])
+    names = [paths[0].name]
     preparer = Preparer(tmp_path / "incoming", fewer, 2016)
     with caplog.at_level(logging.WARNING):
-        preparer.submit([paths[0].name])
-        assert preparer.take([paths[0].name], threading.Event()) is None
+        preparer.submit(names)
+        assert wait_for(lambda: preparer.answered(names), timeout=120)
+        assert preparer.take(names, threading.Event()) is None
     assert not preparer.enabled and "other event types" in caplog.text
 
 
@@ -181,9 +237,9 @@ def test_a_batch_the_writer_prepared_itself_is_not_taken_for_the_next(tmp_path):
     try:
         preparer.submit(first)
         assert preparer.take(second, threading.Event()) is None  # never sent
-        preparer.submit(second)
-        # the answer for the first arrives first and is dropped
-        assert wait_for_batch(preparer, second)[0].station_id == 502
+        # the answer for the first is dropped when the second is taken
+        assert answered_by_the_child(preparer, second)[0].station_id == 502
+        assert not preparer._child.answers
     finally:
         preparer.close()
 

@@ -2,7 +2,9 @@
 
 Decoding queue files and building rows is about half of the writer's time and
 touches no day file; appending is the other half. With the two in separate
-processes they run on two cores at once. The child only reads queue files and
+processes they run on two cores at once; when the writer is ready for a batch
+the child has not finished, it prepares the rest itself from the back rather
+than wait (:class:`_Child`). The child only reads queue files and
 answers with :class:`.prepare.PreparedUpload` objects: it never writes, holds
 no lock and no day file, and whatever happens to it the writer prepares the
 batch itself instead. It is started with ``spawn``: a forked child would carry
@@ -21,6 +23,7 @@ from pathlib import Path
 
 from .plugins import Registry, load_registry
 from .prepare import PreparedUpload, Screen, prepare_file
+from .storeerrors import describe
 
 log = logging.getLogger(__name__)
 
@@ -29,14 +32,16 @@ MAX_FAILURES = 3  # child deaths before the writer stops starting new ones
 #: in hand when it finishes one, whatever the size of the batch the writer is storing.
 AHEAD = 2
 _POLL_S = 0.1  # how often a wait for the child looks at the stop flag
+_LOCK_S = 5.0  # the child holds the batch lock for microseconds; longer, it died holding it
 
 
 def _table_map(registry: Registry) -> dict[str, str]:
     return {event_type.upload_code: event_type.table_name for event_type in registry}
 
 
-def _serve(conn: Connection, partial: str, minimum_year: int) -> None:
-    """The child: prepare each list of names it is sent, until it is sent None or the pipe closes."""
+def _serve(conn: Connection, split, lock, partial: str, minimum_year: int) -> None:
+    """The child: prepare the batches it is sent, from the front, while the writer may take
+    uploads from the back (see :class:`_Split`); until it is sent None or the pipe closes."""
     # A Ctrl-C or a SIGTERM to the whole group is for the writer, which finishes its batch
     # and then ends the child.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -53,26 +58,65 @@ def _serve(conn: Connection, partial: str, minimum_year: int) -> None:
         if message is None:
             return
         number, names = message
-        conn.send((number, [prepare_file(folder / name, screen) for name in names]))
+        with lock:
+            if split[0] < number:  # equal: the writer began it first; greater: a stale batch
+                split[0], split[1], split[2] = number, 0, len(names)
+        done = {}
+        while True:
+            with lock:
+                if split[0] != number or split[1] >= split[2]:
+                    break
+                index = split[1]
+                split[1] += 1
+            done[index] = prepare_file(folder / names[index], screen)
+        conn.send((number, done))
 
 
 class _Child:
     """One child process, and a thread that takes in its answers as soon as they come: a
-    child blocked on a full pipe could not go on with the batch after."""
+    child blocked on a full pipe could not go on with the batch after.
+
+    The batch the child works on is shared as ``split = [number, next, end]``: the child
+    takes uploads from the front (``next``), the writer, rather than wait, from the back
+    (``end``), each under ``lock``; the child's answer holds the uploads before ``next``.
+    """
 
     def __init__(self, partial: Path, minimum_year: int) -> None:
         context = multiprocessing.get_context("spawn")
         self.conn, theirs = context.Pipe()
-        self.process = context.Process(target=_serve, args=(theirs, str(partial), minimum_year),
-                                       name="datastore-preparer", daemon=True)
+        self.split = context.RawArray("q", 3)
+        self.split[0] = -1
+        self.lock = context.Lock()
+        self.process = context.Process(
+            target=_serve, args=(theirs, self.split, self.lock, str(partial), minimum_year),
+            name="datastore-preparer", daemon=True)
         self.process.start()
         theirs.close()
-        self.answers: dict[int, list] = {}
+        self.answers: dict[int, dict] = {}
         self.tables: dict | None = None  # the event types it found, its first answer
         self.ended: str | None = None  # why no more answers will come
         self.changed = threading.Condition()
         self.reader = threading.Thread(target=self._read, name="preparer-answers", daemon=True)
         self.reader.start()
+
+    def take_from_back(self, number: int, size: int) -> int | None:
+        """The index of one upload of batch ``number`` (of ``size`` uploads) for the writer to
+        prepare itself, or None when the child has taken the rest."""
+        with self._locked():
+            if self.split[0] > number:
+                return None  # the child finished it and went on
+            if self.split[0] < number:
+                # Not begun: the child joins in from the front when it gets to it.
+                self.split[0], self.split[1], self.split[2] = number, 0, size
+            if self.split[1] >= self.split[2]:
+                return None
+            self.split[2] -= 1
+            return int(self.split[2])
+
+    def front_taken(self, number: int, size: int) -> int:
+        """How many uploads of batch ``number`` the child took: final once the back is empty."""
+        with self._locked():
+            return size if self.split[0] > number else int(self.split[1])
 
     def _read(self) -> None:
         try:
@@ -87,7 +131,16 @@ class _Child:
                 self.ended = f"exit code {self.process.exitcode}" if isinstance(exc, EOFError) else str(exc)
                 self.changed.notify_all()
 
-    def wait(self, number: int, stop: threading.Event) -> list | None:
+    @contextlib.contextmanager
+    def _locked(self):
+        if not self.lock.acquire(timeout=_LOCK_S):
+            raise EOFError("the child holds the batch lock")  # it died holding it
+        try:
+            yield
+        finally:
+            self.lock.release()
+
+    def wait(self, number: int, stop: threading.Event) -> dict | None:
         """The answer for batch ``number``; None when a stop is asked for first. Raises
         EOFError when the child ended without giving it."""
         with self.changed:
@@ -97,12 +150,15 @@ class _Child:
                 if self.ended is not None:
                     raise EOFError(self.ended)
                 self.changed.wait(_POLL_S)
+            for stale in [key for key in self.answers if key < number]:
+                del self.answers[stale]  # of batches the writer prepared itself
             return self.answers.pop(number)
 
     def end(self) -> None:
         with contextlib.suppress(OSError):
             self.conn.send(None)
-        self.process.join(timeout=5)
+        # It finishes the batch in hand first; killed, it loses nothing (it only reads).
+        self.process.join(timeout=2)
         if self.process.is_alive():
             self.process.kill()
             self.process.join()
@@ -119,7 +175,9 @@ class Preparer:
         self.minimum_year = minimum_year
         self.enabled = enabled
         self.failures = 0
-        self.batches_ahead = 0  # batches the child prepared that the writer stored
+        self.batches_ahead = 0  # batches the child prepared (in part) for the writer
+        self.uploads_here = 0  # uploads of those the writer prepared itself rather than wait
+        self.screen = Screen(registry, minimum_year)
         self._child: _Child | None = None
         self._sent = 0  # number of the last batch sent
         self._waiting: dict[tuple[str, ...], int] = {}  # names -> number, sent and not yet taken
@@ -138,25 +196,50 @@ class Preparer:
             self._sent += 1
             self._child.conn.send((self._sent, list(names)))
             self._waiting[tuple(names)] = self._sent
-        except (OSError, ValueError) as exc:
-            self._failed(f"could not hand it a batch ({exc})")
+        except Exception as exc:  # noqa: BLE001 - the writer goes on without it
+            self._failed(f"could not hand it a batch ({describe(exc)})")
 
     def take(self, names: list[str], stop: threading.Event) -> list[PreparedUpload | None] | None:
-        """The child's uploads for ``names``, or None: not sent to it, the child failed, or a
-        stop was asked for while waiting. The caller then prepares them itself."""
+        """The uploads ``names``, prepared by the child and, rather than wait for it, by the
+        writer from the back of the batch; None when they were not sent to the child, the
+        child failed, or a stop was asked for. The caller then prepares them itself."""
         number = self._waiting.pop(tuple(names), None)
-        if number is None or self._child is None:
+        child = self._child
+        if number is None or child is None:
             return None
+        mine = {}
         try:
-            prepared = self._child.wait(number, stop)
+            while (index := child.take_from_back(number, len(names))) is not None:
+                if stop.is_set():
+                    return None
+                mine[index] = prepare_file(self.partial / names[index], self.screen)
+            theirs = child.front_taken(number, len(names))
+            answer = child.wait(number, stop) if theirs else {}
         except EOFError as exc:
             self._failed(f"it stopped ({exc})")
             return None
-        if prepared is not None and not self._same_event_types(self._child.tables):
+        except Exception as exc:  # noqa: BLE001 - the writer goes on without it
+            self._failed(f"taking its answer failed ({describe(exc)})")
             return None
-        if prepared is not None:
-            self.batches_ahead += 1
-        return prepared
+        if answer is None or (theirs and not self._same_event_types(child.tables)):
+            return None
+        prepared = {**answer, **mine}
+        if sorted(prepared) != list(range(len(names))):
+            self._failed(f"its answer for {len(names)} uploads held {len(answer)}, the writer "
+                         f"prepared {len(mine)}")
+            return None
+        self.batches_ahead += theirs > 0
+        self.uploads_here += len(mine)
+        return [prepared[index] for index in range(len(names))]
+
+    def answered(self, names: list[str]) -> bool:
+        """Whether the child has given its answer for the batch ``names``."""
+        number = self._waiting.get(tuple(names))
+        child = self._child
+        if number is None or child is None:
+            return False
+        with child.changed:
+            return number in child.answers
 
     def close(self) -> None:
         """End the child."""

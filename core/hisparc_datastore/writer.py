@@ -95,7 +95,9 @@ class Writer:
                 self.preparer.close()
                 self.files.close_all()
         log.info("writer stopped: %d uploads, %d events stored; %d batches prepared ahead in a "
-                 "second process", self.tally.uploads, self.tally.events, self.preparer.batches_ahead)
+                 "second process, %d of their uploads by the writer rather than wait",
+                 self.tally.uploads, self.tally.events, self.preparer.batches_ahead,
+                 self.preparer.uploads_here)
         return self.tally
 
     def stop(self) -> None:
