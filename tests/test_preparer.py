@@ -288,3 +288,26 @@ def test_a_killed_writer_leaves_no_child_and_the_next_writer_stores_everything_o
             singles = h5.get_node(f"/hisparc/cluster_utrecht/station_{station_id}/singles")
             assert singles.nrows == 12 * 6  # 12 uploads, each 6 singles after midnight
     assert tally.uploads <= 60
+
+
+def test_the_child_is_ended_when_the_queue_is_drained(tmp_path):
+    queue_uploads(tmp_path, [across_midnight(501 + n % 4, 2) for n in range(12)])
+    writer = Writer(settings_for(tmp_path, batch_uploads=2, sleep=0.05), load_registry())
+    started = []
+    submit = writer.preparer.submit
+
+    def noting_submit(names):
+        submit(names)
+        started.append(writer.preparer._child is not None)
+
+    writer.preparer.submit = noting_submit
+    service = threading.Thread(target=writer.run)
+    service.start()
+    try:
+        assert wait_for(lambda: writer.tally.uploads == 12, timeout=120)
+        # idle: no child kept waiting for a backlog
+        assert wait_for(lambda: writer.preparer._child is None, timeout=60)
+    finally:
+        writer.stop()
+        service.join(timeout=60)
+    assert started and all(started) and not service.is_alive()

@@ -82,6 +82,8 @@ class Writer:
                         self._drain(names, more=True)
                         continue
                     self.files.close_all()
+                    # The queue is drained: the child's ~50 MB are not needed until a backlog.
+                    self.preparer.close()
                     if once:
                         self._leave_waiting()
                         self.queue.prune_archive(self.settings.archive_days)
