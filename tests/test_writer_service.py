@@ -77,3 +77,21 @@ def _cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     ticks = os.sysconf("SC_CLK_TCK")
     return (int(fields[11]) + int(fields[12])) / ticks
+
+
+def test_a_writer_run_in_a_program_gives_its_signals_back_when_it_returns(tmp_path):
+    from hisparc_datastore.plugins import load_registry
+    from hisparc_datastore.testing import settings_for
+    from hisparc_datastore.writer import Writer
+
+    def ours(signum, frame):
+        pass
+
+    before = {signum: signal.signal(signum, ours) for signum in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        Writer(settings_for(tmp_path), load_registry()).run(once=True)
+        # a SIGTERM for the program after the writer is done is the program's again
+        assert signal.getsignal(signal.SIGTERM) is ours and signal.getsignal(signal.SIGINT) is ours
+    finally:
+        for signum, handler in before.items():
+            signal.signal(signum, handler)

@@ -69,7 +69,7 @@ class Writer:
     def run(self, once: bool = False) -> Tally:
         """Drain the queue; with ``once`` stop when it is empty, else on SIGTERM/SIGINT."""
         with WriterLock(self.settings.data_dir):
-            self._install_signal_handlers()
+            previous = self._install_signal_handlers()
             try:
                 self._drain(self.queue.claimed(), recover=True)
                 while not self._stop.is_set():
@@ -96,6 +96,9 @@ class Writer:
             finally:
                 self.preparer.close()
                 self.files.close_all()
+                # A stopped writer's handlers would swallow the signals meant for its caller.
+                for signum, handler in previous.items():
+                    signal.signal(signum, handler)
         log.info("writer stopped: %d uploads, %d events stored; %d batches prepared ahead in a "
                  "second process, %d of their uploads by the writer rather than wait",
                  self.tally.uploads, self.tally.events, self.preparer.batches_ahead,
@@ -105,16 +108,17 @@ class Writer:
     def stop(self) -> None:
         self._stop.set()
 
-    def _install_signal_handlers(self) -> None:
+    def _install_signal_handlers(self) -> dict:
+        """Make SIGTERM and SIGINT stop the writer after the batch in hand; return the handlers
+        they had."""
         if threading.current_thread() is not threading.main_thread():
-            return
+            return {}
 
         def handle(signum, frame):
             log.info("received %s: finishing the batch in hand", signal.Signals(signum).name)
             self._stop.set()
 
-        signal.signal(signal.SIGTERM, handle)
-        signal.signal(signal.SIGINT, handle)
+        return {signum: signal.signal(signum, handle) for signum in (signal.SIGTERM, signal.SIGINT)}
 
     def _drain(self, names: list[str], recover: bool = False, more: bool = False) -> None:
         """Store ``names`` in batches; with ``more``, go on with what arrives meanwhile.
