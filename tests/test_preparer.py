@@ -311,3 +311,20 @@ def test_the_child_is_ended_when_the_queue_is_drained(tmp_path):
         writer.stop()
         service.join(timeout=60)
     assert started and all(started) and not service.is_alive()
+
+
+def test_a_child_that_died_idle_is_replaced_at_the_next_batch(tmp_path, caplog):
+    paths = queue_uploads(tmp_path, [across_midnight(501, 1), across_midnight(502, 1)])
+    first, second = [paths[0].name], [paths[1].name]
+    preparer = Preparer(tmp_path / "incoming", load_registry(), 2016)
+    try:
+        answered_by_the_child(preparer, first)
+        dead = preparer._child
+        os.kill(dead.process.pid, signal.SIGKILL)
+        assert wait_for(lambda: dead.ended is not None, timeout=60)
+        with caplog.at_level(logging.WARNING):
+            assert answered_by_the_child(preparer, second)[0].station_id == 502
+        assert preparer.failures == 1 and preparer._child is not dead
+        assert "it stopped" in caplog.text
+    finally:
+        preparer.close()

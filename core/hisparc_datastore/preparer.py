@@ -190,6 +190,12 @@ class Preparer:
         """Start preparing ``names`` in the child (started if need be)."""
         if not self.enabled or not names:
             return
+        if self._child is not None and self._child.ended is not None:
+            # It died while idle: without this, the writer would go on preparing every
+            # batch itself, taking the child's untouched batches from the back.
+            self._failed(f"it stopped ({self._child.ended})")
+            if not self.enabled:
+                return
         try:
             if self._child is None:
                 self._child = _Child(self.partial, self.minimum_year)
