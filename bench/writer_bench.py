@@ -168,7 +168,7 @@ def main() -> int:
                         help="backlog length per station, centred on midnight (default %(default)s)")
     parser.add_argument("--many-stations", type=int, default=200)
     parser.add_argument("--many-seconds", type=int, default=240)
-    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--dir", type=Path, default=ROOT / "bench-data")
     parser.add_argument("--make-backlog", nargs=3, metavar=("DIR", "STATIONS", "SECONDS"),
                         help=argparse.SUPPRESS)
