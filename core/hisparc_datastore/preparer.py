@@ -1,4 +1,4 @@
-"""Prepares the writer's next batch in a second process while the writer appends this one.
+"""Prepares the writer's next batches in a second process while the writer appends this one.
 
 Decoding queue files and building rows is about half of the writer's time and
 touches no day file; appending is the other half. With the two in separate
@@ -6,8 +6,8 @@ processes they run on two cores at once; when the writer is ready for a batch
 the child has not finished, it prepares the rest itself from the back rather
 than wait (:class:`_Child`). The child only reads queue files and
 answers with :class:`.prepare.PreparedUpload` objects: it never writes, holds
-no lock and no day file, and whatever happens to it the writer prepares the
-batch itself instead. It is started with ``spawn``: a forked child would carry
+neither the writer's lock nor a day file, and whatever happens to it the
+writer prepares the batch itself instead. It is started with ``spawn``: a forked child would carry
 copies of the writer's open HDF5 files.
 """
 
@@ -41,7 +41,7 @@ def _table_map(registry: Registry) -> dict[str, str]:
 
 def _serve(conn: Connection, split, lock, partial: str, minimum_year: int) -> None:
     """The child: prepare the batches it is sent, from the front, while the writer may take
-    uploads from the back (see :class:`_Split`); until it is sent None or the pipe closes."""
+    uploads from the back (see :class:`_Child`); until it is sent None or the pipe closes."""
     # A Ctrl-C or a SIGTERM to the whole group is for the writer, which finishes its batch
     # and then ends the child.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
