@@ -298,7 +298,9 @@ def test_a_failure_nothing_foresaw_quarantines_only_the_upload_that_causes_it(tm
 
         def failing(rows, blob_base):
             arrays, rejected = build(rows, blob_base)
-            if any("-666-" in origin for items in rows._events.values() for _, _, origin in items):
+            # station 666's upload is the one whose singles read 666
+            if any(event["datalist"][0]["data"] == 666 for items in rows._events.values()
+                   for event, _ in items):
                 raise RuntimeError("something no check foresaw")
             return arrays, rejected
 
@@ -312,7 +314,10 @@ def test_a_failure_nothing_foresaw_quarantines_only_the_upload_that_causes_it(tm
                 raise RuntimeError("something no check foresaw")
 
         monkeypatch.setattr(DayFile, "append_rows", failing)
-    queue_uploads(tmp_path, [singles(n, DAY) for n in (501, 502, 666, 503, 504)])
+    uploads = [singles(n, DAY) for n in (501, 502, 503, 504)]
+    uploads.insert(2, Upload(666, "Utrecht", [event("SIN", DAY + datetime.timedelta(seconds=i),
+                                                    {"MAS_CH1_LOW": 666}) for i in range(3)]))
+    queue_uploads(tmp_path, uploads)
     tally = Writer(settings_for(tmp_path), load_registry()).run(once=True)
     assert tally.events == 12 and tally.quarantined_files == 1
     assert [rows_of(tmp_path, DAY.date(), n) for n in (501, 502, 666, 503, 504)] == [3, 3, 0, 3, 3]

@@ -116,7 +116,7 @@ def _prepare(name: str, upload: Upload, screen: Screen) -> PreparedUpload:
             rows = by_day[moment.date()] = StationRows()
         event_type = screen.registry.get(header["eventtype_uploadcode"])
         try:
-            reason = rows.add(event_type, event, moment, origin=name)
+            reason = rows.add(event_type, event, moment)
         except Exception as exc:  # noqa: BLE001 - one odd event must not stop the writer
             # add() changes nothing before it succeeds, so the event is simply left out.
             reason = f"{event_type.upload_code} event cannot be stored: {describe(exc)}"

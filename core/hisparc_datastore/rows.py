@@ -92,7 +92,6 @@ class Rejected:
 
     event: object
     reason: str
-    origin: str | None = None
 
 
 def unix_timestamp(moment: datetime.datetime) -> int:
@@ -116,14 +115,8 @@ class StationRows:
     def __len__(self) -> int:
         return sum(len(rows) for rows in self._rows.values())
 
-    def add(
-        self, event_type: EventType, event: dict, moment: datetime.datetime, origin: str | None = None
-    ) -> str | None:
-        """Add one event; return the reason it cannot be stored, or None.
-
-        ``origin`` names the upload the event came from, so that an event
-        rejected later by :meth:`build` can be traced back to it.
-        """
+    def add(self, event_type: EventType, event: dict, moment: datetime.datetime) -> str | None:
+        """Add one event; return the reason it cannot be stored, or None."""
         plan = row_plan(event_type)
         row = plan.defaults.copy()
         timestamp = unix_timestamp(moment)
@@ -165,7 +158,7 @@ class StationRows:
             row[position] = value
         self.blobs.extend(new_blobs)
         self._rows.setdefault(event_type, []).append(tuple(row))
-        self._events.setdefault(event_type, []).append((event, moment, origin))
+        self._events.setdefault(event_type, []).append((event, moment))
         return None
 
     def build(self, blob_base: int) -> tuple[dict[EventType, np.ndarray], list[Rejected]]:
@@ -199,28 +192,28 @@ class StationRows:
         for event_type in event_types:
             flat_dtype = row_plan(event_type).flat_dtype
             # Row by row, to name each culprit.
-            for row, (event, _, origin) in zip(self._rows[event_type], self._events[event_type],
+            for row, (event, _) in zip(self._rows[event_type], self._events[event_type],
                                                strict=True):
                 try:
                     np.array([row], dtype=flat_dtype)
                 except Exception as exc:  # noqa: BLE001
                     reason = (f"{event_type.upload_code} value does not fit its column: "
                               f"{type(exc).__name__}: {clip(str(exc))}")
-                    rejected.append(Rejected(event, reason, origin))
+                    rejected.append(Rejected(event, reason))
         return rejected
 
     def _rebuild_without(self, bad: set[int]) -> None:
         # Rebuilding from scratch keeps blob indices dense: a rejected event
         # leaves no orphan blob behind.
         events = [
-            (event_type, event, moment, origin)
+            (event_type, event, moment)
             for event_type, items in self._events.items()
-            for event, moment, origin in items
+            for event, moment in items
             if id(event) not in bad
         ]
         self.__init__()
-        for event_type, event, moment, origin in events:
-            self.add(event_type, event, moment, origin)
+        for event_type, event, moment in events:
+            self.add(event_type, event, moment)
 
 
 def shift_blob_indices(event_type: EventType, records: np.ndarray, offset: int) -> np.ndarray:
