@@ -171,13 +171,13 @@ class Preparer:
 
     def __init__(self, partial: Path, registry: Registry, minimum_year: int, enabled: bool = True) -> None:
         self.partial = partial
-        self.registry = registry
         self.minimum_year = minimum_year
         self.enabled = enabled
         self.failures = 0
         self.batches_ahead = 0  # batches the child prepared (in part) for the writer
         self.uploads_here = 0  # uploads of those the writer prepared itself rather than wait
         self.screen = Screen(registry, minimum_year)
+        self._tables = _table_map(registry)  # what the child must find too
         self._child: _Child | None = None
         self._sent = 0  # number of the last batch sent
         self._waiting: dict[tuple[str, ...], int] = {}  # names -> number, sent and not yet taken
@@ -257,7 +257,7 @@ class Preparer:
     def _same_event_types(self, tables: dict | None) -> bool:
         # The child's first answer is the event types it found: another set than ours (a
         # plugin registered by hand, an install changed under us) would store other rows.
-        if tables == _table_map(self.registry):
+        if tables == self._tables:
             return True
         self.close()
         self.enabled = False
