@@ -292,8 +292,6 @@ class Dedup:
 
 def _unlink(path: Path) -> None:
     try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
+        path.unlink(missing_ok=True)
     except OSError as exc:
         log.warning("cannot remove %s of a receiver that died: %s", path, exc.strerror)

@@ -213,8 +213,6 @@ class NullSpool(Spool):
 
 def _remove(path: Path) -> None:
     try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
+        path.unlink(missing_ok=True)
     except OSError as exc:
         log.error("cannot remove %s after a failed queue write: %s", path, exc.strerror)
