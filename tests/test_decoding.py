@@ -109,7 +109,8 @@ def test_garbled_pickles_raise_decode_error(payload):
         ({"station_id": 1, "cluster": "x"}, "lacks event_list"),
         ({"station_id": "1", "cluster": "x", "event_list": []}, "not an integer"),
         ({"station_id": True, "cluster": "x", "event_list": []}, "not an integer"),
-        ({"station_id": 1, "cluster": "", "event_list": []}, "not a name"),
+        ({"station_id": 1, "cluster": "", "event_list": []}, "refused: empty"),
+        ({"station_id": 1, "cluster": "Utrecht e.o.", "event_list": []}, "ends in '.'"),
         ({"station_id": 1, "cluster": "x", "event_list": {}}, "not a list"),
     ],
 )

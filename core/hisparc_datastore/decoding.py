@@ -5,12 +5,12 @@ from __future__ import annotations
 import datetime
 import io
 import pickle
-import re
 from typing import Any
 
 import attrs
 
 from .brief import brief
+from .clusters import cluster_problem
 from .plainpickle import MAX_INT_BITS, NotPlainData, PickleError, load_plain
 
 
@@ -23,7 +23,6 @@ class ForbiddenPickle(DecodeError):
 
 
 MAX_STATION_ID = 2**31 - 1
-_CLUSTER = re.compile(r"[^/\x00-\x1f\x7f]{1,100}")
 
 #: Containers in an uploaded event list: the list, an event, its header or datalist, a data item.
 EVENT_LIST_DEPTH = 4
@@ -158,9 +157,10 @@ def parse_queue_file(payload: bytes) -> Upload:
         raise DecodeError(f"station_id is {brief(station_id)}, not an integer")
     if not 0 <= station_id <= MAX_STATION_ID:
         raise DecodeError(f"station_id {brief(station_id)} is outside 0..{MAX_STATION_ID}")
-    # The cluster names an HDF5 group: '/' would make it a path, and control characters no reader wants.
-    if not isinstance(cluster, str) or not _CLUSTER.fullmatch(cluster):
-        raise DecodeError(f"cluster is {brief(cluster)}, not a name")
+    # The cluster names an HDF5 group, which readers must be able to list (clusters.py).
+    problem = cluster_problem(cluster)
+    if problem is not None:
+        raise DecodeError(f"cluster {brief(cluster)} is refused: {problem}")
     if not isinstance(event_list, list):
         raise DecodeError(f"event_list is a {type(event_list).__name__}, not a list")
     return Upload(station_id, cluster, event_list)

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import attrs
 
+from .clusters import cluster_problem
 from .config import ConfigError, Settings
 from .durable import write_atomically
 
@@ -65,6 +66,10 @@ def check_station_list(text: str, source: str) -> int:
                 f"{source} line {lineno}: station number {number[:40]!r} is not a number")
         if not cluster:
             raise StationListRefused(f"{source} line {lineno}: station {number} has no cluster")
+        problem = cluster_problem(cluster)
+        if problem is not None:
+            raise StationListRefused(
+                f"{source} line {lineno}: station {number}: cluster {cluster[:40]!r} is refused, {problem}")
         if not password:
             raise StationListRefused(f"{source} line {lineno}: station {number} has no password")
         if int(number) in seen:

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import attrs
 
+from ..clusters import cluster_problem
+
 log = logging.getLogger(__name__)
 
 
@@ -52,6 +54,12 @@ def parse_station_list(text: str, source: str = "station list") -> dict[int, Sta
             continue
         if not cluster:
             log.error("%s line %d: station %s has no cluster; line skipped", source, lineno, number)
+            continue
+        problem = cluster_problem(cluster)
+        if problem is not None:
+            # Its uploads would be stored where readers cannot find them, or not at all.
+            log.error("%s line %d: station %s: cluster %r is refused, %s; line skipped",
+                      source, lineno, number, cluster[:40], problem)
             continue
         if int(number) in stations:
             log.warning("%s line %d: station %s listed again; the later line wins", source, lineno, number)
