@@ -1,5 +1,6 @@
 """What an authenticated station sent but the receiver refused is kept, with why, and can be replayed."""
 
+import datetime
 import hashlib
 import pickle
 import urllib.parse
@@ -82,7 +83,8 @@ def test_a_resent_unpickleable_upload_is_refused_again_not_taken_for_in_flight(c
     payload = b"not a pickle"
     assert post(url, payload) == "208"
     assert post(url, payload) == "208"
-    assert len(Queue(load_settings(config).data_dir).quarantined()) == 2
+    ((name, reason),) = Queue(load_settings(config).data_dir).quarantined()
+    assert "refused 2 time(s)" in reason
 
 
 def test_unauthenticated_requests_leave_nothing_behind(config, url, testdata):
@@ -97,3 +99,85 @@ def test_a_refused_file_without_its_station_line_is_not_guessed_at(config):
     (queue.quarantine / "x.refused.reason").write_text("edited by hand\n")
     with pytest.raises(DecodeError, match="x.refused.reason: first line should be"):
         queue.requeue("x.refused")
+
+
+def _datetime_pickle(state: bytes) -> bytes:
+    good = datetime.datetime(2026, 12, 1, 0, 0, 59)
+    payload = pickle.dumps([{"header": {"eventtype_uploadcode": "SIN", "datetime": good}, "datalist": []}],
+                           protocol=3)
+    assert payload.count(good.__reduce__()[1][0]) == 1
+    return payload.replace(good.__reduce__()[1][0], state)
+
+
+@pytest.mark.parametrize("state, what", [
+    (bytes([7, 234, 12, 1, 0, 0, 60, 0, 0, 0]), "second"),  # a leap second, as a GPS clock may say
+    (bytes([7, 234, 12, 1, 0, 60, 0, 0, 0, 0]), "minute"),
+    (bytes([7, 234, 12, 1, 24, 0, 0, 0, 0, 0]), "hour"),
+    (bytes([7, 234, 2, 30, 0, 0, 0, 0, 0, 0]), "day"),
+    (bytes([7, 234, 12, 0, 0, 0, 0, 0, 0, 0]), "day"),
+    (bytes([0, 0, 12, 1, 0, 0, 0, 0, 0, 0]), "year"),
+    (bytes([7, 234, 12, 1, 0, 0, 0, 0x0F, 0x42, 0x40]), "microsecond"),
+])
+def test_every_impossible_datetime_answers_208_so_the_station_stops_retrying(config, url, state, what):
+    assert post(url, _datetime_pickle(state)) == "208"
+    ((name, reason),) = Queue(load_settings(config).data_dir).quarantined()
+    assert "datetime state is invalid" in reason and what in reason
+
+
+def test_a_possible_datetime_in_the_same_pickle_is_taken(url):
+    assert post(url, _datetime_pickle(bytes([7, 234, 12, 1, 23, 59, 59, 0x0F, 0x42, 0x3F]))) == "100"
+
+
+def test_a_refusal_retried_20_times_is_one_entry_and_requeued_once(config, url, testdata):
+    payload = (testdata / "uploads" / "py2event").read_bytes()
+    for _ in range(20):
+        assert post(url, payload, checksum="0" * 32) == "201"
+    queue = Queue(load_settings(config).data_dir)
+    ((name, reason),) = queue.quarantined()
+    assert "refused 20 time(s)" in reason
+    assert reason.startswith("station 99 cluster amsterdam\nreceiver answered 201")
+
+    assert cli.main(["requeue", str(config), name]) == 0
+    assert len(list(queue.incoming.iterdir())) == 1
+    # The station's retry, now with the right checksum, is the upload requeue queued: not again.
+    assert post(url, payload) == "100"
+    assert len(list(queue.incoming.iterdir())) == 1
+
+
+def test_requeue_skips_a_refusal_whose_bytes_the_station_had_accepted_since(config, url, testdata,
+                                                                            capsys):
+    payload = (testdata / "uploads" / "py2event").read_bytes()
+    assert post(url, payload, checksum="0" * 32) == "201"
+    assert post(url, payload) == "100"  # the retry got through
+    queue = Queue(load_settings(config).data_dir)
+    ((name, _),) = queue.quarantined()
+    assert cli.main(["requeue", str(config), name]) == 0
+    assert "not requeued" in capsys.readouterr().out
+    assert len(list(queue.incoming.iterdir())) == 1
+    assert queue.quarantined() == []
+
+
+def test_requeue_skips_a_refusal_the_archive_holds_without_a_duplicate_memory(tmp_path, testdata):
+    from hisparc_datastore.decoding import Upload, parse_event_list
+    from hisparc_datastore.queue import AlreadyStored
+
+    payload = (testdata / "uploads" / "py2event").read_bytes()
+    queue = Queue(tmp_path)
+    events = parse_event_list(payload)
+    day = events[0]["header"]["datetime"].date()
+    (queue.partial / "stored-upload").write_bytes(Upload(99, "Science Park", events).to_queue_bytes())
+    queue.archive_claimed([("stored-upload", [day])])
+    path, count = queue.keep_refused(payload, 99, "Science Park", "receiver answered 201: test")
+    assert count == 1
+    with pytest.raises(AlreadyStored, match="the archive holds the same upload"):
+        queue.requeue(path.name)
+    assert queue.quarantined() == [] and list(queue.incoming.iterdir()) == []
+
+
+def test_requeue_takes_a_cluster_with_a_space(tmp_path, testdata):
+    payload = (testdata / "uploads" / "py2event").read_bytes()
+    queue = Queue(tmp_path)
+    path, _ = queue.keep_refused(payload, 99, "Science Park", "receiver answered 201: test")
+    queued = queue.requeue(path.name)
+    upload = parse_queue_file(queued.read_bytes())
+    assert (upload.station_id, upload.cluster) == (99, "Science Park")

@@ -87,12 +87,26 @@ def cmd_quarantine(args: argparse.Namespace) -> int:
 
 
 def cmd_requeue(args: argparse.Namespace) -> int:
-    from .queue import Queue
+    from .queue import AlreadyStored, Queue
+    from .receiver.dedup import DB_NAME, Dedup
 
-    queue = Queue(load_settings(args.config).data_dir)
+    settings = load_settings(args.config)
+    queue = Queue(settings.data_dir)
+    # The receiver's memory of accepted uploads: a refused upload the station re-sent and
+    # had accepted is stored already.
+    memory = None
+    if settings.duplicate_window_hours > 0 and (settings.data_dir / DB_NAME).exists():
+        memory = Dedup(settings.data_dir / DB_NAME, settings.duplicate_window_hours, queue.tmp)
+    status = 0
     for name in args.names:
-        print(f"{name} -> {queue.requeue(name)}")
-    return 0
+        try:
+            print(f"{name} -> {queue.requeue(name, memory)}")
+        except AlreadyStored as exc:
+            print(str(exc))
+        except BlockingIOError as exc:
+            print(f"datastore requeue: {exc}", file=sys.stderr)
+            status = 1
+    return status
 
 
 def cmd_serve(args: argparse.Namespace) -> int:

@@ -128,9 +128,14 @@ def _reduce(func: Any, args: Any) -> Any:
             raise NotPlainData("datetime.datetime is called with other than its 10-byte state")
         state = args[0].encode("latin-1") if isinstance(args[0], str) else args[0]
         try:
-            return datetime.datetime(state)
+            moment = datetime.datetime(state)
+            # The state constructor checks the month only: second 60 or day 31 of
+            # February would pass, and fail later, where a station hears 205 and retries.
+            datetime.datetime(moment.year, moment.month, moment.day, moment.hour, moment.minute,
+                              moment.second, moment.microsecond, fold=moment.fold)
         except (TypeError, ValueError) as exc:
             raise NotPlainData(f"datetime state is invalid: {exc}") from None
+        return moment
     if func is _BYTES:
         if args:
             raise NotPlainData("bytes is called with arguments")

@@ -14,11 +14,14 @@ from __future__ import annotations
 
 import datetime
 import gzip
+import hashlib
 import logging
 import os
+import threading
 import time
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Protocol
 
 from .durable import fsync_dir, move, write_atomically
 
@@ -29,6 +32,25 @@ REASON_SUFFIX = ".reason"
 # The raw ``data`` of an upload the receiver refused though the station was
 # authenticated (bad checksum, cannot be unpickled), kept for an operator.
 REFUSED_SUFFIX = ".refused"
+# Refusals of the same bytes from the same station are one entry; its count is rewritten
+# in place, one thread at a time (processes may race and lose a count, never the bytes).
+_REFUSED_LOCK = threading.Lock()
+_COUNT_PREFIX = "refused "
+
+
+class AlreadyStored(Exception):
+    """A refused upload that was stored meanwhile (the station's retry was accepted):
+    requeueing it would store its events a second time."""
+
+
+class UploadMemory(Protocol):
+    """The receiver's duplicate memory, as ``requeue`` consults it (receiver/dedup.py)."""
+
+    def claim(self, station_id: int, checksum: str, name: str = "") -> str: ...
+
+    def remember(self, station_id: int, checksum: str) -> None: ...
+
+    def forget(self, station_id: int, checksum: str, name: str | None = None) -> bool: ...
 
 
 class Queue:
@@ -123,14 +145,33 @@ class Queue:
         write_atomically(target, payload, fsync=self.fsync)
         return target
 
-    def keep_refused(self, name: str, data: bytes, station_id: int, cluster: str, reason: str) -> Path:
-        """Keep the raw bytes of an authenticated upload the receiver refused, with why."""
-        target = self.quarantine / (name + REFUSED_SUFFIX)
-        header = f"station {station_id} cluster {cluster}\n"
-        write_atomically(target.with_name(target.name + REASON_SUFFIX),
-                         (header + reason + "\n").encode(), fsync=self.fsync)
-        write_atomically(target, data, fsync=self.fsync)
-        return target
+    def keep_refused(self, data: bytes, station_id: int, cluster: str, reason: str) -> tuple[Path, int]:
+        """Keep the raw bytes of an authenticated upload the receiver refused, with why; the
+        same bytes from the same station again only count once more. Returns the entry and
+        how many times it was refused."""
+        checksum = hashlib.md5(data).hexdigest()
+        target = self.quarantine / f"{station_id}-{checksum}{REFUSED_SUFFIX}"
+        reason_file = target.with_name(target.name + REASON_SUFFIX)
+        now = _utc_stamp()
+        with _REFUSED_LOCK:
+            count, first = 0, now
+            try:
+                for line in reason_file.read_text().splitlines():
+                    if line.startswith(_COUNT_PREFIX):
+                        words = line.split()
+                        count, first = int(words[1]), words[4].rstrip(",")
+            except (OSError, ValueError, IndexError):
+                count, first = 0, now
+            if count and not target.exists():
+                count = 0  # requeued meanwhile: a new entry
+            count += 1
+            header = f"station {station_id} cluster {cluster}\n"
+            tally = f"{_COUNT_PREFIX}{count} time(s), first {first}, last {now}\n"
+            # The bytes first: a reason file never names a count of bytes not kept.
+            if not target.exists():
+                write_atomically(target, data, fsync=self.fsync)
+            write_atomically(reason_file, (header + reason + "\n" + tally).encode(), fsync=self.fsync)
+        return target, count
 
     def quarantined(self) -> list[tuple[str, str]]:
         """Every quarantined file with its reason."""
@@ -143,14 +184,16 @@ class Queue:
             entries.append((name, reason.strip()))
         return entries
 
-    def requeue(self, name: str) -> Path:
+    def requeue(self, name: str, memory: UploadMemory | None = None) -> Path:
         """Put a quarantined (or suspicious) file back into ``incoming/``.
 
         A refused upload's raw bytes go back only if they can be decoded now
-        (by a decoder that has learnt to); they become a queue file then.
+        (by a decoder that has learnt to), and only if they were not stored
+        meanwhile (:class:`AlreadyStored`), which ``memory`` (the receiver's
+        duplicate memory) and the archive tell; they become a queue file then.
         """
         if name.endswith(REFUSED_SUFFIX):
-            return self._requeue_refused(name)
+            return self._requeue_refused(name, memory)
         for directory in (self.quarantine, self.suspicious):
             source = directory / name
             if source.exists():
@@ -160,26 +203,76 @@ class Queue:
                 return target
         raise FileNotFoundError(f"no file {name!r} in {self.quarantine} or {self.suspicious}")
 
-    def _requeue_refused(self, name: str) -> Path:
-        from .decoding import DecodeError, Upload, parse_event_list
+    def _requeue_refused(self, name: str, memory: UploadMemory | None) -> Path:
+        from .clusters import cluster_problem
+        from .decoding import DecodeError, Upload, event_datetime, parse_event_list
+        from .receiver.dedup import DUPLICATE, NEW
 
         source = self.quarantine / name
         reason_file = self.quarantine / (name + REASON_SUFFIX)
         if not source.exists():
             raise FileNotFoundError(f"no file {name!r} in {self.quarantine}")
-        words = reason_file.read_text().split("\n", 1)[0].split()
-        if len(words) != 4 or words[0] != "station" or words[2] != "cluster":
+        # 'station N cluster NAME': the name may hold spaces, so it is the rest of the line.
+        words = reason_file.read_text().split("\n", 1)[0].split(" ", 3)
+        if (len(words) != 4 or words[0] != "station" or words[2] != "cluster"
+                or not (words[1].isascii() and words[1].isdigit())
+                or cluster_problem(words[3]) is not None):
             raise DecodeError(f"{reason_file}: first line should be 'station N cluster NAME'")
+        station_id, cluster = int(words[1]), words[3]
+        data = source.read_bytes()
         try:
-            events = parse_event_list(source.read_bytes())
+            events = parse_event_list(data)
         except DecodeError as exc:
             raise DecodeError(f"{source} still cannot be decoded: {exc}") from exc
+        payload = Upload(station_id, cluster, events).to_queue_bytes()
+        checksum = hashlib.md5(data).hexdigest()
         target = self.incoming / f"requeued-{int(time.time())}-{name[:-len(REFUSED_SUFFIX)]}"
-        write_atomically(target, Upload(int(words[1]), words[3], events).to_queue_bytes(),
-                         tmp_dir=self.tmp, fsync=self.fsync)
+        dates = {moment.date() for moment in map(event_datetime, events) if moment is not None}
+        archived = self._archived_copy(payload, dates)
+        if archived is not None:
+            self._drop_stored(source, reason_file, f"its events are stored: the archive holds "
+                              f"the same upload as {archived}")
+        if memory is not None:
+            verdict = memory.claim(station_id, checksum, target.name)
+            if verdict == DUPLICATE:
+                self._drop_stored(source, reason_file, f"station {station_id} sent the same bytes "
+                                  f"(md5 {checksum}) again and they were accepted")
+            if verdict != NEW:
+                raise BlockingIOError(f"{name}: the receiver is queueing the same upload right now; "
+                                      "try again in a minute")
+        try:
+            write_atomically(target, payload, tmp_dir=self.tmp, fsync=self.fsync)
+        except BaseException:
+            if memory is not None:
+                memory.forget(station_id, checksum, target.name)
+            raise
+        if memory is not None:
+            # The station's next retry of these bytes is now a duplicate, not a second copy.
+            memory.remember(station_id, checksum)
         source.unlink()
         reason_file.unlink(missing_ok=True)
         return target
+
+    def _drop_stored(self, source: Path, reason_file: Path, why: str) -> None:
+        # The bytes are stored; keeping them would invite a second requeue.
+        source.unlink()
+        reason_file.unlink(missing_ok=True)
+        log.warning("%s not requeued and removed: %s", source.name, why)
+        raise AlreadyStored(f"{source.name}: not requeued, {why}; removed from quarantine")
+
+    def _archived_copy(self, payload: bytes, dates: Iterable[datetime.date]) -> Path | None:
+        """An archived upload whose queue file is ``payload`` (the receiver writes the same
+        bytes for the same station, cluster and events), under any of ``dates``."""
+        for date in dates:
+            for path in self.archived(date):
+                if path.suffix != ".gz" and path.stat().st_size != len(payload):
+                    continue
+                try:
+                    if read_archived(path) == payload:
+                        return path
+                except (OSError, EOFError, gzip.BadGzipFile):
+                    continue
+        return None
 
     # -- archive -------------------------------------------------------------
 
@@ -275,6 +368,10 @@ def _compress_keeping_mtime(path: Path, fsync: bool) -> None:
     os.replace(tmp, target)
     if fsync:
         fsync_dir(path.parent)
+
+
+def _utc_stamp() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def read_archived(path: Path) -> bytes:

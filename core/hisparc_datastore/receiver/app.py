@@ -317,15 +317,15 @@ class ReceiverApp:
         The station is told the code and may retry; the copy lets an operator
         see the reason and, once the cause is fixed, ``datastore requeue`` it.
         """
-        name = self.spool.unique_name(outcome.station_id, checksum)
         reason = f"receiver answered {outcome.code}: {outcome.detail}"
         try:
-            path = self.spool.queue.keep_refused(name, payload, outcome.station_id, station.cluster,
-                                                 reason)
+            path, count = self.spool.queue.keep_refused(payload, outcome.station_id, station.cluster,
+                                                        reason)
         except Exception as exc:  # noqa: BLE001 - the station still hears its code
             log.error("cannot keep refused upload of station %s: %s", outcome.station_id, _describe(exc))
             return outcome
-        return attrs.evolve(outcome, detail=f"{outcome.detail}; kept as quarantine/{path.name}")
+        kept = f"kept as quarantine/{path.name}" + (f", refused {count} times" if count > 1 else "")
+        return attrs.evolve(outcome, detail=f"{outcome.detail}; {kept}")
 
 
 def _describe(exc: BaseException) -> str:
