@@ -26,6 +26,7 @@ from ..brief import clip
 from ..config import Settings
 from ..decoding import DecodeError, Upload, parse_event_list
 from .dedup import DB_NAME, DUPLICATE, IN_FLIGHT, NEW, Dedup
+from .guard import PasswordGuard
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .metrics import Metrics
 from .spool import ClaimLost, Spool, is_suspicious
@@ -37,6 +38,9 @@ RC_OK = "100"
 RC_CHECKSUM = "201"
 RC_PASSWORD = "203"
 RC_TRANSACTION_FAILED = "205"
+# Not answered: an unknown station hears 203 as a wrong password does, so guessing tells
+# no station numbers. The station software treats every code but 100 alike (it logs the
+# code and retries the batch later), so nothing is lost by it.
 RC_UNKNOWN_STATION = "206"
 RC_UNPICKLE = "208"
 RC_INVALID_POST = "400"
@@ -62,6 +66,7 @@ class Outcome:
     station_id: int | None = None
     detail: str = ""
     duplicate: bool = False
+    quiet: bool = False  # logged in summary elsewhere (PasswordGuard), not line by line
 
 
 def read_body(stream: Any, length: int) -> bytes:
@@ -126,12 +131,14 @@ class ReceiverApp:
     """The receiver as a WSGI callable; one instance serves all threads."""
 
     def __init__(self, settings: Settings, stations: StationList, spool: Spool,
-                 dedup: Dedup | None, metrics: Metrics | None = None) -> None:
+                 dedup: Dedup | None, metrics: Metrics | None = None,
+                 guard: PasswordGuard | None = None) -> None:
         self.settings = settings
         self.stations = stations
         self.spool = spool
         self.dedup = dedup
         self.metrics = metrics or Metrics()
+        self.guard = guard or PasswordGuard()
 
     def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
         to_metrics = environ.get("PATH_INFO", "").rstrip("/").endswith("/metrics")
@@ -150,6 +157,8 @@ class ReceiverApp:
             outcome = Outcome(RC_TRANSACTION_FAILED, detail=f"unexpected error: {_describe(exc)}")
         elapsed = time.perf_counter() - started
         self.metrics.record(outcome.code, max(size or 0, 0), elapsed, outcome.duplicate)
+        if outcome.quiet:
+            return self._respond(start_response, outcome.code)
         level = (logging.INFO if outcome.code == RC_OK
                  else logging.ERROR if outcome.code == RC_TRANSACTION_FAILED else logging.WARNING)
         log.log(level, "station %s from %s: %s, %s bytes, %.1f ms%s",
@@ -187,10 +196,15 @@ class ReceiverApp:
         station_id = int(form["station_id"])
 
         station = self.stations.get(station_id)
-        if station is None:
-            return Outcome(RC_UNKNOWN_STATION, station_id, "unknown station")
-        if not station.password_matches(form["password"]):
-            return Outcome(RC_PASSWORD, station_id, "wrong password")
+        address = environ.get("REMOTE_ADDR", "?")
+        pair = station_id if station is not None else None
+        if not self.guard.may_try(address, pair):
+            self.guard.turned_away(address, pair)
+            return Outcome(RC_TRANSACTION_FAILED, station_id, "too many password failures", quiet=True)
+        if station is None or not station.password_matches(form["password"]):
+            self.guard.failed(address, pair)
+            return Outcome(RC_PASSWORD, station_id,
+                           "unknown station" if station is None else "wrong password")
         try:
             payload = form["data"].encode("latin-1")
         except UnicodeEncodeError:
