@@ -42,6 +42,8 @@ _SPARE_FILES = 64  # for the queue, the log, the station list and sqlite beside 
 # How often a running receiver settles what other receiver processes that died left behind
 # (their claims and tmp/ files); its own start-up does it at once.
 RECOVER_EVERY_SECONDS = 300.0
+# At the connection limit under a churn, closing connections is summarised this often.
+EVICTION_LOG_SECONDS = 10.0
 
 
 class _ProtocolErrorTask(ErrorTask):
@@ -71,11 +73,24 @@ class _ProtocolErrorTask(ErrorTask):
 class _ReceiverChannel(HTTPChannel):
     error_task_class = _ProtocolErrorTask
     request_started: float | None = None  # when the first byte of the request being read arrived
+    last_received = 0.0  # when the latest bytes arrived (0: none yet)
+    bytes_received = 0
 
     def received(self, data: bytes) -> bool:
-        if self.request is None and data:
-            self.request_started = time.time()
+        if data:
+            now = time.time()
+            if self.request is None:
+                self.request_started = now
+            self.last_received = now
+            self.bytes_received += len(data)
         return super().received(data)
+
+    def silent_since(self) -> float | None:
+        """Since when this connection has sent nothing, or None while a request of it is being
+        served (its worker thread owns it then)."""
+        if self.requests:
+            return None
+        return max(self.last_received, self.creation_time)
 
     def stalled_since(self) -> float | None:
         """When this connection began to hold a slot without a request to serve, or None
@@ -95,12 +110,17 @@ class _ReceiverServer(TcpWSGIServer):
     a client that trickles a header byte a second keeps its slot for ever, and with
     ``connection_limit`` such clients no station is accepted at all. Here a request must be
     complete ``request_timeout`` seconds after its first byte, and when the connections
-    reach the limit the one that has been waiting longest without a request in service is
-    closed to let the new one in: a station's upload is read at once, whatever the rest do.
+    reach the limit the one that has sent nothing for longest (of those without a request in
+    service; the fewest bytes among equals) is closed to let the new one in. Not the oldest:
+    under a churn of new connections that is the station still sending a slow body, while
+    the connections that only hold a slot are the ones silent longest.
     """
 
     channel_class = _ReceiverChannel
     request_timeout = 60.0
+    evicted = 0  # connections closed to make room
+    _evicted_logged = 0
+    _evictions_logged = 0.0
 
     def maintenance(self, now: float) -> None:
         super().maintenance(now)  # idle keep-alive connections: channel_timeout
@@ -118,14 +138,23 @@ class _ReceiverServer(TcpWSGIServer):
         return super().readable()
 
     def _make_room(self) -> None:
-        waiting = [(channel.stalled_since(), id(channel), channel)
-                   for channel in list(self.active_channels.values())
-                   if not channel.will_close and channel.stalled_since() is not None]
-        if not waiting:
+        silent = []
+        for channel in list(self.active_channels.values()):
+            since = None if channel.will_close else channel.silent_since()
+            if since is not None:
+                silent.append((since, channel.bytes_received, id(channel), channel))
+        if not silent:
             return  # every connection has a request in service: they will finish
-        started, _, channel = min(waiting)
-        log.warning("connection limit reached: closing the connection from %s, waiting %.0f s "
-                    "without a whole request", channel.addr[0], time.time() - started)
+        since, received, _, channel = min(silent)
+        # One line per closed connection would be a log line per attacker connection.
+        self.evicted += 1
+        now = time.time()
+        if now - self._evictions_logged >= EVICTION_LOG_SECONDS:
+            log.warning("connection limit reached: closed %d connection(s) in %.0f s, each the one "
+                        "silent longest; the latest from %s, silent %.1f s after %d bytes",
+                        self.evicted - self._evicted_logged, now - self._evictions_logged
+                        if self._evictions_logged else 0.0, channel.addr[0], now - since, received)
+            self._evictions_logged, self._evicted_logged = now, self.evicted
         # waitress closes it in this round of its loop (a closing connection polls writable)
         channel.will_close = True
 
