@@ -292,7 +292,9 @@ class ReceiverApp:
         try:
             return self.dedup.forget(station_id, checksum, name)
         except sqlite3.Error as exc:
-            log.warning("cannot drop the claim of upload %s: %s", name, exc)
+            log.warning("cannot drop the claim of upload %s: %s; the station's retry takes it over",
+                        name, exc)
+            self.dedup.abandon(name)
             return False
 
     def recover(self) -> int:

@@ -40,6 +40,11 @@ CLAIM_TIMEOUT_SECONDS = 120.0
 
 NEW, DUPLICATE, IN_FLIGHT = "new", "duplicate", "in flight"
 
+# Names of this process's claims whose release failed (a full disk refuses the DELETE too):
+# their requests are over and nothing was queued, so the station's retry takes them over at
+# once instead of hearing 205 until CLAIM_TIMEOUT_SECONDS have passed.
+_ABANDONED: set[str] = set()
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS accepted (
     station_id INTEGER NOT NULL,
@@ -177,6 +182,8 @@ class Dedup:
             return NEW
         finally:
             db.execute("COMMIT")
+            if abandoned is not None:
+                _ABANDONED.discard(abandoned.name)
             # Only once no claim names it: a committing claim whose tmp file is gone
             # would read as queued.
             if abandoned is not None and abandoned.name:
@@ -197,10 +204,18 @@ class Dedup:
         owner = owners.Owner.parse(claim.owner)
         return owner is not None and owners.is_alive(owner) is True
 
-    @staticmethod
-    def _is_dead(claim: Claim) -> bool:
+    def _is_dead(self, claim: Claim) -> bool:
+        if claim.name in _ABANDONED and claim.owner == self.owner:
+            return True  # this process gave it up: as good as dead
         owner = owners.Owner.parse(claim.owner)
         return owner is not None and owners.is_alive(owner) is False
+
+    @staticmethod
+    def abandon(name: str) -> None:
+        """Say that the claim of ``name``, whose upload was not queued, could not be dropped;
+        the next request for the same upload, or the next sweep, settles it."""
+        if name:
+            _ABANDONED.add(name)
 
     def commit(self, station_id: int, checksum: str, name: str) -> bool:
         """Say that ``tmp/name`` is whole and about to be renamed into the queue; False when
@@ -270,6 +285,7 @@ class Dedup:
         finally:
             db.execute("COMMIT")
         for name in abandoned:
+            _ABANDONED.discard(name)
             if name:
                 _unlink(self.tmp_dir / name)
         if remembered or dropped:
