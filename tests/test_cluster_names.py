@@ -6,12 +6,15 @@ import functools
 import http.server
 import logging
 import threading
+import xmlrpc.client
 
 import pytest
 import tables
 
 from hisparc_datastore.cli import main
 from hisparc_datastore.clusters import cluster_problem
+from hisparc_datastore.config import load_settings
+from hisparc_datastore.configserver import ConfigService
 from hisparc_datastore.decoding import DecodeError, Upload, parse_queue_file
 from hisparc_datastore.receiver.stations import parse_station_list
 from hisparc_datastore.stationsync import StationListRefused, check_station_list, install_station_list
@@ -112,6 +115,10 @@ def test_fetch_stations_refuses_a_dot_cluster_and_keeps_the_list(tmp_path, capsy
 def fetch_and_check(config, published, tmp_path, capsys):
     assert main(["fetch-stations", str(config)]) == 1
     assert "station 501: cluster 'Utrecht e.o.' is refused, ends in '.'" in capsys.readouterr().err
+    assert (tmp_path / "stations.csv").read_text() == "99,amsterdam,old\n"
+    # publicdb's push over XML-RPC: the same check, the reason in the fault publicdb raises
+    with pytest.raises(xmlrpc.client.Fault, match="cluster 'Utrecht e.o.' is refused, ends in '.'"):
+        ConfigService(load_settings(config)).reload_datastore()
     assert (tmp_path / "stations.csv").read_text() == "99,amsterdam,old\n"
     published.write_text("99,amsterdam,pw\n501,Utrecht e.o,pw\n")
     assert main(["fetch-stations", str(config)]) == 0
