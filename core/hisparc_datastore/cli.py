@@ -87,6 +87,8 @@ def cmd_quarantine(args: argparse.Namespace) -> int:
 
 
 def cmd_requeue(args: argparse.Namespace) -> int:
+    import sqlite3
+
     from .queue import AlreadyStored, Queue
     from .receiver.dedup import DB_NAME, Dedup
 
@@ -105,6 +107,11 @@ def cmd_requeue(args: argparse.Namespace) -> int:
             print(str(exc))
         except BlockingIOError as exc:
             print(f"datastore requeue: {exc}", file=sys.stderr)
+            status = 1
+        except sqlite3.Error as exc:
+            # Without the memory it cannot tell whether the station's retry was stored.
+            print(f"datastore requeue: {name}: kept, the duplicate memory cannot be read: {exc}",
+                  file=sys.stderr)
             status = 1
     return status
 
