@@ -5,7 +5,10 @@ the deployed queue is also drained by ours (the switch-over). The rows must be e
 
 Where ours differs on purpose, a test below says so: code-running pickles are refused (never
 posted to the deployed receiver, which would run them), a retry is queued once, LIT/LCG/LST
-are stored, and an upload whose shared references expand beyond the bound is refused.
+are stored, an upload whose shared references expand beyond the bound is refused, and a Python 2
+byte string is stored as the bytes sent (the deployed datastore re-encodes it). Events both
+leave out (text beyond latin-1 in a blob) are compared as absent: the deployed writer discards
+them, ours keeps them in quarantine with the reason.
 
 ``DIFFERENTIAL_UPLOADS`` sets how many uploads the generated test tries (``make fuzz``: 2,000).
 
@@ -54,6 +57,7 @@ from hisparc_datastore.plugins import load_registry
 from hisparc_datastore.pytest_plugin import _shared
 from hisparc_datastore.queue import REASON_SUFFIX
 from hisparc_datastore.serveprocess import ServeProcess, free_port
+from hisparc_datastore.testing import sample_values
 
 DATASTORE = Path(sys.executable).with_name("datastore")
 STATIONS = 20_000  # one station per upload, listed up front: the deployed receiver reads the list once
@@ -821,3 +825,20 @@ def test_python_2_byte_strings_are_stored_as_sent_where_the_deployed_reencodes_t
     assert [o.deployed_answer for o in outcomes] == [OK, OK, "HTTP 500", OK]
     assert [messages(o.deployed_rows) for o in outcomes] == [[b"caf\xe9 ok"], [], [], [b"plain ASCII"]]
     assert [messages(o.switch_rows) for o in outcomes] == [[b"caf\xe9 ok"], [], [], [b"plain ASCII"]]
+
+
+def test_lightning_messages_the_deployed_writer_discards_are_stored_by_ours(oracle):
+    # On purpose: the deployed writer's LIT, LCG and LST column names do not exist in its tables,
+    # so it discards every such message; ours stores them, from our queue and from its queue alike.
+    registry = load_registry()
+    events = [{"header": {"eventtype_uploadcode": code, "datetime": datetime.datetime(2024, 1, 2, 3),
+                          "nanoseconds": 0},
+               "datalist": [{"data_uploadcode": c, "data": v}
+                            for c, v in sample_values(registry.get(code)).items()]}
+              for code in ("LIT", "LCG", "LST")]
+    (outcome,) = oracle.round([pickle.dumps(events, protocol=2)])
+    assert differences(outcome) == []
+    tables_with_rows = {table for (_, table), rows in outcome.our_rows.items() if rows}
+    assert tables_with_rows == STORED_BY_US_ONLY
+    assert outcome.switch_rows == outcome.our_rows
+    assert not any(outcome.deployed_rows.values())
