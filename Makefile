@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 PLUGINS := plugins/hisparc plugins/weather plugins/lightning
 STAMP := $(VENV)/.installed
 
-.PHONY: venv test lint demo bench chaos dist clean
+.PHONY: venv test lint demo bench chaos fuzz dist clean
 
 venv: $(STAMP)
 
@@ -31,6 +31,12 @@ bench: venv
 
 chaos: venv
 	$(BIN)/python bench/chaos.py --kills 50
+
+# The differential test against the deployed datastore, long: 2,000 generated uploads
+# (make test runs a few dozen). Prints the tally line; any difference fails it.
+fuzz: venv
+	DIFFERENTIAL_UPLOADS=2000 $(BIN)/pytest tests/test_differential.py -q -rA \
+		-k generated_uploads_are_stored_as_the_deployed
 
 # Wheels of the core and the plugins; install with
 #   pip install --find-links dist 'hisparc-datastore[all]'

@@ -6,7 +6,11 @@ writer that is killed with SIGKILL at random instants and restarted each
 time, then left to drain. Every day file of the second run must open and
 read fully, and its rows, compared one by one with the reference's (blobs
 resolved to their bytes), must show nothing lost and nothing duplicated.
-The reference itself must hold every event that was sent.
+The reference itself must hold every event that was sent. Every upload with a
+configuration event gets a second one sharing its datalist list, and its queue
+file is written with Python's pickle as the deployed receiver writes it: Python
+writes the shared list once and refers to it again, and nothing may be
+quarantined for that.
 
 Then the same uploads are posted over HTTP to a receiver that is killed
 with SIGKILL at random instants and restarted (``receiver_chaos.py``); once
@@ -20,6 +24,8 @@ import argparse
 import contextlib
 import datetime
 import json
+import os
+import pickle
 import random
 import shutil
 import signal
@@ -31,6 +37,7 @@ from pathlib import Path
 import receiver_chaos
 
 from hisparc_datastore.contents import multiset_difference, read_contents
+from hisparc_datastore.decoding import Upload
 from hisparc_datastore.plugins import load_registry
 from hisparc_datastore.simulate import CONFIG_TEMPLATE, simulated_uploads, stations, write_queue
 from hisparc_datastore.summary import day_files
@@ -39,10 +46,34 @@ ROOT = Path(__file__).resolve().parents[1]
 DATASTORE = Path(sys.executable).with_name("datastore")
 
 
-def make_data_dir(path: Path, uploads, batch_uploads: int) -> Path:
+def share_config_datalists(uploads: list[Upload]) -> tuple[list[Upload], set[int]]:
+    """Every upload with a CFG event gets a second CFG event (a second later) whose datalist is
+    the very same list; returns the uploads and the positions of those that share."""
+    shared, sharing = [], set()
+    for i, upload in enumerate(uploads):
+        config = next((e for e in upload.event_list if e["header"]["eventtype_uploadcode"] == "CFG"), None)
+        if config is None:
+            shared.append(upload)
+            continue
+        again = {"header": config["header"] | {"datetime": config["header"]["datetime"]
+                                               + datetime.timedelta(seconds=1)},
+                 "datalist": config["datalist"]}
+        shared.append(Upload(upload.station_id, upload.cluster, [*upload.event_list, again]))
+        sharing.add(i)
+    return shared, sharing
+
+
+def make_data_dir(path: Path, uploads, batch_uploads: int, deployed_style: set[int] = frozenset()) -> Path:
     shutil.rmtree(path, ignore_errors=True)
     path.mkdir(parents=True)
     write_queue(path, uploads)
+    for i in deployed_style:  # as the deployed receiver writes a queue file: Python's pickle of a dict
+        upload = uploads[i]
+        queued = path / "incoming" / f"sim-{i:07d}-{upload.station_id}"
+        times = queued.stat().st_mtime_ns
+        queued.write_bytes(pickle.dumps({"station_id": upload.station_id, "cluster": upload.cluster,
+                                         "event_list": upload.event_list}))
+        os.utime(queued, ns=(times, times))
     config = path / "config.ini"
     config.write_text(CONFIG_TEMPLATE.format(data_dir=path, minimum_year=2020).replace("sleep=1", "sleep=0.2")
                       + f"batch_uploads={batch_uploads}\n")
@@ -90,13 +121,15 @@ def main(argv: list[str] | None = None) -> int:
     rng = random.Random(args.seed)
     start = datetime.datetime(2026, 11, 24) - datetime.timedelta(seconds=args.seconds // 2)
     uploads = simulated_uploads(stations(args.stations), start, args.seconds, seed=args.seed)
+    uploads, sharing = share_config_datalists(uploads)
     sent = sum(len(upload.event_list) for upload in uploads)
     codes = sorted({e["header"]["eventtype_uploadcode"] for u in uploads for e in u.event_list})
     print(f"uploads: {len(uploads)} from {args.stations} stations, {sent} events, "
-          f"types: {' '.join(codes)}", flush=True)
+          f"types: {' '.join(codes)}; queue files with two CFG events sharing one datalist, "
+          f"written with Python's pickle: {len(sharing)}", flush=True)
 
     registry = load_registry()
-    reference_config = make_data_dir(args.dir / "reference", uploads, args.batch_uploads)
+    reference_config = make_data_dir(args.dir / "reference", uploads, args.batch_uploads, sharing)
     began = time.monotonic()
     run_to_completion(reference_config)
     full_run = time.monotonic() - began
@@ -112,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     startup = time.monotonic() - began
     work = max(full_run - startup, 0.1)
 
-    config = make_data_dir(args.dir / "run", uploads, args.batch_uploads)
+    config = make_data_dir(args.dir / "run", uploads, args.batch_uploads, sharing)
     data_dir = config.parent
     journal = data_dir / "writer.journal"
     kills = mid_batch = idle = 0
@@ -136,11 +169,13 @@ def main(argv: list[str] | None = None) -> int:
     kept = set(healed) | {p.with_name(p.name + ".reason") for p in healed}
     left = [p.name for d in ("incoming", "partial", "quarantine") for p in (data_dir / d).iterdir()
             if p not in kept]
+    quarantined = [p.name for p in (data_dir / "quarantine").iterdir() if p not in kept]
     print(f"kills: {kills}, lost: {lost}, duplicated: {duplicated}, unreadable files: {len(unreadable)}")
     print(f"(kills while a batch was being applied: {mid_batch}, after the queue had drained: {idle}; "
           f"undisturbed run {full_run:.1f} s, "
           f"start-up {startup:.1f} s; day files HDF5 left torn, rebuilt from the archive: {len(healed)}; "
           f"files left in the queue: {len(left)}; journal left: {journal.exists()})", flush=True)
+    print(f"quarantined: {len(quarantined)}", flush=True)
     for line in unreadable:
         print("unreadable:", line)
     writer_ok = lost == duplicated == len(unreadable) == len(left) == 0 and not journal.exists()

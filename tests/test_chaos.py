@@ -20,6 +20,10 @@ def test_short_chaos_run_loses_and_duplicates_nothing(tmp_path):
     assert match, result.stdout
     assert match.groups() == ("8", "0", "0", "0")
     assert "CFG CIC" in result.stdout  # the uploads hold several event types
+    # queue files as the deployed receiver writes them, two CFG events sharing one datalist
+    shared = re.search(r"sharing one datalist, written with Python's pickle: (\d+)", result.stdout)
+    assert shared and int(shared.group(1)) >= 1, result.stdout
+    assert "quarantined: 0\n" in result.stdout
     match = re.search(r"receiver kills: (\d+), lost: (\d+), duplicated: (\d+), tmp leftovers: (\d+)",
                       result.stdout)
     assert match, result.stdout

@@ -123,3 +123,17 @@ def test_the_walk_counts_every_entry_and_refuses_what_the_bounded_reader_refuses
     for odd in [{"a": (1,)}, {1: "a"}, {"a": {1, 2}}, {"a": 2**128}, {"a": bytearray(b"x")},
                 {"a": datetime.date(2024, 1, 1)}, {"a": Shell}]:
         assert decoding._plain_walk(odd, 5, 100) == -1, odd
+
+
+def test_a_checked_file_sharing_a_datalist_is_read_by_the_bounded_reader_into_a_tree():
+    # Our receiver never writes one (the bounded reader's result is a tree), but an Upload built
+    # by hand may share: the walk leaves it to the bounded reader, which copies what is shared.
+    datalist = [{"data_uploadcode": "CFG_GPS_LAT", "data": 52.35}]
+    shared = [{"header": {"eventtype_uploadcode": "CFG", "datetime": DAY}, "datalist": datalist}] * 2
+    payload = Upload(501, "Utrecht", shared).to_queue_bytes()
+    assert decoding._checked(payload)
+    assert decoding._plain_walk(pickle.loads(payload), 99, len(payload)) == -1
+    event_list = parse_queue_file(payload).event_list
+    assert event_list == shared
+    event_list[0]["datalist"][0]["data"] = 0.0
+    assert event_list[1]["datalist"][0]["data"] == 52.35

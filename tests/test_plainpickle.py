@@ -93,13 +93,14 @@ def shared_levels(open_op: bytes, close_op: bytes, fanout: int, depth: int) -> b
     return body
 
 
-@pytest.mark.parametrize("open_op, close_op", [
-    (pickle.MARK, pickle.LIST),
-    (pickle.MARK, pickle.TUPLE),
-    (pickle.EMPTY_LIST + pickle.MARK, pickle.APPENDS),
+@pytest.mark.parametrize("open_op, close_op, refusal", [
+    (pickle.MARK, pickle.LIST, "bound on shared references"),
+    (pickle.MARK, pickle.TUPLE, "tuple"),
+    (pickle.EMPTY_LIST + pickle.MARK, pickle.APPENDS, "bound on shared references"),
 ])
 @pytest.mark.parametrize("where", ["root", "header value", "data value", "dict key"])
-def test_a_container_referenced_twice_is_refused_wherever_it_hides(open_op, close_op, where):
+def test_shared_levels_are_refused_at_the_expansion_bound_wherever_they_hide(open_op, close_op, refusal,
+                                                                              where):
     bomb = shared_levels(open_op, close_op, fanout=10, depth=9)
     if where == "root":
         payload = P2 + pickle.EMPTY_LIST + pickle.MARK + bomb + pickle.APPENDS + pickle.STOP
@@ -114,6 +115,96 @@ def test_a_container_referenced_twice_is_refused_wherever_it_hides(open_op, clos
         payload = P2 + pickle.EMPTY_DICT + bomb + pickle.NONE + pickle.SETITEM + pickle.STOP
     cpu, peak, outcome = costs(loads, payload)
     assert isinstance(outcome, ForbiddenPickle), outcome
+    assert refusal in str(outcome), outcome
+    assert cpu < 1.0 and peak < 20
+
+
+def dicts_in_their_subtree(value) -> list[int]:
+    """The ids of every list and dict in ``value``, once per path to it."""
+    found, stack = [], [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, (list, dict)):
+            found.append(id(item))
+            stack.extend(item.values() if isinstance(item, dict) else item)
+    return found
+
+
+def shared_shapes():
+    """Event lists in which Python's pickler refers to one object again through the memo."""
+    item = {"data_uploadcode": "CFG_GPS_LAT", "data": 52.35}
+    datalist = [item, {"data_uploadcode": "CFG_MAS_VERSION", "data": "Hardware: 9 FPGA: 10"}]
+    header = {"eventtype_uploadcode": "CFG", "datetime": MOMENT, "nanoseconds": 0}
+    code = "MAS_CH1_LOW"
+    return {
+        "datalist item": [event("SIN", MOMENT, {}) | {"datalist": [item, item]}, {
+            "header": dict(header), "datalist": [item]}],
+        "datalist": [{"header": header | {"nanoseconds": 1}, "datalist": datalist},
+                     {"header": dict(header), "datalist": datalist}],
+        "header": [{"header": header, "datalist": datalist}, {"header": header, "datalist": []}],
+        "string": [event("SIN", MOMENT, {code: 1}), event("SIN", MOMENT, {code: 2})],
+        "event": [event("SIN", MOMENT, {code: 1})] * 3,
+    }
+
+
+@pytest.mark.parametrize("protocol", range(6))
+@pytest.mark.parametrize("shape", list(shared_shapes()))
+def test_shared_references_are_read_as_python_reads_them_but_into_a_tree(shape, protocol):
+    event_list = shared_shapes()[shape]
+    payload = pickle.dumps(event_list, protocol=protocol)
+    assert b"h" in payload or b"g" in payload or b"j" in payload  # a memo reference is in it
+    for parse, data in ((parse_event_list, payload),
+                        (parse_queue_file, pickle.dumps({"station_id": 501, "cluster": "Utrecht",
+                                                         "event_list": event_list}, protocol=protocol))):
+        result = parse(data)
+        result = result if isinstance(result, list) else result.event_list
+        assert result == event_list
+        ids = dicts_in_their_subtree(result)
+        assert len(ids) == len(set(ids)), "a container is reachable twice"
+        # A change through one reference never shows through another.
+        first = result[0]["datalist"][0] if result[0]["datalist"] else result[0]["header"]
+        first["data"] = "changed"
+        assert result[1:] == event_list[1:]
+
+
+@pytest.mark.parametrize("protocol", range(6))
+def test_a_container_inside_itself_is_refused(protocol):
+    inside_itself: list = []
+    inside_itself.append(inside_itself)
+    in_its_value: dict = {"header": {}}
+    in_its_value["header"]["up"] = in_its_value
+    in_a_list: list = [{"datalist": []}]
+    in_a_list[0]["datalist"].append(in_a_list)
+    for cyclic in (inside_itself, in_its_value, in_a_list):
+        with pytest.raises(ForbiddenPickle, match="inside itself"):
+            loads(pickle.dumps(cyclic, protocol=protocol))
+
+
+def test_a_copy_handed_out_is_never_changed_after():
+    # Python's pickler never changes a container after it refers to it again; a hand-made
+    # pickle that does would see a copy diverge from what Python's unpickler shares.
+    built = P2 + pickle.EMPTY_LIST + pickle.EMPTY_LIST + binput(0) + pickle.APPEND
+    with pytest.raises(ForbiddenPickle, match="inside itself"):  # the copy is filled
+        loads(built + binget(0) + pickle.NONE + pickle.APPEND + pickle.APPEND + pickle.STOP)
+    kept = P2 + pickle.EMPTY_LIST + binput(0) + pickle.EMPTY_LIST + binget(0) + pickle.APPEND
+    with pytest.raises(ForbiddenPickle, match="inside itself"):  # the original is filled
+        loads(kept + pickle.APPEND + pickle.STOP)
+    with pytest.raises(ForbiddenPickle, match="inside itself"):
+        loads(P2 + pickle.EMPTY_DICT + binput(0) + text("a") + binget(0) + pickle.SETITEM + pickle.STOP)
+    with pytest.raises(ForbiddenPickle, match="inside itself"):
+        loads(P2 + pickle.EMPTY_DICT + binput(0) + pickle.MARK + text("a") + binget(0) + pickle.SETITEMS
+              + pickle.STOP)
+
+
+def test_a_shared_datalist_is_read_up_to_the_bound_and_refused_beyond_it():
+    datalist = [{"data_uploadcode": f"CFG_MAS_CH{i % 2 + 1}THRLOW", "data": float(i)} for i in range(100)]
+    within = [{"header": {"eventtype_uploadcode": "CFG", "datetime": MOMENT}, "datalist": datalist}] * 100
+    assert parse_event_list(pickle.dumps(within, protocol=4)) == within
+    beyond = within * 40  # 4,000 events, one datalist: every reference copies all of it
+    payload = pickle.dumps(beyond, protocol=4)
+    cpu, peak, outcome = costs(parse_event_list, payload)
+    assert isinstance(outcome, ForbiddenPickle) and "bound on shared references" in str(outcome)
+    assert f"{plainpickle.MAX_REFERENCED_FACTOR} times the pickle's size" in str(outcome)
     assert cpu < 1.0 and peak < 20
 
 
@@ -204,7 +295,7 @@ def test_a_large_text_referenced_again_and_again_is_refused():
     payload = P2 + pickle.EMPTY_LIST + text(trace) + binput(0) + pickle.APPEND \
         + events + pickle.STOP
     cpu, peak, outcome = costs(loads, payload)
-    assert isinstance(outcome, ForbiddenPickle) and "memo references repeat" in str(outcome)
+    assert isinstance(outcome, ForbiddenPickle) and "bound on shared references" in str(outcome)
     assert cpu < 1.0 and peak < 50
 
 

@@ -173,8 +173,8 @@ def long_int_event(bits_bytes: int) -> bytes:
      "nest deeper"),
     ("one event 400,000 times", lambda: pickle.dumps(
         {"station_id": 501, "cluster": "Utrecht",
-         "event_list": [event("CIC", DAY, {"TR1": "QUJD" * 1000}, nanoseconds=1)] * 1000}, protocol=4),
-     "referenced twice"),
+         "event_list": [event("CIC", DAY, {"TR1": "QUJD" * 1000}, nanoseconds=1)] * 10_000}, protocol=4),
+     "bound on shared references"),
 ], ids=lambda value: value if isinstance(value, str) else "")
 def test_uploads_that_crashed_the_writer_are_quarantined(tmp_path, name, payload, reason):
     write_queue_file(tmp_path, "1-good", singles(501, DAY).to_queue_bytes(), 1)

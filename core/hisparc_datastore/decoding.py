@@ -19,7 +19,7 @@ class DecodeError(ValueError):
 
 
 class ForbiddenPickle(DecodeError):
-    """A pickle that builds anything but plain station data (a class, a set, a shared list, ...)."""
+    """A pickle that builds anything but plain station data (a class, a set, a cycle, ...)."""
 
 
 MAX_STATION_ID = 2**31 - 1
@@ -80,11 +80,15 @@ class _PlainUnpickler(pickle.Unpickler):
 _LEAVES = frozenset({str, bytes, float, bool, type(None), datetime.datetime})
 
 
-def _plain_walk(value: Any, depth: int, budget: int) -> int:
-    """Check that ``value`` is what the bounded reader builds: lists and text-keyed dicts no
-    deeper than ``depth`` holding plain leaves. Returns ``budget`` less the entries walked, or
-    -1 when it is not, or when it holds more entries than ``budget`` (shared containers
-    walked again and again: the walk never costs more than the budget)."""
+def _plain_walk(value: Any, depth: int, budget: int, seen: set[int] | None = None) -> int:
+    """Check that ``value`` is what the bounded reader builds: a tree of lists and text-keyed
+    dicts no deeper than ``depth`` holding plain leaves. Returns ``budget`` less the entries
+    walked, or -1 when it is not, when it holds more entries than ``budget``, or when a
+    container is reachable twice (``seen`` holds the ids of those walked): the bounded reader
+    then copies what is shared, so that nothing downstream sees a change through another
+    reference."""
+    if seen is None:
+        seen = set()
     kind = type(value)
     if kind is dict:
         for key in value:
@@ -106,9 +110,10 @@ def _plain_walk(value: Any, depth: int, budget: int) -> int:
             if item.bit_length() > MAX_INT_BITS:
                 return -1
             continue
-        if depth <= 1:
+        if depth <= 1 or id(item) in seen:
             return -1
-        budget = _plain_walk(item, depth - 1, budget)
+        seen.add(id(item))
+        budget = _plain_walk(item, depth - 1, budget, seen)
         if budget < 0:
             return -1
     return budget

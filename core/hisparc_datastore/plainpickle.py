@@ -13,11 +13,19 @@ opcodes itself and builds only what station data is made of:
   :data:`MAX_INT_BITS` bits), ``float``, ``bool``, ``None`` and
   ``datetime.datetime``; the numpy scalars the Raspberry Pi DAQ sends become
   plain numbers. Tuples exist only as the arguments of those few calls.
-- A container is never reachable twice: the memo may hand out a leaf
-  (a string, a number, a datetime) again, never a list or a dict, so the
-  result is a tree and walking it costs what building it cost.
-- Leaves handed out again are counted: all of them together may be at most
-  :data:`MAX_REFERENCED_FACTOR` times the pickle's size.
+- A list or dict the memo hands out again (Python's pickler writes an
+  object used twice, such as one datalist sent with two events, once and
+  refers to it after) is copied, so the result is a tree: no object is
+  reachable twice, and no change through one reference shows through
+  another. A container is sealed once it is handed out again: filling it
+  afterwards (a container inside itself, the only way to make a cycle) is
+  refused.
+- What memo references expand to is counted: a string by its length, a
+  copied container by its whole subtree (entries and strings). All of it
+  together may be at most :data:`MAX_REFERENCED_FACTOR` times the pickle's
+  size plus :data:`REFERENCED_SLACK`, so no reference multiplies work
+  beyond that bound, and walking the result costs at most that much more
+  than building it.
 - Containers nest at most ``max_depth`` deep: the shape of the data, not
   Python's recursion limit, decides.
 
@@ -37,8 +45,16 @@ from typing import Any
 import numpy as np
 
 MAX_INT_BITS = 128  # beyond any column (uint64), so a misfit still gets its own per-event reason
-MAX_REFERENCED_FACTOR = 8  # station pickles re-reference short keys and codes: about 2x their size
-_REFERENCED_SLACK = 1 << 16
+#: What memo references may expand to, per byte of the pickle: station pickles re-reference short
+#: keys and codes (about 2x their size), and a shared datalist adds about 3x its own size per use.
+MAX_REFERENCED_FACTOR = 8
+#: Added to that bound (a few tens of milliseconds of copying), so that an upload sharing one
+#: config datalist among a hundred events is never refused however small it is.
+REFERENCED_SLACK = 1 << 22
+# What a copy costs, about the bytes of memory it takes: a container, each of its entries, and
+# (for the work downstream, such as decoding a trace once per reference) the strings in it.
+_CONTAINER_COST = 64
+_ENTRY_COST = 16
 _MAX_LINE = 64  # longest text argument of INT, LONG, FLOAT, PUT and GET worth reading
 _MAX_TUPLE = 8  # the longest tuple a station pickle needs (a numpy dtype's state)
 _NUMERIC_DTYPE = re.compile(r"^[biuf][1248]$")
@@ -186,7 +202,8 @@ class _Reader:
         self.memo: dict[int, Any] = {}
         self.heights: dict[int, int] = {}  # id(container) -> containers nested in it, itself included
         self.referenced = 0
-        self.budget = MAX_REFERENCED_FACTOR * len(data) + _REFERENCED_SLACK
+        self.sealed: set[int] = set()  # id(container) handed out again, and the copies handed out
+        self.budget = MAX_REFERENCED_FACTOR * len(data) + REFERENCED_SLACK
 
     # -- reading the byte stream --------------------------------------------
 
@@ -254,6 +271,8 @@ class _Reader:
     def fill_list(self, target: Any, items: list) -> None:
         if target.__class__ is not list or id(target) not in self.heights:
             raise NotPlainData(f"APPEND to {_kind(target)}")
+        if id(target) in self.sealed:
+            raise _changed_after_shared(target)
         height = self.heights[id(target)]
         for item in items:
             height = self.value(item, height)
@@ -263,6 +282,8 @@ class _Reader:
     def fill_dict(self, target: Any, items: list) -> None:
         if target.__class__ is not dict or id(target) not in self.heights:
             raise NotPlainData(f"SETITEM on {_kind(target)}")
+        if id(target) in self.sealed:
+            raise _changed_after_shared(target)
         if len(items) % 2:
             raise PickleError("SETITEMS with an odd number of items")
         height = self.heights[id(target)]
@@ -274,6 +295,44 @@ class _Reader:
             height = self.value(items[i + 1], height)
             target[key] = items[i + 1]
         self.heights[id(target)] = height
+
+    def shared(self, original: list | dict) -> list | dict:
+        """A copy of a container the memo hands out again, its whole subtree charged to the budget.
+
+        The original and the copy are sealed: Python's pickler refers to a container again only
+        once it is complete, unless the container is inside itself."""
+        self.sealed.add(id(original))
+        copy = self.copy(original)
+        self.heights[id(copy)] = self.heights[id(original)]
+        self.sealed.add(id(copy))
+        return copy
+
+    def copy(self, original: list | dict) -> list | dict:
+        copy = original.copy()
+        self.referenced += _CONTAINER_COST + _ENTRY_COST * len(copy)
+        if self.referenced > self.budget:
+            raise self.over_budget()
+        if copy.__class__ is list:
+            for i, item in enumerate(copy):
+                if item.__class__ is list or item.__class__ is dict:
+                    copy[i] = self.copy(item)
+                elif item.__class__ is str or item.__class__ is bytes:
+                    self.referenced += len(item)
+        else:
+            for key, item in copy.items():
+                if item.__class__ is list or item.__class__ is dict:
+                    copy[key] = self.copy(item)
+                elif item.__class__ is str or item.__class__ is bytes:
+                    self.referenced += len(item)
+        if self.referenced > self.budget:
+            raise self.over_budget()
+        return copy
+
+    def over_budget(self) -> NotPlainData:
+        return NotPlainData(
+            f"shared references expand the pickle's {len(self.data)} bytes beyond {self.budget} "
+            f"(the bound on shared references: {MAX_REFERENCED_FACTOR} times the pickle's size "
+            f"plus {REFERENCED_SLACK >> 20} MiB)")
 
     def tuple_of(self, items: list) -> tuple:
         if len(items) > _MAX_TUPLE:
@@ -289,6 +348,7 @@ class _Reader:
         """Interpret the pickle. The opcodes station pickles are made of are handled inline
         (a call per opcode would cost more than the opcode); the rest through _DISPATCH."""
         data, stack, memo, heights, marks = self.data, self.stack, self.memo, self.heights, self.marks
+        sealed = self.sealed
         push = stack.append
         scalars = _SCALAR_TYPES
         pos, size = 0, len(data)
@@ -338,13 +398,14 @@ class _Reader:
                     self.referenced += len(item) + 1
                 elif item is memo:
                     raise PickleError(f"memo reference {index} was never stored")
-                elif id(item) in heights or item.__class__ is tuple:
-                    raise NotPlainData(f"{_kind(item)} is referenced twice: station data is a tree")
+                elif id(item) in heights:
+                    item = self.shared(item)
+                elif item.__class__ is tuple:
+                    raise NotPlainData("a tuple is referenced twice: tuples are only the arguments of a call")
                 else:
                     self.referenced += _leaf_size(item)
                 if self.referenced > self.budget:
-                    raise NotPlainData(f"memo references repeat more than {MAX_REFERENCED_FACTOR} "
-                                       f"times the pickle's {size} bytes")
+                    raise self.over_budget()
                 push(item)
             elif op == 0x28:  # MARK
                 marks.append(len(stack))
@@ -370,6 +431,8 @@ class _Reader:
                 target = stack[-1]
                 if target.__class__ is not dict or id(target) not in heights:
                     raise NotPlainData(f"SETITEM on {_kind(target)}")
+                if sealed and id(target) in sealed:
+                    raise _changed_after_shared(target)
                 if len(items) % 2:
                     raise PickleError("SETITEMS with an odd number of items")
                 height = heights[id(target)]
@@ -389,7 +452,8 @@ class _Reader:
                 key = stack.pop()
                 target = stack[-1]
                 # every dict on the stack is one this reader made, so only the key and value need a look
-                if target.__class__ is dict and key.__class__ is str and item.__class__ in scalars:
+                if (target.__class__ is dict and key.__class__ is str and item.__class__ in scalars
+                        and not (sealed and id(target) in sealed)):
                     target[key] = item
                 else:
                     self.fill_dict(target, [key, item])
@@ -445,7 +509,8 @@ class _Reader:
                     raise PickleError("APPEND without a list")
                 item = stack.pop()
                 target = stack[-1]
-                if target.__class__ is list and item.__class__ in scalars:
+                if (target.__class__ is list and item.__class__ in scalars
+                        and not (sealed and id(target) in sealed)):
                     target.append(item)
                 else:
                     self.fill_list(target, [item])
@@ -463,6 +528,11 @@ class _Reader:
                 handler(self, stack, memo)
                 pos = self.pos
         raise PickleError("pickle ends without STOP")
+
+
+def _changed_after_shared(target: Any) -> NotPlainData:
+    return NotPlainData(f"{_kind(target)} is changed after the memo handed it out again: "
+                        "a container inside itself, which station data never is")
 
 
 def _opcode_name(op: int) -> str:
