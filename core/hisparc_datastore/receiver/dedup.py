@@ -106,9 +106,11 @@ class Dedup:
                              check_same_thread=True)
         db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
         db.execute("PRAGMA journal_mode = WAL")
-        # NORMAL is durable against a process crash; a power cut may lose the latest
-        # records, which costs at worst one duplicate queue file, never an upload.
-        db.execute("PRAGMA synchronous = NORMAL")
+        # FULL: every commit fsyncs the WAL before it returns. The rename into the queue
+        # relies on the committing mark being on disk, and removing a tmp file on the claim
+        # naming it being gone; under NORMAL a power cut could undo either and double or
+        # lose an upload (docs/exactly-once.md, "Power cuts").
+        db.execute("PRAGMA synchronous = FULL")
         return db
 
     @property
