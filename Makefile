@@ -31,6 +31,7 @@ bench: venv
 
 chaos: venv
 	$(BIN)/python bench/chaos.py --kills 50
+	$(BIN)/python bench/powercut.py --states 300
 
 # Wheels of the core and the plugins; install with
 #   pip install --find-links dist 'hisparc-datastore[all]'
@@ -39,4 +40,4 @@ dist: venv
 	$(BIN)/python -m pip wheel --quiet --no-deps --wheel-dir dist ./ $(addprefix ./,$(PLUGINS))
 
 clean:
-	rm -rf $(VENV) demo-data bench-data chaos-data dist
+	rm -rf $(VENV) demo-data bench-data chaos-data powercut-data dist
