@@ -38,7 +38,6 @@ import hashlib
 import os
 import random
 import re
-import shutil
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -643,7 +642,3 @@ def interesting_points(ops: list[Op]) -> list[int]:
             if op.kind == "fsync" and index:
                 points.add(index - 1)
     return sorted(points)
-
-
-def remove_tree(path: str | os.PathLike) -> None:
-    shutil.rmtree(path, ignore_errors=True)
