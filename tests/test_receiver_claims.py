@@ -7,6 +7,7 @@ import os
 import sqlite3
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 
@@ -136,9 +137,14 @@ def test_a_tmp_file_whose_claim_cannot_be_dropped_is_kept(tmp_path, dead_pid):
 
 
 def failing_directory_fsync(monkeypatch, meanwhile=lambda: None):
+    """The fsync of the queue directory fails (that of tmp/, made before, succeeds)."""
     from hisparc_datastore.receiver import spool as spool_module
 
+    real = spool_module.fsync_dir
+
     def fsync_dir(directory):
+        if Path(directory).name == "tmp":
+            return real(directory)
         meanwhile()
         raise OSError(errno.EIO, "Input/output error")
 

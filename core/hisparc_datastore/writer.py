@@ -54,7 +54,7 @@ class Writer:
         self.queue = Queue(settings.data_dir, fsync=settings.fsync)
         self.journal = Journal(settings.data_dir, fsync=settings.fsync)
         self.tally = Tally()
-        self.state = WriterState(settings.data_dir)  # for `datastore status`
+        self.state = WriterState(settings.data_dir, fsync=settings.fsync)  # for `datastore status`
         self.held = HeldFiles()  # day files a reader holds open, and the uploads waiting for them
         self.files = OpenFiles()
         self._stop = threading.Event()

@@ -3,9 +3,11 @@
 The writer updates it once per stored batch (one call site, after the batch
 is released): when the last batch was stored, events stored per upload code
 per minute over the last hour, and per station when its last events were
-stored. It is written to a temporary file and renamed (whole or absent, never
-half), without fsync: losing the latest update in a power cut costs nothing
-but a slightly stale status. A new writer carries the stations and the last
+stored. It is written to a temporary file, fsynced, renamed over the old one
+and the directory fsynced, so after a power cut it is the old version or the
+new one, never empty or torn (a rename that reaches the disk before the data
+would leave an empty file: ext4 without ``auto_da_alloc``, XFS, btrfs). The
+two fsyncs cost a few milliseconds per batch, not per upload. A new writer carries the stations and the last
 hour over from the file, so a restart does not make every station look quiet.
 """
 
@@ -54,9 +56,11 @@ def events_in_window(state: dict[str, Any], now: float, window: float = WINDOW_S
 class WriterState:
     """The writer's record of recent batches, saved after each one."""
 
-    def __init__(self, data_dir: str | os.PathLike, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, data_dir: str | os.PathLike, clock: Callable[[], float] = time.time,
+                 fsync: bool = True) -> None:
         self.path = state_path(data_dir)
         self.clock = clock
+        self.fsync = fsync
         previous = read_state(data_dir)
         self.batches = 0
         self.last_batch: float | None = previous.get("last_batch")
@@ -102,7 +106,8 @@ class WriterState:
             "held_day_files": self.held,
         }
         try:
-            write_atomically(self.path, json.dumps(state, sort_keys=True).encode(), fsync=False)
+            write_atomically(self.path, json.dumps(state, sort_keys=True).encode(),
+                             fsync=self.fsync)
         except OSError as exc:
             # Status is for people; a disk too full for this file must not stop storing.
             log.warning("cannot save the writer state %s: %s", self.path, exc.strerror or exc)

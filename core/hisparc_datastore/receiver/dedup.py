@@ -111,9 +111,11 @@ class Dedup:
                              check_same_thread=True)
         db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
         db.execute("PRAGMA journal_mode = WAL")
-        # NORMAL is durable against a process crash; a power cut may lose the latest
-        # records, which costs at worst one duplicate queue file, never an upload.
-        db.execute("PRAGMA synchronous = NORMAL")
+        # FULL: every commit fsyncs the WAL before it returns. The rename into the queue
+        # relies on the committing mark being on disk, and removing a tmp file on the claim
+        # naming it being gone; under NORMAL a power cut could undo either and double or
+        # lose an upload (docs/exactly-once.md, "Power cuts").
+        db.execute("PRAGMA synchronous = FULL")
         return db
 
     @property
@@ -251,11 +253,18 @@ class Dedup:
     def remember(self, station_id: int, checksum: str, now: float | None = None) -> None:
         """Record an upload whose queue file is durable."""
         now = time.time() if now is None else now
-        self._db.execute(
-            "INSERT OR REPLACE INTO accepted (station_id, checksum, accepted_at, durable) "
-            "VALUES (?, ?, ?, 1)",
-            (station_id, checksum, now),
-        )
+        db = self._db
+        # Not worth an fsync: lost in a power cut, the claim it replaces still says committing
+        # and its tmp file is gone, which reads as queued, the same answer.
+        db.execute("PRAGMA synchronous = NORMAL")
+        try:
+            db.execute(
+                "INSERT OR REPLACE INTO accepted (station_id, checksum, accepted_at, durable) "
+                "VALUES (?, ?, ?, 1)",
+                (station_id, checksum, now),
+            )
+        finally:
+            db.execute("PRAGMA synchronous = FULL")
         if now - self._last_prune > PRUNE_EVERY_SECONDS:
             self._last_prune = now
             self.prune(now)

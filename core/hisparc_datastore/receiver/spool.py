@@ -1,7 +1,7 @@
 """Durable queueing of an accepted upload: the station hears ``100`` only once the file is safe.
 
-The file is written into ``tmp/``, fsynced, renamed into ``incoming/`` (or
-``suspicious/``) and the directory fsynced. A crash at any point leaves
+The file is written into ``tmp/``, fsynced (the file, then ``tmp/``), renamed
+into ``incoming/`` (or ``suspicious/``) and the directory fsynced. A crash at any point leaves
 either nothing in the queue or the whole file; a failure removes what was
 written, so the station's retry cannot produce a second copy.
 
@@ -147,6 +147,11 @@ class Spool:
                 os.fsync(fd)
         finally:
             os.close(fd)
+        if self.fsync:
+            # The file's creation too: once the claim says committing, "gone from tmp/"
+            # is read as "renamed into the queue", which a power cut that undid the
+            # creation would make true of a file never queued.
+            fsync_dir(path.parent)
 
     def remove_dead_tmp(self, release: Callable[[str], bool] | None = None,
                         max_age: float = STALE_TMP_SECONDS) -> int:
