@@ -26,6 +26,11 @@ class Settings:
     station_list: Path
     data_dir: Path
     minimum_year: int = 2020
+    # Bounds per upload (see docs/exactly-once.md): more distinct event dates go to suspicious/,
+    # more events are refused (208). Real stations send batches of 100 events spanning minutes
+    # to days.
+    max_days_per_upload: int = 31
+    max_events_per_upload: int = 20_000
     # publicdb's /config/datastore page, fetched by config-server and fetch-stations
     station_list_url: str | None = None
     # [Writer]
@@ -94,6 +99,8 @@ def load_settings(path: str | os.PathLike) -> Settings:
         station_list=Path(get("General", "station_list", str)),
         data_dir=Path(get("General", "data_dir", str)),
         minimum_year=get("General", "minimum_year", int, 2020),
+        max_days_per_upload=get("General", "max_days_per_upload", int, 31),
+        max_events_per_upload=get("General", "max_events_per_upload", int, 20_000),
         station_list_url=get("General", "station_list_url", str, "") or None,
         sleep=get("Writer", "sleep", float, 5.0),
         batch_uploads=get("Writer", "batch_uploads", int, 50),
@@ -111,6 +118,9 @@ def load_settings(path: str | os.PathLike) -> Settings:
     for name in ("batch_uploads", "batch_bytes"):
         if getattr(settings, name) < 1:
             raise ConfigError(f"{source}: [Writer] {name} must be at least 1")
+    for name in ("max_days_per_upload", "max_events_per_upload"):
+        if getattr(settings, name) < 1:
+            raise ConfigError(f"{source}: [General] {name} must be at least 1")
     if settings.sleep <= 0:
         raise ConfigError(f"{source}: [Writer] sleep must be positive")
     if settings.request_timeout <= 0:
