@@ -69,6 +69,35 @@ def fairness(days: int) -> dict:
                 "day_files": len(list(data_dir.rglob("*.h5")))}
 
 
+def flood(uploads: int, days: int) -> dict:
+    """``uploads`` uploads of one station with events on ``days`` dates each, then, once the
+    writer is busy with them, an honest upload of another station: how long it waited."""
+    start = datetime.datetime(2021, 1, 1, 12)
+    big = [Upload(666, "Attack", [_singles(start + datetime.timedelta(days=(i * days + d) % 3000), d)
+                                  for d in range(days)]) for i in range(uploads)]
+    honest = Upload(501, "Utrecht", [_singles(datetime.datetime(2024, 3, 1, 10), 7)])
+    with tempfile.TemporaryDirectory() as tmp:
+        data_dir = Path(tmp)
+        queue_uploads(data_dir, big)
+        writer = Writer(settings_for(data_dir, sleep=0.05), load_registry())
+        thread = threading.Thread(target=writer.run)
+        thread.start()
+        try:
+            while not writer.tally.uploads:  # busy with the backlog
+                time.sleep(0.01)
+            (honest_path,) = queue_uploads(data_dir, [honest])
+            arrived = time.monotonic()
+            while any((data_dir / d / honest_path.name).exists() for d in ("incoming", "partial")):
+                time.sleep(0.01)
+            waited = time.monotonic() - arrived
+            backlog = sum(1 for _ in (data_dir / "incoming").iterdir())
+        finally:
+            writer.stop()
+            thread.join()
+        return {"uploads": uploads, "days_each": days, "honest_waited_s": round(waited, 2),
+                "backlog_left_when_stored": backlog}
+
+
 def memory(uploads: int, events: int, max_events: int | None) -> dict:
     # The queue files are made and the writer is run in processes of their own: a process
     # started by this one would inherit the peak RSS this one reached (Linux keeps it across
@@ -109,6 +138,9 @@ def main() -> None:
     sub = parser.add_subparsers(dest="what", required=True)
     fair = sub.add_parser("fairness")
     fair.add_argument("--days", type=int, default=6500)
+    flooding = sub.add_parser("flood")
+    flooding.add_argument("--uploads", type=int, default=200)
+    flooding.add_argument("--days", type=int, default=31)
     mem = sub.add_parser("memory")
     mem.add_argument("--uploads", type=int, default=10)
     mem.add_argument("--events", type=int, default=1_950_000)
@@ -123,6 +155,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.what == "fairness":
         result = fairness(args.days)
+    elif args.what == "flood":
+        result = flood(args.uploads, args.days)
     elif args.what == "memory":
         result = memory(args.uploads, args.events, args.max_events)
     elif args.what == "memory-make":

@@ -37,10 +37,10 @@ def singles(moment: datetime.datetime, low: int) -> dict:
     return event("SIN", moment, {"MAS_CH1_LOW": low})
 
 
-def on_days(station_id: int, days: int) -> Upload:
-    """One event a day on ``days`` consecutive days."""
+def on_days(station_id: int, days: int, skip: int = 0) -> Upload:
+    """One event a day on ``days`` consecutive days, ``skip`` days after FIRST."""
     return Upload(station_id, "Utrecht",
-                  [singles(FIRST + datetime.timedelta(days=i), i) for i in range(days)])
+                  [singles(FIRST + datetime.timedelta(days=skip + i), i) for i in range(days)])
 
 
 def honest(station_id: int = 501) -> Upload:
@@ -214,6 +214,33 @@ def test_a_backlog_of_one_station_does_not_hold_up_anothers_upload(tmp_path):
     assert tally.uploads == 11
     honest_batch = next(i for i, batch in enumerate(stored) if any("-501-" in name for name in batch))
     assert honest_batch == 0, stored  # the first batch: one upload of each station
+
+
+def test_an_upload_arriving_during_a_backlog_of_many_dates_is_stored_before_the_backlog(tmp_path):
+    # Ten uploads of one station on 31 dates each: 310 day files. All claimed at once, they
+    # made one batch, and an upload arriving meanwhile waited for all of it.
+    data_dir = tmp_path / "data"
+    backlog = {queue_file(data_dir, on_days(666, 31, 31 * order), order) for order in range(1, 11)}
+    stored = []
+
+    class Arriving(Writer):
+        def _store(self, batch, prepared, recover):
+            if batch and not stored:  # busy with the first batch: the honest upload arrives
+                queue_file(data_dir, honest(), 20)
+            claimed = [name for name in batch if (data_dir / "partial" / name).exists()]
+            done = super()._store(batch, prepared, recover)
+            if claimed:  # stored: neither claimed still nor put back
+                stored.append([name for name in claimed if not (data_dir / "partial" / name).exists()
+                               and not (data_dir / "incoming" / name).exists()])
+            return done
+
+    tally = Arriving(settings_for(data_dir, batch_days=100), load_registry()).run(once=True)
+    assert tally.uploads == 11 and rows(data_dir, HONEST_DAY.date(), 501) == 3
+    stored_in = [i for i, batch in enumerate(stored) if any("-501-" in name for name in batch)]
+    after = {name for batch in stored[stored_in[0] + 1:] for name in batch} & backlog
+    # It went into the next batch after the one in hand; most of the backlog came after it.
+    assert stored_in == [1] and len(after) >= 3, stored
+    assert not list((data_dir / "partial").iterdir()) and not list((data_dir / "incoming").iterdir())
 
 
 # -- the receiver ---------------------------------------------------------------------------------

@@ -115,6 +115,7 @@ class BatchStore:
         uploads = [item for item in prepared if item is not None and self._readable(item)]
         if self.held is not None:
             uploads = self._set_aside_held(uploads, self.held)
+            uploads = self._within_days(uploads)
         for item in uploads:
             if item.rejected:
                 self._quarantine_events(item)
@@ -159,6 +160,26 @@ class BatchStore:
                 held_files.set_aside(item.name, busy)
             else:
                 kept.append(item)
+        return kept
+
+    def _within_days(self, uploads: list[PreparedUpload]) -> list[PreparedUpload]:
+        """The uploads that keep the batch within ``batch_days`` dates (the first always);
+        the others go back to ``incoming/``, to be claimed again in turn with other stations'
+        uploads. Each date is a day file to open: so no batch holds the queue up for long,
+        whatever dates one station's uploads name."""
+        dates: set = set()
+        kept, back = [], []
+        for item in uploads:
+            more = dates | item.dates
+            if kept and len(more) > self.settings.batch_days:
+                back.append(item.name)
+                continue
+            kept.append(item)
+            dates = more
+        if back:
+            self.queue.unclaim(back)
+            log.info("%d uploads put back into incoming/: with them the batch would store more "
+                     "than batch_days %d dates", len(back), self.settings.batch_days)
         return kept
 
     def is_held(self, path: Path) -> bool:

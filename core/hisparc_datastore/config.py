@@ -37,6 +37,8 @@ class Settings:
     sleep: float = 5.0
     batch_uploads: int = 50
     batch_bytes: int = 4_000_000
+    # distinct dates one batch stores: a later upload that would add more waits for the next
+    batch_days: int = 100
     archive_days: int = 14
     fsync: bool = True
     # prepare the next batch in a second process while this one is appended
@@ -105,6 +107,7 @@ def load_settings(path: str | os.PathLike) -> Settings:
         sleep=get("Writer", "sleep", float, 5.0),
         batch_uploads=get("Writer", "batch_uploads", int, 50),
         batch_bytes=get("Writer", "batch_bytes", int, 4_000_000),
+        batch_days=get("Writer", "batch_days", int, 100),
         archive_days=get("Writer", "archive_days", int, 14),
         fsync=get("Writer", "fsync", bool, True),
         prepare_process=get("Writer", "prepare_process", bool, True),
@@ -115,7 +118,7 @@ def load_settings(path: str | os.PathLike) -> Settings:
         request_timeout=get("Receiver", "request_timeout", float, 60.0),
         max_connections=get("Receiver", "max_connections", int, 1000),
     )
-    for name in ("batch_uploads", "batch_bytes"):
+    for name in ("batch_uploads", "batch_bytes", "batch_days"):
         if getattr(settings, name) < 1:
             raise ConfigError(f"{source}: [Writer] {name} must be at least 1")
     for name in ("max_days_per_upload", "max_events_per_upload"):

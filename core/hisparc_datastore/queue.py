@@ -103,6 +103,16 @@ class Queue:
             fsync_dir(self.incoming)
         return claimed
 
+    def unclaim(self, names: list[str]) -> None:
+        """Put claimed uploads nothing was stored of back into ``incoming/``, keeping their
+        receipt time; the next claim lists ``incoming/`` again."""
+        for name in names:
+            os.rename(self.partial / name, self.incoming / name)
+        self._pending = []
+        if self.fsync:
+            fsync_dir(self.incoming)
+            fsync_dir(self.partial)
+
     def has_incoming(self) -> bool:
         with os.scandir(self.incoming) as entries:
             return any(not entry.name.startswith(".") for entry in entries)
