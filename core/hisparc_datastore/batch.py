@@ -17,7 +17,8 @@ from .dayfiles import OpenFiles
 from .heldfiles import HeldFiles
 from .journal import APPLIED, APPLYING, Journal, Transaction
 from .plugins import Registry
-from .prepare import MAX_REASON_LINES, Bounds, DayRows, PreparedUpload, Screen, concatenate, prepare_file
+from .prepare import MAX_REASON_LINES as MAX_REASON_LINES  # the tests read it here
+from .prepare import Bounds, DayRows, PreparedUpload, Screen, concatenate, prepare_file
 from .queue import Queue
 from .reasons import kind_of
 from .rows import log_unknown_codes, shift_blob_indices
@@ -117,7 +118,7 @@ class BatchStore:
             uploads = self._set_aside_held(uploads, self.held)
             uploads = self._within_days(uploads)
         for item in uploads:
-            if item.rejected:
+            if item.rejected_events:
                 self._quarantine_events(item)
         built, sizes = self._build(uploads)
         if built:
@@ -272,17 +273,14 @@ class BatchStore:
         self.journal.clear()
 
     def _quarantine_events(self, item: PreparedUpload) -> None:
-        kinds = Counter(kind_of(reason) for _, reason in item.rejected)
-        reasons = [
-            f"station {item.station_id}, event {i}: {reason}"
-            for i, (_, reason) in enumerate(item.rejected[:MAX_REASON_LINES])
-        ]
-        if len(item.rejected) > MAX_REASON_LINES:
+        kinds = Counter(kind_of(reason) for _, reason in item.rejected) + item.unnamed_kinds
+        reasons = [f"station {item.station_id}, event {i}: {reason}"
+                   for i, (_, reason) in enumerate(item.rejected)]
+        if item.unnamed:
             # A reason file an operator can read: the rest by kind, not a million lines.
-            rest = Counter(kind_of(reason) for _, reason in item.rejected[MAX_REASON_LINES:])
-            reasons.append(f"... and {len(item.rejected) - MAX_REASON_LINES} more events: "
-                           + "; ".join(f"{n} x {kind}" for kind, n in rest.most_common(20)))
+            reasons.append(f"... and {len(item.unnamed)} more events: "
+                           + "; ".join(f"{n} x {kind}" for kind, n in item.unnamed_kinds.most_common(20)))
         target = self.queue.quarantine_events(item.name, item.upload.to_queue_bytes(), reasons)
         self.tally.quarantined_events.update(kinds)
         log.warning("%s: %d of %d events quarantined in %s (first: %s)", item.name,
-                    len(item.rejected), item.events, target, item.rejected[0][1])
+                    item.rejected_events, item.events, target, item.rejected[0][1])

@@ -68,13 +68,21 @@ class PreparedUpload:
     events: int = 0  # in the upload, stored or not
     dates: frozenset = frozenset()  # of the storable events
     days: dict = attrs.field(factory=dict)  # date -> DayRows, in date order
-    rejected: list = attrs.field(factory=list)  # (event, reason), for the quarantine
+    rejected: list = attrs.field(factory=list)  # (event, reason), for the quarantine: the first ones
+    # Rejected past MAX_REASON_LINES, which a reason file only counts by kind: the events alone,
+    # and the counts, so that many bad events cost the writer (and the pipe) little beyond them.
+    unnamed: list = attrs.field(factory=list)
+    unnamed_kinds: Counter = attrs.field(factory=Counter)
     aside: str | None = None  # over a bound per upload: the whole file goes to suspicious/, why
 
     @property
     def upload(self) -> Upload:
         """The rejected events as an upload of their own, for the quarantine."""
-        return Upload(self.station_id, self.cluster, [event for event, _ in self.rejected])
+        return Upload(self.station_id, self.cluster, [event for event, _ in self.rejected] + self.unnamed)
+
+    @property
+    def rejected_events(self) -> int:
+        return len(self.rejected) + len(self.unnamed)
 
 
 class Screen:
@@ -177,18 +185,10 @@ def _prepare(name: str, upload: Upload, screen: Screen) -> PreparedUpload:
         if arrays or rows.unknown_codes:
             days[date] = DayRows({event_type.upload_code: records for event_type, records in arrays.items()},
                                  rows.blobs, rows.unknown_codes)
+    rest = rejected[MAX_REASON_LINES:]
     return PreparedUpload(name, None, upload.station_id, upload.cluster, len(upload.event_list),
-                          frozenset(dates), days, _compact(rejected))
-
-
-def _compact(rejected: list) -> list:
-    """``rejected`` with the reasons past the first MAX_REASON_LINES replaced by their kind:
-    only those are named in the reason file, and the kind is one shared string, so an upload
-    of many bad events costs the writer (and the pipe from the child) little beyond them."""
-    if len(rejected) <= MAX_REASON_LINES:
-        return rejected
-    return rejected[:MAX_REASON_LINES] + [(event, kind_of(reason))
-                                          for event, reason in rejected[MAX_REASON_LINES:]]
+                          frozenset(dates), days, rejected[:MAX_REASON_LINES],
+                          [event for event, _ in rest], Counter(kind_of(reason) for _, reason in rest))
 
 
 def concatenate(pieces: list[np.ndarray]) -> np.ndarray:
