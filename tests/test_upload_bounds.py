@@ -316,3 +316,40 @@ def test_real_uploads_pass_the_default_bounds(testdata, tmp_path, name):
     events = parse_event_list(payload)
     tally = Writer(settings_for(settings.data_dir, minimum_year=2016), load_registry()).run(once=True)
     assert tally.events == len(events) and tally.suspicious_files == 0
+
+
+# -- memory -------------------------------------------------------------------------------------
+
+_MEASURE = """
+import json, resource, sys
+from pathlib import Path
+from hisparc_datastore.plugins import load_registry
+from hisparc_datastore.testing import settings_for
+from hisparc_datastore.writer import Writer
+tally = Writer(settings_for(Path(sys.argv[1])), load_registry()).run(once=True)
+print(json.dumps({"writer": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                  "child": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
+                  "aside": tally.suspicious_files, "quarantined": sum(tally.quarantined_events.values())}))
+"""
+
+
+def test_writer_and_child_stay_small_whatever_an_upload_holds(tmp_path):
+    import json
+
+    data_dir = tmp_path / "data"
+    # Three of the issue's uploads (1.95 M ``None`` events in 1.96 MB each: ~1.4 GB each in
+    # writer and child before), and 80 of the largest the bounds accept, the second batch on by the child.
+    for order in range(3):
+        queue_file(data_dir, Upload(600 + order, "Utrecht", [None] * 1_950_000), order)
+    for order in range(3, 83):
+        queue_file(data_dir, Upload(order, "Utrecht", [None] * 20_000), order)
+    # Through a shell: a process this one starts directly inherits this one's peak RSS
+    # (Linux keeps the pre-exec high-water mark), one the shell starts does not.
+    script = tmp_path / "measure.py"
+    script.write_text(_MEASURE)
+    done = subprocess.run(["sh", "-c", '"$0" "$1" "$2"; exit $?', sys.executable, str(script), str(data_dir)],
+                          capture_output=True, text=True, timeout=600, check=True)
+    peak = json.loads(done.stdout.strip().splitlines()[-1])
+    assert peak["aside"] == 3 and peak["quarantined"] == 80 * 20_000
+    # ~50 MB at rest each; the bound README states is ~100 MB each.
+    assert peak["writer"] < 150 and peak["child"] < 150, peak
