@@ -220,7 +220,9 @@ class Preparer:
                 if stop.is_set():
                     return None
                 mine[index] = prepare_file(self.partial / names[index], self.screen)
-            theirs = child.front_taken(number, len(names))
+            # The child may have finished the batch, with nothing left for it, and gone on: it
+            # took what the writer did not.
+            theirs = min(child.front_taken(number, len(names)), len(names) - len(mine))
             answer = child.wait(number, stop) if theirs else {}
         except EOFError as exc:
             self._failed(f"it stopped ({exc})")
