@@ -16,16 +16,16 @@ import attrs
 import numpy as np
 
 from .brief import brief
+from .config import Settings
 from .decoding import DecodeError, Upload, event_datetime, parse_queue_file
 from .plugins import Registry
+from .queue import REQUEUED_PREFIX
 from .reasons import kind_of
 from .rows import StationRows
 from .storeerrors import describe
 
 MAX_REASON = 4000  # characters of a traceback kept in a reason file
 MAX_REASON_LINES = 1000  # events named one per line in a reason file; the rest are counted by kind
-#: Queue files ``datastore requeue`` put back: an operator chose to store them, bounds or not.
-REQUEUED_PREFIX = "requeued-"
 
 
 @attrs.frozen
@@ -38,7 +38,7 @@ class Bounds:
     max_events: int = 20_000
 
     @classmethod
-    def of(cls, settings) -> Bounds:
+    def of(cls, settings: Settings) -> Bounds:
         return cls(settings.minimum_year, settings.max_days_per_upload, settings.max_events_per_upload)
 
     @classmethod
@@ -99,7 +99,7 @@ class Screen:
     def over_bounds(self, name: str, events: int, dates: set | None) -> str | None:
         """Why the upload ``name`` is over a bound per upload (``dates`` None: not yet known),
         or None. One upload's cost must stay bounded, so that it delays no other station
-        long; a requeued upload was let through by an operator."""
+        long. A requeued upload (``requeued-NAME``) was let through by an operator."""
         if name.startswith(REQUEUED_PREFIX):
             return None
         if events > self.bounds.max_events:

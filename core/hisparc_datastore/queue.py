@@ -28,6 +28,8 @@ log = logging.getLogger(__name__)
 
 QUEUE_DIRS = ("tmp", "incoming", "partial", "suspicious", "quarantine", "archive")
 REASON_SUFFIX = ".reason"
+#: Queue files ``requeue`` put back: an operator chose to store them, bounds per upload or not.
+REQUEUED_PREFIX = "requeued-"
 UPLOADS = "uploads"  # archive/uploads/: each stored upload once, with its dates beside it
 DATES_SUFFIX = ".dates"
 RELIST_S = 2.0  # seconds a listing of incoming/ is used for claims before incoming/ is listed again
@@ -185,7 +187,7 @@ class Queue:
         for directory in (self.quarantine, self.suspicious):
             source = directory / name
             if source.exists():
-                target = self.incoming / f"requeued-{int(time.time())}-{name}"
+                target = self.incoming / f"{REQUEUED_PREFIX}{int(time.time())}-{name}"
                 move(source, target, fsync=self.fsync)
                 (directory / (name + REASON_SUFFIX)).unlink(missing_ok=True)
                 return target
@@ -205,7 +207,7 @@ class Queue:
             events = parse_event_list(source.read_bytes())
         except DecodeError as exc:
             raise DecodeError(f"{source} still cannot be decoded: {exc}") from exc
-        target = self.incoming / f"requeued-{int(time.time())}-{name[:-len(REFUSED_SUFFIX)]}"
+        target = self.incoming / f"{REQUEUED_PREFIX}{int(time.time())}-{name[:-len(REFUSED_SUFFIX)]}"
         write_atomically(target, Upload(int(words[1]), words[3], events).to_queue_bytes(),
                          tmp_dir=self.tmp, fsync=self.fsync)
         source.unlink()
@@ -352,8 +354,8 @@ def station_of(name: str) -> str:
     """The station a queue file is from, as far as its name tells: the receiver names them
     ``TIME-PID-COUNTER-STATION-MD5`` (``requeued-TIME-`` before it after a requeue), the test
     helpers ``TIME-STATION-N``; any other name is taken as a station of its own."""
-    parts = name.removeprefix("requeued-").split("-")
-    if parts and parts[0].isdigit() and name.startswith("requeued-"):
+    parts = name.removeprefix(REQUEUED_PREFIX).split("-")
+    if parts and parts[0].isdigit() and name.startswith(REQUEUED_PREFIX):
         parts = parts[1:]
     if len(parts) == 5:
         return parts[3]
