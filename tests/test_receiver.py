@@ -83,7 +83,9 @@ def post(url: str, form: dict | bytes) -> str:
 
 
 def queue(data_dir: Path) -> dict[str, list[str]]:
-    return {name: sorted(os.listdir(data_dir / name)) for name in ("tmp", "incoming", "suspicious")}
+    # The queue files; a suspicious one's NAME.reason beside it is checked where it matters.
+    return {name: sorted(n for n in os.listdir(data_dir / name) if not n.endswith(".reason"))
+            for name in ("tmp", "incoming", "suspicious")}
 
 
 def assert_queue_empty(data_dir: Path) -> None:
@@ -135,6 +137,9 @@ def test_an_upload_dated_before_the_minimum_year_goes_to_suspicious(testdata, se
     queued = read_queued(settings.data_dir / "suspicious" / state["suspicious"][0])
     assert queued.event_list[0]["header"]["datetime"] == datetime.datetime(2011, 2, 22, 13, 24, 57, 656000)
     assert queued == Upload(99, "amsterdam", parse_event_list(payload))
+    reason = (settings.data_dir / "suspicious" / (state["suspicious"][0] + ".reason")).read_text()
+    assert reason == ("station 99 cluster amsterdam: an event of 2011-02-22 13:24:57.656000 is before "
+                      "minimum_year 2016\n")
 
 
 def test_one_old_event_makes_the_whole_upload_suspicious(settings, server):

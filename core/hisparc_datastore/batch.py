@@ -17,16 +17,16 @@ from .dayfiles import OpenFiles
 from .heldfiles import HeldFiles
 from .journal import APPLIED, APPLYING, Journal, Transaction
 from .plugins import Registry
-from .prepare import DayRows, PreparedUpload, Screen, concatenate, prepare_file
+from .prepare import MAX_REASON_LINES as MAX_REASON_LINES  # the tests read it here
+from .prepare import Bounds, DayRows, PreparedUpload, Screen, concatenate, prepare_file
 from .queue import Queue
+from .reasons import kind_of
 from .rows import log_unknown_codes, shift_blob_indices
 from .storage import BLOBS, day_file_path, station_path
 from .storeerrors import StorageError, describe, held_by_another
 from .writerstate import WriterState
 
 log = logging.getLogger(__name__)
-
-MAX_REASON_LINES = 1000  # events named one per line in a reason file; the rest are counted by kind
 
 
 @attrs.define
@@ -37,6 +37,7 @@ class Tally:
     stored: Counter = attrs.field(factory=Counter)  # upload code -> events stored
     quarantined_events: Counter = attrs.field(factory=Counter)  # reason kind -> events
     quarantined_files: int = 0
+    suspicious_files: int = 0  # over a bound per upload: set aside whole in suspicious/
     storage_errors: int = 0  # failed attempts to store a batch (each is retried)
 
     @property
@@ -96,7 +97,7 @@ class BatchStore:
         self.state = state
         self.stop = stop
         self.held = held
-        self.screen = Screen(registry, settings.minimum_year)
+        self.screen = Screen(registry, Bounds.of(settings))
 
     def store(self, names: list[str], prepared: list[PreparedUpload | None] | None = None) -> None:
         """Store the claimed uploads ``names`` exactly once (see docs/exactly-once.md).
@@ -115,8 +116,9 @@ class BatchStore:
         uploads = [item for item in prepared if item is not None and self._readable(item)]
         if self.held is not None:
             uploads = self._set_aside_held(uploads, self.held)
+            uploads = self._within_days(uploads)
         for item in uploads:
-            if item.rejected:
+            if item.rejected_events:
                 self._quarantine_events(item)
         built, sizes = self._build(uploads)
         if built:
@@ -133,6 +135,11 @@ class BatchStore:
         return prepare_file(self.queue.partial / name, self.screen)
 
     def _readable(self, item: PreparedUpload) -> bool:
+        if item.aside is not None:
+            self.queue.set_aside(item.name, f"station {item.station_id} cluster {item.cluster}: "
+                                 f"{item.aside}")
+            self.tally.suspicious_files += 1
+            return False
         if item.fault is None:
             return True
         self.queue.quarantine_file(item.name, item.fault)
@@ -154,6 +161,26 @@ class BatchStore:
                 held_files.set_aside(item.name, busy)
             else:
                 kept.append(item)
+        return kept
+
+    def _within_days(self, uploads: list[PreparedUpload]) -> list[PreparedUpload]:
+        """The uploads that keep the batch within ``batch_days`` dates (the first always);
+        the others go back to ``incoming/``, to be claimed again in turn with other stations'
+        uploads. Each date is a day file to open: so no batch holds the queue up for long,
+        whatever dates one station's uploads name."""
+        dates: set = set()
+        kept, back = [], []
+        for item in uploads:
+            more = dates | item.dates
+            if kept and len(more) > self.settings.batch_days:
+                back.append(item.name)
+                continue
+            kept.append(item)
+            dates = more
+        if back:
+            self.queue.unclaim(back)
+            log.info("%d uploads put back into incoming/: with them the batch would store more "
+                     "than batch_days %d dates", len(back), self.settings.batch_days)
         return kept
 
     def is_held(self, path: Path) -> bool:
@@ -180,11 +207,12 @@ class BatchStore:
             for date, day in item.days.items():
                 stations.setdefault((date, item.cluster, item.station_id), []).append(day)
         built, sizes = {}, {}
+        for item in uploads:  # one line per upload, however many days and codes it holds
+            unknown = sum((day.unknown_codes for day in item.days.values()), Counter())
+            if unknown:
+                log_unknown_codes(unknown, f"{item.name} (station {item.station_id})")
         for key in sorted(stations, key=lambda key: (key[0], key[1].lower(), key[2])):
             date, cluster, station_id = key
-            unknown = sum((day.unknown_codes for day in stations[key]), Counter())
-            if unknown:
-                log_unknown_codes(unknown, f"station {station_id}")
             days = [day for day in stations[key] if day.arrays]
             if not days:
                 continue
@@ -245,17 +273,14 @@ class BatchStore:
         self.journal.clear()
 
     def _quarantine_events(self, item: PreparedUpload) -> None:
-        kinds = Counter(reason.split(":")[0] for _, reason in item.rejected)
-        reasons = [
-            f"station {item.station_id}, event {i}: {reason}"
-            for i, (_, reason) in enumerate(item.rejected[:MAX_REASON_LINES])
-        ]
-        if len(item.rejected) > MAX_REASON_LINES:
+        kinds = Counter(kind_of(reason) for _, reason in item.rejected) + item.unnamed_kinds
+        reasons = [f"station {item.station_id}, event {i}: {reason}"
+                   for i, (_, reason) in enumerate(item.rejected)]
+        if item.unnamed:
             # A reason file an operator can read: the rest by kind, not a million lines.
-            rest = Counter(reason.split(":")[0] for _, reason in item.rejected[MAX_REASON_LINES:])
-            reasons.append(f"... and {len(item.rejected) - MAX_REASON_LINES} more events: "
-                           + "; ".join(f"{n} x {kind}" for kind, n in rest.most_common(20)))
+            reasons.append(f"... and {len(item.unnamed)} more events: "
+                           + "; ".join(f"{n} x {kind}" for kind, n in item.unnamed_kinds.most_common(20)))
         target = self.queue.quarantine_events(item.name, item.upload.to_queue_bytes(), reasons)
         self.tally.quarantined_events.update(kinds)
         log.warning("%s: %d of %d events quarantined in %s (first: %s)", item.name,
-                    len(item.rejected), item.events, target, item.rejected[0][1])
+                    item.rejected_events, item.events, target, item.rejected[0][1])

@@ -26,12 +26,19 @@ class Settings:
     station_list: Path
     data_dir: Path
     minimum_year: int = 2020
+    # Bounds per upload (see docs/exactly-once.md): more distinct event dates go to suspicious/,
+    # more events are refused (208). Real stations send batches of 100 events spanning minutes
+    # to days.
+    max_days_per_upload: int = 31
+    max_events_per_upload: int = 20_000
     # publicdb's /config/datastore page, fetched by config-server and fetch-stations
     station_list_url: str | None = None
     # [Writer]
     sleep: float = 5.0
     batch_uploads: int = 50
     batch_bytes: int = 4_000_000
+    # distinct dates one batch stores: a later upload that would add more waits for the next
+    batch_days: int = 100
     archive_days: int = 14
     fsync: bool = True
     # prepare the next batch in a second process while this one is appended
@@ -94,10 +101,13 @@ def load_settings(path: str | os.PathLike) -> Settings:
         station_list=Path(get("General", "station_list", str)),
         data_dir=Path(get("General", "data_dir", str)),
         minimum_year=get("General", "minimum_year", int, 2020),
+        max_days_per_upload=get("General", "max_days_per_upload", int, 31),
+        max_events_per_upload=get("General", "max_events_per_upload", int, 20_000),
         station_list_url=get("General", "station_list_url", str, "") or None,
         sleep=get("Writer", "sleep", float, 5.0),
         batch_uploads=get("Writer", "batch_uploads", int, 50),
         batch_bytes=get("Writer", "batch_bytes", int, 4_000_000),
+        batch_days=get("Writer", "batch_days", int, 100),
         archive_days=get("Writer", "archive_days", int, 14),
         fsync=get("Writer", "fsync", bool, True),
         prepare_process=get("Writer", "prepare_process", bool, True),
@@ -108,9 +118,12 @@ def load_settings(path: str | os.PathLike) -> Settings:
         request_timeout=get("Receiver", "request_timeout", float, 60.0),
         max_connections=get("Receiver", "max_connections", int, 1000),
     )
-    for name in ("batch_uploads", "batch_bytes"):
+    for name in ("batch_uploads", "batch_bytes", "batch_days"):
         if getattr(settings, name) < 1:
             raise ConfigError(f"{source}: [Writer] {name} must be at least 1")
+    for name in ("max_days_per_upload", "max_events_per_upload"):
+        if getattr(settings, name) < 1:
+            raise ConfigError(f"{source}: [General] {name} must be at least 1")
     if settings.sleep <= 0:
         raise ConfigError(f"{source}: [Writer] sleep must be positive")
     if settings.request_timeout <= 0:

@@ -16,12 +16,35 @@ import attrs
 import numpy as np
 
 from .brief import brief
+from .config import Settings
 from .decoding import DecodeError, Upload, event_datetime, parse_queue_file
 from .plugins import Registry
+from .queue import REQUEUED_PREFIX
+from .reasons import kind_of
 from .rows import StationRows
 from .storeerrors import describe
 
 MAX_REASON = 4000  # characters of a traceback kept in a reason file
+MAX_REASON_LINES = 1000  # events named one per line in a reason file; the rest are counted by kind
+
+
+@attrs.frozen
+class Bounds:
+    """What the writer stores of one upload: events from ``minimum_year`` on, and whole uploads
+    only within the bounds per upload (an upload over them is set aside in ``suspicious/``)."""
+
+    minimum_year: int = 2020
+    max_days: int = 31  # distinct dates of the events
+    max_events: int = 20_000
+
+    @classmethod
+    def of(cls, settings: Settings) -> Bounds:
+        return cls(settings.minimum_year, settings.max_days_per_upload, settings.max_events_per_upload)
+
+    @classmethod
+    def given(cls, bounds: Bounds | int) -> Bounds:
+        """``bounds``, or a minimum year alone with the default bounds per upload."""
+        return bounds if isinstance(bounds, Bounds) else cls(bounds)
 
 
 @attrs.frozen
@@ -45,21 +68,47 @@ class PreparedUpload:
     events: int = 0  # in the upload, stored or not
     dates: frozenset = frozenset()  # of the storable events
     days: dict = attrs.field(factory=dict)  # date -> DayRows, in date order
-    rejected: list = attrs.field(factory=list)  # (event, reason), for the quarantine
+    rejected: list = attrs.field(factory=list)  # (event, reason), for the quarantine: the first ones
+    # Rejected past MAX_REASON_LINES, which a reason file only counts by kind: the events alone,
+    # and the counts, so that many bad events cost the writer (and the pipe) little beyond them.
+    unnamed: list = attrs.field(factory=list)
+    unnamed_kinds: Counter = attrs.field(factory=Counter)
+    aside: str | None = None  # over a bound per upload: the whole file goes to suspicious/, why
 
     @property
     def upload(self) -> Upload:
         """The rejected events as an upload of their own, for the quarantine."""
-        return Upload(self.station_id, self.cluster, [event for event, _ in self.rejected])
+        return Upload(self.station_id, self.cluster, [event for event, _ in self.rejected] + self.unnamed)
+
+    @property
+    def rejected_events(self) -> int:
+        return len(self.rejected) + len(self.unnamed)
 
 
 class Screen:
     """Finds the events of an upload that cannot be stored at all."""
 
-    def __init__(self, registry: Registry, minimum_year: int) -> None:
+    def __init__(self, registry: Registry, bounds: Bounds | int) -> None:
+        """``bounds``: or just the minimum year, with the default bounds per upload."""
+        bounds = Bounds.given(bounds)
         self.registry = registry
-        self.minimum_year = minimum_year
-        self.min_date = datetime.datetime(minimum_year, 1, 1)
+        self.bounds = bounds
+        self.minimum_year = bounds.minimum_year
+        self.min_date = datetime.datetime(bounds.minimum_year, 1, 1)
+
+    def over_bounds(self, name: str, events: int, dates: set | None) -> str | None:
+        """Why the upload ``name`` is over a bound per upload (``dates`` None: not yet known),
+        or None. One upload's cost must stay bounded, so that it delays no other station
+        long. A requeued upload (``requeued-NAME``) was let through by an operator."""
+        if name.startswith(REQUEUED_PREFIX):
+            return None
+        if events > self.bounds.max_events:
+            return (f"{events} events, more than max_events_per_upload {self.bounds.max_events}; "
+                    "requeue it to store it anyway")
+        if dates is not None and len(dates) > self.bounds.max_days:
+            return (f"events on {len(dates)} dates ({min(dates)} to {max(dates)}), more than "
+                    f"max_days_per_upload {self.bounds.max_days}; requeue it to store it anyway")
+        return None
 
     def __call__(self, upload: Upload) -> tuple[list, set]:
         """The rejected events with their reasons, and the dates of the rest."""
@@ -103,7 +152,13 @@ def prepare_file(path: Path, screen: Screen) -> PreparedUpload | None:
 
 
 def _prepare(name: str, upload: Upload, screen: Screen) -> PreparedUpload:
+    events = len(upload.event_list)
+    # Counted before anything is built per event: an upload over the bound costs no more.
+    if reason := screen.over_bounds(name, events, None):
+        return PreparedUpload(name, None, upload.station_id, upload.cluster, events, aside=reason)
     rejected, dates = screen(upload)
+    if reason := screen.over_bounds(name, events, dates):
+        return PreparedUpload(name, None, upload.station_id, upload.cluster, events, aside=reason)
     skip = {id(event) for event, _ in rejected}
     by_day: dict[datetime.date, StationRows] = {}
     for event in upload.event_list:
@@ -130,8 +185,10 @@ def _prepare(name: str, upload: Upload, screen: Screen) -> PreparedUpload:
         if arrays or rows.unknown_codes:
             days[date] = DayRows({event_type.upload_code: records for event_type, records in arrays.items()},
                                  rows.blobs, rows.unknown_codes)
+    rest = rejected[MAX_REASON_LINES:]
     return PreparedUpload(name, None, upload.station_id, upload.cluster, len(upload.event_list),
-                          frozenset(dates), days, rejected)
+                          frozenset(dates), days, rejected[:MAX_REASON_LINES],
+                          [event for event, _ in rest], Counter(kind_of(reason) for _, reason in rest))
 
 
 def concatenate(pieces: list[np.ndarray]) -> np.ndarray:

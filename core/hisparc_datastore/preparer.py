@@ -22,7 +22,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 
 from .plugins import Registry, load_registry
-from .prepare import PreparedUpload, Screen, prepare_file
+from .prepare import Bounds, PreparedUpload, Screen, prepare_file
 from .storeerrors import describe
 
 log = logging.getLogger(__name__)
@@ -39,7 +39,7 @@ def _table_map(registry: Registry) -> dict[str, str]:
     return {event_type.upload_code: event_type.table_name for event_type in registry}
 
 
-def _serve(conn: Connection, split, lock, partial: str, minimum_year: int) -> None:
+def _serve(conn: Connection, split, lock, partial: str, bounds: Bounds) -> None:
     """The child: prepare the batches it is sent, from the front, while the writer may take
     uploads from the back (see :class:`_Child`); until it is sent None or the pipe closes."""
     # A Ctrl-C or a SIGTERM to the whole group is for the writer, which finishes its batch
@@ -47,7 +47,7 @@ def _serve(conn: Connection, split, lock, partial: str, minimum_year: int) -> No
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     registry = load_registry()
-    screen = Screen(registry, minimum_year)
+    screen = Screen(registry, bounds)
     conn.send(_table_map(registry))
     folder = Path(partial)
     while True:
@@ -81,14 +81,14 @@ class _Child:
     (``end``), each under ``lock``; the child's answer holds the uploads before ``next``.
     """
 
-    def __init__(self, partial: Path, minimum_year: int) -> None:
+    def __init__(self, partial: Path, bounds: Bounds) -> None:
         context = multiprocessing.get_context("spawn")
         self.conn, theirs = context.Pipe()
         self.split = context.RawArray("q", 3)
         self.split[0] = -1
         self.lock = context.Lock()
         self.process = context.Process(
-            target=_serve, args=(theirs, self.split, self.lock, str(partial), minimum_year),
+            target=_serve, args=(theirs, self.split, self.lock, str(partial), bounds),
             name="datastore-preparer", daemon=True)
         self.process.start()
         theirs.close()
@@ -169,14 +169,15 @@ class _Child:
 class Preparer:
     """The writer's side of the child: hands it the next batches, takes their results."""
 
-    def __init__(self, partial: Path, registry: Registry, minimum_year: int, enabled: bool = True) -> None:
+    def __init__(self, partial: Path, registry: Registry, bounds: Bounds | int,
+                 enabled: bool = True) -> None:
         self.partial = partial
-        self.minimum_year = minimum_year
+        self.bounds = Bounds.given(bounds)
         self.enabled = enabled
         self.failures = 0
         self.batches_ahead = 0  # batches the child prepared (in part) for the writer
         self.uploads_here = 0  # uploads of those the writer prepared itself rather than wait
-        self.screen = Screen(registry, minimum_year)
+        self.screen = Screen(registry, self.bounds)
         self._tables = _table_map(registry)  # what the child must find too
         self._child: _Child | None = None
         self._sent = 0  # number of the last batch sent
@@ -198,7 +199,7 @@ class Preparer:
                 return
         try:
             if self._child is None:
-                self._child = _Child(self.partial, self.minimum_year)
+                self._child = _Child(self.partial, self.bounds)
             self._sent += 1
             self._child.conn.send((self._sent, list(names)))
             self._waiting[tuple(names)] = self._sent
@@ -219,7 +220,9 @@ class Preparer:
                 if stop.is_set():
                     return None
                 mine[index] = prepare_file(self.partial / names[index], self.screen)
-            theirs = child.front_taken(number, len(names))
+            # The child may have finished the batch, with nothing left for it, and gone on: it
+            # took what the writer did not.
+            theirs = min(child.front_taken(number, len(names)), len(names) - len(mine))
             answer = child.wait(number, stop) if theirs else {}
         except EOFError as exc:
             self._failed(f"it stopped ({exc})")

@@ -3,10 +3,12 @@
 ``tmp/``        being written by the receiver
 ``incoming/``   accepted, waiting for the writer
 ``partial/``    claimed by the writer, not yet stored
-``suspicious/`` accepted, but dated before ``minimum_year``: kept for an operator
+``suspicious/`` accepted, but dated before ``minimum_year``, or over a bound per upload
+                (``NAME.reason`` says which): kept for an operator
 ``quarantine/`` cannot be stored as it is; ``NAME.reason`` beside it says why
-``archive/``    stored; kept by date for rebuilding day files: first as a hard
-                link to the claimed file (no copy, no extra write on the hot
+``archive/``    stored; kept once per upload in ``archive/uploads/`` for rebuilding
+                day files, with ``NAME.dates`` (its dates) beside it: first as a
+                hard link to the claimed file (no copy, no extra write on the hot
                 path), compressed to ``NAME.gz`` when the writer is idle
 """
 
@@ -29,6 +31,11 @@ log = logging.getLogger(__name__)
 
 QUEUE_DIRS = ("tmp", "incoming", "partial", "suspicious", "quarantine", "archive")
 REASON_SUFFIX = ".reason"
+#: Queue files ``requeue`` put back: an operator chose to store them, bounds per upload or not.
+REQUEUED_PREFIX = "requeued-"
+UPLOADS = "uploads"  # archive/uploads/: each stored upload once, with its dates beside it
+DATES_SUFFIX = ".dates"
+RELIST_S = 2.0  # seconds a listing of incoming/ is used for claims before incoming/ is listed again
 # The raw ``data`` of an upload the receiver refused though the station was
 # authenticated (bad checksum, cannot be unpickled), kept for an operator.
 REFUSED_SUFFIX = ".refused"
@@ -62,6 +69,7 @@ class Queue:
         for name in QUEUE_DIRS:
             (self.data_dir / name).mkdir(parents=True, exist_ok=True)
         self._pending: list[str] = []
+        self._listed = 0.0  # time.monotonic() of the listing _pending came from
         self._uncompressed: list[Path] | None = None  # archive links to compress; None: not yet looked
 
     @property
@@ -95,11 +103,16 @@ class Queue:
         return _oldest_first(self.partial)
 
     def claim(self, limit: int) -> list[str]:
-        """Move up to ``limit`` of the oldest waiting uploads into ``partial/``."""
+        """Move up to ``limit`` waiting uploads into ``partial/``: the oldest of each station in
+        turn (:func:`_round_robin`), so that a backlog of one station waits behind a new upload
+        of another rather than the other way round."""
         claimed = []
+        if self._pending and time.monotonic() - self._listed > RELIST_S:
+            self._pending = []  # look again: new uploads of other stations go before this backlog
         while len(claimed) < limit:
             if not self._pending:
-                self._pending = _oldest_first(self.incoming)
+                self._pending = _round_robin(_oldest_first(self.incoming))
+                self._listed = time.monotonic()
                 self._pending.reverse()  # pop() from the end takes the oldest
                 if not self._pending:
                     break
@@ -113,6 +126,16 @@ class Queue:
             fsync_dir(self.partial)
             fsync_dir(self.incoming)
         return claimed
+
+    def unclaim(self, names: list[str]) -> None:
+        """Put claimed uploads nothing was stored of back into ``incoming/``, keeping their
+        receipt time; the next claim lists ``incoming/`` again."""
+        for name in names:
+            os.rename(self.partial / name, self.incoming / name)
+        self._pending = []
+        if self.fsync:
+            fsync_dir(self.incoming)
+            fsync_dir(self.partial)
 
     def has_incoming(self) -> bool:
         with os.scandir(self.incoming) as entries:
@@ -135,6 +158,16 @@ class Queue:
                          fsync=self.fsync)
         move(self.partial / name, target, fsync=self.fsync)
         log.error("quarantined %s: %s", name, reason)
+        return target
+
+    def set_aside(self, name: str, reason: str) -> Path:
+        """Move a claimed upload over a bound per upload into ``suspicious/``, with why; a
+        ``datastore requeue`` stores it anyway."""
+        target = self.suspicious / name
+        write_atomically(self.suspicious / (name + REASON_SUFFIX), reason.encode() + b"\n",
+                         fsync=self.fsync)
+        move(self.partial / name, target, fsync=self.fsync)
+        log.warning("set aside %s in %s: %s", name, self.suspicious, reason)
         return target
 
     def quarantine_events(self, name: str, payload: bytes, reasons: Iterable[str]) -> Path:
@@ -197,7 +230,7 @@ class Queue:
         for directory in (self.quarantine, self.suspicious):
             source = directory / name
             if source.exists():
-                target = self.incoming / f"requeued-{int(time.time())}-{name}"
+                target = self.incoming / f"{REQUEUED_PREFIX}{int(time.time())}-{name}"
                 move(source, target, fsync=self.fsync)
                 (directory / (name + REASON_SUFFIX)).unlink(missing_ok=True)
                 return target
@@ -226,7 +259,7 @@ class Queue:
             raise DecodeError(f"{source} still cannot be decoded: {exc}") from exc
         payload = Upload(station_id, cluster, events).to_queue_bytes()
         checksum = hashlib.md5(data).hexdigest()
-        target = self.incoming / f"requeued-{int(time.time())}-{name[:-len(REFUSED_SUFFIX)]}"
+        target = self.incoming / f"{REQUEUED_PREFIX}{int(time.time())}-{name[:-len(REFUSED_SUFFIX)]}"
         dates = {moment.date() for moment in map(event_datetime, events) if moment is not None}
         archived = self._archived_copy(payload, dates)
         if archived is not None:
@@ -277,31 +310,33 @@ class Queue:
     # -- archive -------------------------------------------------------------
 
     def archive_claimed(self, names: Iterable[tuple[str, Iterable[datetime.date]]]) -> None:
-        """Keep stored uploads under each date they have events for, before release.
+        """Keep stored uploads, with the dates they have events for, before release.
 
-        A hard link shares the claimed file's data, which the receiver already
-        made durable, so archiving costs a link per date and one directory
-        fsync per date, not a copy and two fsyncs per upload.
+        Each upload is kept once, in ``archive/uploads/``: a hard link to the claimed file,
+        whose data the receiver already made durable (no copy on the hot path), and
+        ``NAME.dates`` beside it, the dates it has events for, by which :meth:`archived`
+        finds it. One link and one small file per upload, however many dates it names.
         """
-        directories = set()
+        directory = self.archive / UPLOADS
+        directory.mkdir(parents=True, exist_ok=True)
+        linked = False
         for name, dates in names:
-            source = self.partial / name
-            for date in dates:
-                directory = self.archive_dir(date)
-                directory.mkdir(parents=True, exist_ok=True)
-                target = directory / name
-                if target.exists() or (directory / f"{name}.gz").exists():
-                    continue  # archived by an attempt that was cut short
-                tmp = directory / f".{name}.link"
-                tmp.unlink(missing_ok=True)
-                os.link(source, tmp)
-                os.replace(tmp, target)
-                directories.add(directory)
-                if self._uncompressed is not None:
-                    self._uncompressed.append(target)
-        if self.fsync:
-            for directory in directories:
-                fsync_dir(directory)
+            target = directory / name
+            if target.exists() or (directory / f"{name}.gz").exists():
+                continue  # archived by an attempt that was cut short
+            # The dates first: an upload in the archive is always found by them.
+            write_atomically(directory / (name + DATES_SUFFIX),
+                             "".join(f"{date.isoformat()}\n" for date in sorted(set(dates))).encode(),
+                             fsync=False)
+            tmp = directory / f".{name}.link"
+            tmp.unlink(missing_ok=True)
+            os.link(self.partial / name, tmp)
+            os.replace(tmp, target)
+            linked = True
+            if self._uncompressed is not None:
+                self._uncompressed.append(target)
+        if linked and self.fsync:
+            fsync_dir(directory)
 
     def compress_archive(self, limit: int = 100) -> int:
         """Compress up to ``limit`` archived uploads still stored as plain links.
@@ -315,7 +350,7 @@ class Queue:
                 Path(root, name)
                 for root, _, files in os.walk(self.archive)
                 for name in files
-                if not name.endswith(".gz") and not name.startswith(".")
+                if not name.endswith((".gz", DATES_SUFFIX)) and not name.startswith(".")
             ]
         done = 0
         while self._uncompressed and done < limit:
@@ -328,15 +363,34 @@ class Queue:
         return done
 
     def archived(self, date: datetime.date) -> list[Path]:
-        """The archived uploads of ``date``, in the order they were received."""
-        directory = self.archive_dir(date)
-        if not directory.is_dir():
-            return []
-        paths = [p for p in directory.iterdir() if not p.name.startswith(".")]
+        """The archived uploads with events on ``date``, in the order they were received."""
+        paths = []
+        directory = self.archive / UPLOADS
+        wanted = f"{date.isoformat()}\n"
+        if directory.is_dir():
+            for entry in os.scandir(directory):
+                if not entry.name.endswith(DATES_SUFFIX) or entry.name.startswith("."):
+                    continue
+                try:
+                    with open(entry.path, encoding="ascii") as fh:
+                        if wanted not in fh.readlines():
+                            continue
+                except FileNotFoundError:
+                    continue  # pruned meanwhile
+                name = entry.name.removesuffix(DATES_SUFFIX)
+                for candidate in (directory / name, directory / f"{name}.gz"):
+                    if candidate.exists():
+                        paths.append(candidate)
+                        break
+        # Archives an earlier version kept: a link (or .gz) per upload under each date.
+        legacy = self.archive_dir(date)
+        if legacy.is_dir():
+            paths += [p for p in legacy.iterdir() if not p.name.startswith(".")]
         # names are unique per upload; plain and .gz copies of one never coexist
         return sorted(paths, key=lambda p: (p.stat().st_mtime_ns, p.name))
 
     def archive_dir(self, date: datetime.date) -> Path:
+        """Where an earlier version archived the uploads of ``date``."""
         return self.archive / str(date.year) / str(date.month) / str(date.day)
 
     def prune_archive(self, keep_days: int, now: float | None = None) -> int:
@@ -348,9 +402,17 @@ class Queue:
         for root, _, files in os.walk(self.archive):
             for name in files:
                 path = Path(root, name)
-                if path.stat().st_mtime < cutoff:
+                if name.endswith(DATES_SUFFIX):
+                    continue  # goes with its upload
+                try:
+                    old = path.stat().st_mtime < cutoff
+                except FileNotFoundError:
+                    continue
+                if old:
                     path.unlink()
                     removed += 1
+                    # The dates after the upload: an upload in the archive is always found by them.
+                    Path(root, name.removesuffix(".gz") + DATES_SUFFIX).unlink(missing_ok=True)
         return removed
 
 
@@ -383,6 +445,34 @@ def read_archived(path: Path) -> bytes:
 def compress(payload: bytes) -> bytes:
     """The archive's format: gzip at the fastest level, with no timestamp, so equal uploads compress equal."""
     return gzip.compress(payload, compresslevel=1, mtime=0)
+
+
+def station_of(name: str) -> str:
+    """The station a queue file is from, as far as its name tells: the receiver names them
+    ``TIME-PID-COUNTER-STATION-MD5`` (``requeued-TIME-`` before it after a requeue), the test
+    helpers ``TIME-STATION-N``; any other name is taken as a station of its own."""
+    parts = name.removeprefix(REQUEUED_PREFIX).split("-")
+    if parts and parts[0].isdigit() and name.startswith(REQUEUED_PREFIX):
+        parts = parts[1:]
+    if len(parts) == 5:
+        return parts[3]
+    if len(parts) == 3:
+        return parts[1]
+    return name
+
+
+def _round_robin(names: list[str]) -> list[str]:
+    """``names`` (oldest first) reordered so that each station's oldest comes first, then each
+    station's second oldest, and so on; each station's own uploads keep their order."""
+    seen: dict[str, int] = {}
+    ranked = []
+    for age, name in enumerate(names):
+        station = station_of(name)
+        rank = seen.get(station, 0)
+        seen[station] = rank + 1
+        ranked.append((rank, age, name))
+    ranked.sort()
+    return [name for _, _, name in ranked]
 
 
 def _oldest_first(directory: Path) -> list[str]:

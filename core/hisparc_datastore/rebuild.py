@@ -39,7 +39,7 @@ def rebuild_day(settings: Settings, date: datetime.date, scratch: Path, progress
     """Store the archived uploads of ``date`` into ``scratch``; return the rebuilt day file."""
     archived = Queue(settings.data_dir, fsync=False).archived(date)
     if not archived:
-        raise ConfigError(f"no archived uploads for {date} in {Queue(settings.data_dir).archive_dir(date)}"
+        raise ConfigError(f"no archived uploads for {date} in {Queue(settings.data_dir).archive}"
                           f" (kept {settings.archive_days} days)")
     shutil.rmtree(scratch, ignore_errors=True)
     incoming = scratch / "incoming"

@@ -227,8 +227,17 @@ def shift_blob_indices(event_type: EventType, records: np.ndarray, offset: int) 
     return records
 
 
+#: Unknown data codes named in the one log line per upload; the rest are counted.
+LOGGED_CODES = 5
+
+
 def log_unknown_codes(counts: Counter, where: str) -> None:
+    """One warning for all the unknown data codes of one upload: the most frequent few by
+    name, the rest counted (a station may send thousands of distinct ones)."""
     # Codes are whatever a station sent: sort by their description, which any type has.
-    for (upload_code, code), n in sorted(counts.items(), key=lambda item: (item[0][0], brief(item[0][1]))):
-        log.warning("%s: ignored unknown data code %s of %s in %d event(s)", where, brief(code),
-                    upload_code, n)
+    common = sorted(counts.items(), key=lambda item: (-item[1], item[0][0], brief(item[0][1])))
+    named = ", ".join(f"{brief(code)} of {upload_code} in {n} event(s)"
+                      for (upload_code, code), n in common[:LOGGED_CODES])
+    rest = len(common) - LOGGED_CODES
+    log.warning("%s: ignored %d unknown data code(s): %s%s", where, len(common), named,
+                f" and {rest} more" if rest > 0 else "")

@@ -26,7 +26,7 @@ import attrs
 
 from .config import Settings, load_settings
 from .lock import writer_holding
-from .queue import REASON_SUFFIX
+from .queue import DATES_SUFFIX, REASON_SUFFIX
 from .receiver.dedup import DB_NAME
 from .receiver.stations import parse_station_list
 from .writerstate import events_in_window, read_state
@@ -64,14 +64,14 @@ def folder_usage(folder: Path) -> FolderUsage:
     return FolderUsage(files, size, oldest)
 
 
-def tree_size(root: Path) -> tuple[int, int]:
-    """Files and bytes under ``root``."""
+def tree_size(root: Path, uncounted: tuple[str, ...] = ()) -> tuple[int, int]:
+    """Files and bytes under ``root``; files ending in ``uncounted`` add their bytes only."""
     files = size = 0
     for directory, _, names in os.walk(root):
         for name in names:
             try:
                 size += os.stat(os.path.join(directory, name)).st_size
-                files += 1
+                files += not name.endswith(uncounted) if uncounted else 1
             except FileNotFoundError:
                 continue
     return files, size
@@ -132,7 +132,8 @@ def collect(settings: Settings, now: float | None = None) -> dict[str, Any]:
         })
 
     disk = shutil.disk_usage(data_dir) if data_dir.exists() else None
-    archive_files, archive_bytes = tree_size(data_dir / "archive")
+    # Uploads: the dates kept beside each are part of it.
+    archive_files, archive_bytes = tree_size(data_dir / "archive", (DATES_SUFFIX,))
 
     problems = []
     if holder is None:

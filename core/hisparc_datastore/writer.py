@@ -26,7 +26,7 @@ from .heldfiles import HeldFiles
 from .journal import Journal
 from .lock import WriterLock
 from .plugins import Registry
-from .prepare import MAX_REASON
+from .prepare import MAX_REASON, Bounds
 from .preparer import AHEAD, Preparer
 from .queue import REASON_SUFFIX, Queue
 from .recovery import Recovery
@@ -63,7 +63,7 @@ class Writer:
         self.recovery = Recovery(settings, self.queue, self.journal, self.files,
                                  self.batches.screen, resilient)
         self.tidier = ArchiveTidier(settings, self.queue, self._stop)
-        self.preparer = Preparer(self.queue.partial, registry, settings.minimum_year,
+        self.preparer = Preparer(self.queue.partial, registry, Bounds.of(settings),
                                  enabled=settings.prepare_process)
 
     def run(self, once: bool = False) -> Tally:

@@ -49,13 +49,18 @@ def render(writer: Any, now: float | None = None) -> str:
         "# HELP datastore_writer_batches_total Batches stored.",
         "# TYPE datastore_writer_batches_total counter",
         f"datastore_writer_batches_total {state.batches}",
-        "# HELP datastore_writer_quarantined_events_total Events kept in quarantine, by reason.",
+        "# HELP datastore_writer_quarantined_events_total Events kept in quarantine, by kind of reason "
+        "(a fixed set: the station's own text is only in the reason files).",
         "# TYPE datastore_writer_quarantined_events_total counter",
         *(f'datastore_writer_quarantined_events_total{{reason="{_escape(r)}"}} {n}'
           for r, n in sorted(reasons.items())),
         "# HELP datastore_writer_quarantined_files_total Queue files quarantined whole (unreadable).",
         "# TYPE datastore_writer_quarantined_files_total counter",
         f"datastore_writer_quarantined_files_total {tally.quarantined_files}",
+        "# HELP datastore_writer_suspicious_files_total Queue files set aside whole in suspicious/ "
+        "(over a bound per upload).",
+        "# TYPE datastore_writer_suspicious_files_total counter",
+        f"datastore_writer_suspicious_files_total {tally.suspicious_files}",
         "# HELP datastore_writer_storage_errors_total Failed attempts to store a batch (each retried).",
         "# TYPE datastore_writer_storage_errors_total counter",
         f"datastore_writer_storage_errors_total {tally.storage_errors}",

@@ -76,7 +76,7 @@ class WriterState:
         self.batches += 1
         self.last_batch = now
         for item in decoded:
-            stored = item.events - len(item.rejected)
+            stored = item.events - item.rejected_events
             if stored <= 0:
                 continue
             entry = self.stations.setdefault(str(item.station_id), {"events_stored": 0})

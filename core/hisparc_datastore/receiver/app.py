@@ -29,7 +29,7 @@ from .dedup import DB_NAME, DUPLICATE, IN_FLIGHT, NEW, Dedup
 from .guard import PasswordGuard
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .metrics import Metrics
-from .spool import ClaimLost, Spool, is_suspicious
+from .spool import ClaimLost, Spool, suspicious_reason
 from .stations import Station, StationList
 
 log = logging.getLogger(__name__)
@@ -245,7 +245,15 @@ class ReceiverApp:
             self._release(station_id, checksum, name)
             return self._refuse(Outcome(RC_UNPICKLE, station_id, f"cannot unpickle: {exc}"),
                                 station, payload, checksum)
-        suspicious = is_suspicious(event_list, self.settings.minimum_year)
+        if len(event_list) > self.settings.max_events_per_upload:
+            # Refused, kept with the reason: every event costs the writer memory and time.
+            self._release(station_id, checksum, name)
+            return self._refuse(Outcome(RC_UNPICKLE, station_id,
+                                        f"{len(event_list)} events, more than max_events_per_upload "
+                                        f"{self.settings.max_events_per_upload}"),
+                                station, payload, checksum)
+        suspicious = suspicious_reason(event_list, self.settings.minimum_year,
+                                       self.settings.max_days_per_upload)
         commit = release = None
         if self.dedup is not None:
             def commit() -> bool:

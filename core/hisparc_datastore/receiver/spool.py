@@ -27,8 +27,8 @@ from pathlib import Path
 
 from .. import faults
 from ..decoding import Upload, event_datetime
-from ..durable import fsync_dir
-from ..queue import Queue
+from ..durable import fsync_dir, write_atomically
+from ..queue import REASON_SUFFIX, Queue
 from .owner import pid_may_have_named
 
 log = logging.getLogger(__name__)
@@ -43,14 +43,24 @@ class ClaimLost(Exception):
     request must not queue it."""
 
 
-def is_suspicious(event_list: list, minimum_year: int) -> bool:
-    """True when any event is dated before 1 January of ``minimum_year`` (a DAQ without GPS fix)."""
+def suspicious_reason(event_list: list, minimum_year: int, max_days: int) -> str | None:
+    """Why the upload goes to ``suspicious/``, or None: an event dated before 1 January of
+    ``minimum_year`` (a DAQ without GPS fix), or events on more than ``max_days`` dates (each
+    date is a day file the writer opens: one upload could hold every station up)."""
     cutoff = datetime.datetime(minimum_year, 1, 1)
+    dates = set()
     for event in event_list:
         moment = event_datetime(event)
-        if moment is not None and moment.replace(tzinfo=None) < cutoff:
-            return True
-    return False
+        if moment is None:
+            continue
+        moment = moment.replace(tzinfo=None)
+        if moment < cutoff:
+            return f"an event of {moment} is before minimum_year {minimum_year}"
+        dates.add(moment.date())
+    if len(dates) > max_days:
+        return (f"events on {len(dates)} dates ({min(dates)} to {max(dates)}), more than "
+                f"max_days_per_upload {max_days}")
+    return None
 
 
 class Spool:
@@ -65,10 +75,13 @@ class Spool:
         # time, pid and a per-process counter: unique across threads and processes.
         return f"{time.time_ns()}-{os.getpid()}-{next(self._counter)}-{station_id}-{checksum[:8]}"
 
-    def store(self, upload: Upload, name: str, suspicious: bool = False,
+    def store(self, upload: Upload, name: str, suspicious: str | None = None,
               commit: Callable[[], bool] | None = None,
               release: Callable[[], bool] | None = None) -> Path:
         """Queue ``upload`` as ``name``; returns its path once durable, raises OSError otherwise.
+
+        ``suspicious``: why it goes to ``suspicious/`` (kept beside it as ``NAME.reason``)
+        rather than ``incoming/``.
 
         ``commit`` is called once the file is whole in ``tmp/``, just before the rename; if it
         says False the claim is someone else's and :class:`ClaimLost` is raised. ``release``
@@ -121,8 +134,19 @@ class Spool:
                 log.error("%s stays queued though its directory fsync failed", name)
                 return target
             raise
+        if suspicious:
+            self._keep_reason(name, f"station {upload.station_id} cluster {upload.cluster}: {suspicious}")
         faults.point("receiver-queued")
         return target
+
+    def _keep_reason(self, name: str, reason: str) -> None:
+        # After the upload is queued, so no reason is left without its upload; a failure here
+        # costs the operator the reason, not the station its upload.
+        try:
+            write_atomically(self.queue.suspicious / (name + REASON_SUFFIX), reason.encode() + b"\n",
+                             fsync=self.fsync)
+        except OSError as exc:
+            log.error("cannot keep the reason for suspicious/%s (%s): %s", name, exc.strerror, reason)
 
     @staticmethod
     def _take_back(tmp: Path, release: Callable[[], bool] | None) -> bool:
@@ -209,7 +233,7 @@ def _write_all(fd: int, view: memoryview) -> None:
 class NullSpool(Spool):
     """Accepts everything and writes nothing: for measuring the cost of the durable write."""
 
-    def store(self, upload: Upload, name: str, suspicious: bool = False,
+    def store(self, upload: Upload, name: str, suspicious: str | None = None,
               commit: Callable[[], bool] | None = None,
               release: Callable[[], bool] | None = None) -> Path:
         upload.to_queue_bytes()  # keep the serialisation cost in the comparison
