@@ -18,6 +18,7 @@ import logging
 import multiprocessing
 import signal
 import threading
+import time
 from multiprocessing.connection import Connection
 from pathlib import Path
 
@@ -33,6 +34,11 @@ MAX_FAILURES = 3  # child deaths before the writer stops starting new ones
 AHEAD = 2
 _POLL_S = 0.1  # how often a wait for the child looks at the stop flag
 _LOCK_S = 5.0  # the child holds the batch lock for microseconds; longer, it died holding it
+#: Seconds the writer waits for the child's answer once it has prepared its own share. By then
+#: the child has at most the one upload it took last left to prepare (seconds, for the
+#: largest); a child that is alive but stopped (SIGSTOP, a debugger) or hung never answers,
+#: so it is killed and replaced and the writer prepares the batch itself.
+ANSWER_TIMEOUT_S = 60.0
 
 
 def _table_map(registry: Registry) -> dict[str, str]:
@@ -140,15 +146,19 @@ class _Child:
         finally:
             self.lock.release()
 
-    def wait(self, number: int, stop: threading.Event) -> dict | None:
+    def wait(self, number: int, stop: threading.Event, timeout: float) -> dict | None:
         """The answer for batch ``number``; None when a stop is asked for first. Raises
-        EOFError when the child ended without giving it."""
+        EOFError when the child ended without giving it, TimeoutError when it gave none
+        within ``timeout`` seconds."""
+        deadline = time.monotonic() + timeout
         with self.changed:
             while number not in self.answers:
                 if stop.is_set():
                     return None
                 if self.ended is not None:
                     raise EOFError(self.ended)
+                if time.monotonic() >= deadline:
+                    raise TimeoutError(f"it gave no answer in {timeout:g} s (stopped or hung?)")
                 self.changed.wait(_POLL_S)
             for stale in [key for key in self.answers if key < number]:
                 del self.answers[stale]  # of batches the writer prepared itself
@@ -220,9 +230,13 @@ class Preparer:
                     return None
                 mine[index] = prepare_file(self.partial / names[index], self.screen)
             theirs = child.front_taken(number, len(names))
-            answer = child.wait(number, stop) if theirs else {}
+            answer = child.wait(number, stop, ANSWER_TIMEOUT_S) if theirs else {}
         except EOFError as exc:
             self._failed(f"it stopped ({exc})")
+            return None
+        except TimeoutError as exc:
+            # Killed (SIGKILL ends a stopped process too) and replaced at the next batch.
+            self._failed(str(exc))
             return None
         except Exception as exc:  # noqa: BLE001 - the writer goes on without it
             self._failed(f"taking its answer failed ({describe(exc)})")
