@@ -3,8 +3,11 @@ append, release (see docs/exactly-once.md)."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import shutil
 import threading
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -15,12 +18,12 @@ from . import faults
 from .config import Settings
 from .dayfiles import OpenFiles
 from .heldfiles import HeldFiles
-from .journal import APPLIED, APPLYING, Journal, Transaction
+from .journal import APPLIED, APPLYING, NEW, Journal, Transaction
 from .plugins import Registry
 from .prepare import DayRows, PreparedUpload, Screen, concatenate, prepare_file
 from .queue import Queue
 from .rows import log_unknown_codes, shift_blob_indices
-from .storage import BLOBS, day_file_path, station_path
+from .storage import BLOBS, copy_day_file, day_file_path, drop_copies, snapshot_path, station_path
 from .storeerrors import StorageError, describe, held_by_another
 from .writerstate import WriterState
 
@@ -42,6 +45,11 @@ class Tally:
     @property
     def events(self) -> int:
         return sum(self.stored.values())
+
+
+class NoRoom(StorageError):
+    """Too little free disk for the next batch and the reserve: the writer waits (a storage
+    error, retried with back-off) and ``datastore status`` says so."""
 
 
 class Interrupted(Exception):
@@ -115,15 +123,20 @@ class BatchStore:
         uploads = [item for item in prepared if item is not None and self._readable(item)]
         if self.held is not None:
             uploads = self._set_aside_held(uploads, self.held)
+        built, sizes = self._build(uploads)
+        if built:
+            self._check_room(uploads, sizes)
         for item in uploads:
             if item.rejected:
                 self._quarantine_events(item)
-        built, sizes = self._build(uploads)
         if built:
             try:
                 self._apply(tuple(item.name for item in uploads), built, sizes)
             except (OSError, tables.HDF5ExtError) as exc:
                 raise StorageError(describe(exc)) from exc
+        if self.state.no_room is not None:
+            log.info("the disk has room again: storing")
+            self.state.no_room = None
         self._release(uploads)
         self.state.held = self.held.describe() if self.held is not None else []
         self.state.batch_stored(uploads, self.tally)
@@ -209,8 +222,51 @@ class BatchStore:
             built[key] = (arrays, blobs)
         return built, sizes
 
+    def _check_room(self, uploads: list[PreparedUpload], sizes: dict) -> None:
+        """Raise NoRoom unless the disk holds the batch (about twice its queue files), the
+        copies :meth:`_copy_before` will make, and ``[Writer] reserve_mb`` besides: an append
+        that meets a full disk is undone, but one that is never tried costs nothing."""
+        need = self.settings.reserve_mb * 2**20
+        for item in uploads:
+            with contextlib.suppress(OSError):
+                need += 2 * (self.queue.partial / item.name).stat().st_size
+        for path, nodes in sizes.items():
+            if any(size is None for size in nodes.values()) and Path(path).exists():
+                need += Path(path).stat().st_size
+        try:
+            free = shutil.disk_usage(self.settings.data_dir).free
+        except OSError:
+            return  # the append itself will say what is wrong
+        if free >= need:
+            return
+        self.state.no_room = {"since": self.state.no_room["since"] if self.state.no_room else time.time(),
+                              "free": free, "needed": need, "reserve_mb": self.settings.reserve_mb}
+        self.state.save(self.tally)
+        raise NoRoom(f"disk full: {free / 2**20:.1f} MB free in {self.settings.data_dir}, the next "
+                     f"batch needs about {need / 2**20:.1f} MB with [Writer] reserve_mb = "
+                     f"{self.settings.reserve_mb}; waiting for room")
+
+    def _copy_before(self, sizes: dict) -> dict[str, str]:
+        """Copy each existing day file the batch adds a node (group, table, blobs) to; note
+        each one the batch makes. HDF5 interrupted by a full disk while it makes a group can
+        leave a file whose earlier groups cannot be reached, which no cut-back repairs."""
+        copies = {}
+        for path, nodes in sizes.items():
+            if all(size is not None for size in nodes.values()):
+                continue  # appends only: cut back to the journal's sizes if they fail
+            day_file = Path(path)
+            if not day_file.exists():
+                copies[path] = NEW
+                continue
+            self.files.get(day_file).h5.flush()  # the copy is what the journal's sizes describe
+            copy = snapshot_path(day_file)
+            copy_day_file(day_file, copy, self.settings.fsync)
+            copies[path] = str(copy)
+        return copies
+
     def _apply(self, names: tuple[str, ...], built: dict, sizes: dict) -> None:
-        self.journal.write(Transaction(names, sizes, APPLYING))
+        copies = self._copy_before(sizes)
+        self.journal.write(Transaction(names, sizes, APPLYING, copies))
         faults.point("journaled")
         current = None
         stored: Counter = Counter()  # counted once applied: an undone attempt stored nothing
@@ -228,7 +284,8 @@ class BatchStore:
         if current is not None:
             current.flush(self.settings.fsync)
         faults.point("flushed")
-        self.journal.write(Transaction(names, sizes, APPLIED))
+        self.journal.write(Transaction(names, sizes, APPLIED, copies))
+        drop_copies(copies, self.settings.fsync)
         self.tally.stored.update(stored)
         faults.point("applied")
 

@@ -16,10 +16,10 @@ from .config import ConfigError, Settings
 from .dayfiles import OpenFiles
 from .decoding import Upload, parse_queue_file
 from .durable import fsync_dir
-from .journal import APPLIED, APPLYING, Journal
+from .journal import APPLIED, APPLYING, NEW, Journal
 from .queue import REASON_SUFFIX, Queue
 from .rebuild import rebuild_day
-from .storage import date_of_day_file
+from .storage import date_of_day_file, drop_copies
 from .storeerrors import StorageError, describe, disk_full, held_by_another
 
 log = logging.getLogger(__name__)
@@ -53,8 +53,12 @@ class Recovery:
                    and not disk_full(self.settings.data_dir) else set())
         if transaction is not None and transaction.state == APPLYING:
             log.warning("undoing an unfinished batch of %d uploads", len(transaction.uploads))
+            self.files.close_all()  # a handle on a file about to be replaced would write into it
+            restored = self._restore(transaction.copies)
+            damaged -= restored
+            self.suspects -= restored
             for path, sizes in transaction.sizes.items():
-                if Path(path) in damaged or not Path(path).exists():
+                if Path(path) in damaged or Path(path) in restored or not Path(path).exists():
                     continue
                 try:
                     day_file = self.files.get(Path(path))
@@ -75,11 +79,32 @@ class Recovery:
             return
         if transaction.state == APPLIED:
             log.info("finishing the release of %d stored uploads", len(transaction.uploads))
+            drop_copies(transaction.copies, self.settings.fsync)
             for name in transaction.uploads:
                 self._archive_claimed(name)
                 self.queue.release(name)
             self.queue.sync_partial()
         self.journal.clear()
+
+    def _restore(self, copies: dict[str, str]) -> set[Path]:
+        """Put back the day files a batch added nodes to as they were before it: the copy made
+        then, or no file for one the batch made. Returns the files put back. A copy already
+        put back (a crash after the rename) is gone; its file is then cut back as usual."""
+        restored = set()
+        for path, copy in copies.items():
+            day_file = Path(path)
+            if copy == NEW:
+                # It held nothing but this batch, whose uploads are still claimed.
+                day_file.unlink(missing_ok=True)
+            elif Path(copy).exists():
+                os.replace(copy, day_file)
+            else:
+                continue
+            if self.settings.fsync:
+                fsync_dir(day_file.parent)
+            log.warning("%s put back as it was before the batch", day_file)
+            restored.add(day_file)
+        return restored
 
     def _heal(self, path: Path) -> None:
         """Replace a damaged day file by one rebuilt from the archive; keep the damaged one."""

@@ -140,6 +140,11 @@ def collect(settings: Settings, now: float | None = None) -> dict[str, Any]:
     if oldest_incoming_age_s is not None and oldest_incoming_age_s > settings.max_lag_s:
         problems.append(f"the oldest upload in incoming/ waits {oldest_incoming_age_s:.0f} s, "
                         f"more than [Writer] max_lag_s = {settings.max_lag_s:g}")
+    no_room = state.get("no_room") if holder is not None else None
+    if no_room:
+        problems.append(f"the writer waits for disk space since {_when(no_room['since'], now)}: "
+                        f"{_size(no_room['free'])} free, the next batch needs {_size(no_room['needed'])} "
+                        f"with [Writer] reserve_mb = {no_room['reserve_mb']}")
     return {
         "healthy": not problems,
         "problems": problems,
@@ -162,6 +167,7 @@ def collect(settings: Settings, now: float | None = None) -> dict[str, Any]:
         "archive_bytes": archive_bytes,
         # As the writer last saw them: a reader may have let go since, which the next batch records.
         "held_day_files": state.get("held_day_files", []) if holder is not None else [],
+        "no_room": no_room,
     }
 
 
