@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import shutil
 import threading
 import time
@@ -17,7 +18,7 @@ import tables
 from . import faults
 from .config import Settings
 from .dayfiles import OpenFiles
-from .heldfiles import HeldFiles
+from .heldfiles import HELD, HeldFiles
 from .journal import APPLIED, APPLYING, NEW, Journal, Transaction
 from .plugins import Registry
 from .prepare import DayRows, PreparedUpload, Screen, concatenate, prepare_file
@@ -154,32 +155,42 @@ class BatchStore:
 
     def _set_aside_held(self, uploads: list[PreparedUpload], held_files: HeldFiles) -> list[PreparedUpload]:
         """The uploads whose day files can be written now; those touching a day file another
-        process holds open wait, claimed, until it is released."""
-        held = {path: True for path in held_files.since}  # known held: look again only when due
+        process holds open, or one that cannot be written (its mode, owner, an immutable
+        flag), wait, claimed, until it can."""
+        # known held: look again only when due
+        held = {path: held_files.reasons.get(path) or HELD for path in held_files.since}
         kept = []
         for item in uploads:
             paths = sorted(day_file_path(self.settings.data_dir, date) for date in item.dates)
             for path in paths:
                 if path not in held:
-                    held[path] = self.is_held(path)
+                    held[path] = self.blocked(path)
             busy = [path for path in paths if held[path]]
             if busy:
-                held_files.set_aside(item.name, busy)
+                held_files.set_aside(item.name, busy, {path: held[path] for path in busy})
             else:
                 kept.append(item)
         return kept
 
-    def is_held(self, path: Path) -> bool:
-        """Whether another process holds the day file ``path`` open (else it is open here now)."""
+    def blocked(self, path: Path) -> str | None:
+        """Why the day file ``path`` cannot be written now: HELD (another process holds it
+        open) or what refuses it; None when it can (and it is open here now)."""
         if not path.exists():
-            return False  # nothing to hold; made only if an event is stored in it
+            # made only if an event is stored in it: its folder must take it
+            folder = next(parent for parent in path.parents if parent.exists())
+            if not os.access(folder, os.W_OK | os.X_OK):
+                return f"its folder {folder} cannot be written"
+            return None
         try:
             self.files.get(path)
         except tables.HDF5ExtError as exc:
             if held_by_another(exc):
-                return True
+                return HELD
             raise
-        return False
+        except PermissionError as exc:
+            # Retrying the batch would fail for ever; only this file's uploads need to wait.
+            return f"cannot be opened for writing ({exc}): mode, owner or an immutable flag?"
+        return None
 
     def _build(self, uploads: list[PreparedUpload]) -> tuple[dict, dict]:
         """Record arrays per (date, cluster, station), with blob indices counted on from the
