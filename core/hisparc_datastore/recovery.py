@@ -72,7 +72,8 @@ class Recovery:
                     damaged.add(Path(path))
             self.files.close_all()
         for path in sorted(damaged):
-            self._heal(path)
+            known = transaction.sizes.get(str(path), {}) if transaction is not None else {}
+            self._heal(path, {node: size for node, size in known.items() if size})
         if suspect:
             self.suspects.clear()
         if transaction is None:
@@ -106,14 +107,22 @@ class Recovery:
             restored.add(day_file)
         return restored
 
-    def _heal(self, path: Path) -> None:
-        """Replace a damaged day file by one rebuilt from the archive; keep the damaged one."""
+    def _heal(self, path: Path, known: dict[str, int]) -> None:
+        """Replace a damaged day file by one rebuilt from the archive; keep the damaged one.
+
+        ``known``: rows its nodes held before the failed batch (the journal's sizes). When
+        the rebuild holds fewer rows in any node than those, or than can still be read from
+        the damaged file, the damaged file is kept beside the day file, not in quarantine,
+        so that what can be read of it is where a reader looks for that day.
+        """
         self.files.close_all()
         date = date_of_day_file(path)
         stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-        aside = self.queue.quarantine / f"{path.name}.damaged-{stamp}"
         if not path.exists():
             return
+        before = readable_rows(path)
+        for node, size in known.items():
+            before[node] = max(before.get(node, 0), size)
         rebuilt = None
         if self.settings.archive_days > 0 and self.queue.archived(date):
             scratch = self.settings.data_dir / f"rebuild-{date:%Y-%m-%d}"
@@ -124,6 +133,10 @@ class Recovery:
             except BaseException:
                 shutil.rmtree(scratch, ignore_errors=True)
                 raise  # disk full, say: the batch is retried and healing with it
+        after = readable_rows(rebuilt) if rebuilt is not None else {}
+        lost = sum(max(0, rows - after.get(node, 0)) for node, rows in before.items())
+        aside = (path.with_name(f"{path.name}.damaged-{stamp}") if lost
+                 else self.queue.quarantine / f"{path.name}.damaged-{stamp}")
         os.replace(path, aside)
         if rebuilt is not None:
             os.replace(rebuilt, path)
@@ -132,11 +145,16 @@ class Recovery:
         else:
             reason = (f"{path} was damaged and could not be rebuilt from the archive: a new day file "
                       "is started; recover this one's data with HDF5 tools")
-        (aside.parent / (aside.name + REASON_SUFFIX)).write_text(reason + "\n")
+        if lost:
+            reason += (f"; the new file holds {lost} rows fewer than the damaged one held, which is "
+                       f"kept beside it as {aside.name} (its readable rows: "
+                       f"{sum(readable_rows(aside).values())})")
+        reason_file = self.queue.quarantine / f"{path.name}.damaged-{stamp}{REASON_SUFFIX}"
+        reason_file.write_text(reason + "\n")
         log.critical("%s; the damaged file is kept as %s", reason, aside)
         if self.settings.fsync:
             fsync_dir(path.parent)
-            fsync_dir(aside.parent)
+            fsync_dir(reason_file.parent)
 
     def _archive_claimed(self, name: str) -> None:
         path = self.queue.partial / name
@@ -144,3 +162,16 @@ class Recovery:
             return
         _, dates = self.screen(parse_queue_file(path.read_bytes()))
         self.queue.archive_claimed([(name, dates)])
+
+
+def readable_rows(path: Path) -> dict[str, int]:
+    """Rows per node of the day file ``path``, as far as it can be read (a damaged file may
+    hide some nodes or refuse to open: those count as none)."""
+    rows: dict[str, int] = {}
+    try:
+        with tables.open_file(str(path), "r") as h5:
+            for node in h5.walk_nodes("/", "Leaf"):
+                rows[node._v_pathname] = int(node.nrows)
+    except Exception:  # noqa: BLE001 - whatever HDF5 says, what was read so far is the answer
+        pass
+    return rows
