@@ -90,12 +90,15 @@ class BatchStore:
     """Stores batches of claimed uploads into the day files, counting what it did in ``tally``.
 
     ``held`` (the service's) sets aside uploads for day files a reader holds open;
-    without it (a rebuild) no file is taken as held.
+    without it (a rebuild) no file is taken as held. Without ``undo_copies`` (a rebuild,
+    which discards its scratch files on any error) no day file is copied before a batch
+    adds nodes to it.
     """
 
     def __init__(self, settings: Settings, registry: Registry, queue: Queue, journal: Journal,
                  files: OpenFiles, tally: Tally, state: WriterState, stop: threading.Event,
-                 held: HeldFiles | None = None) -> None:
+                 held: HeldFiles | None = None, undo_copies: bool = True) -> None:
+        self.undo_copies = undo_copies
         self.settings = settings
         self.registry = registry
         self.queue = queue
@@ -261,7 +264,9 @@ class BatchStore:
         """Copy each existing day file the batch adds a node (group, table, blobs) to; note
         each one the batch makes. HDF5 interrupted by a full disk while it makes a group can
         leave a file whose earlier groups cannot be reached, which no cut-back repairs."""
-        copies = {}
+        copies: dict[str, str] = {}
+        if not self.undo_copies:
+            return copies
         for path, nodes in sizes.items():
             if all(size is not None for size in nodes.values()):
                 continue  # appends only: cut back to the journal's sizes if they fail
@@ -273,6 +278,7 @@ class BatchStore:
             copy = snapshot_path(day_file)
             copy_day_file(day_file, copy, self.settings.fsync)
             copies[path] = str(copy)
+        faults.point("copied")
         return copies
 
     def _apply(self, names: tuple[str, ...], built: dict, sizes: dict) -> None:

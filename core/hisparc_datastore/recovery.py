@@ -95,8 +95,10 @@ class Recovery:
         for path, copy in copies.items():
             day_file = Path(path)
             if copy == NEW:
+                if not day_file.exists():
+                    continue  # not made yet: nothing to undo
                 # It held nothing but this batch, whose uploads are still claimed.
-                day_file.unlink(missing_ok=True)
+                day_file.unlink()
             elif Path(copy).exists():
                 os.replace(copy, day_file)
             else:
