@@ -393,12 +393,21 @@ def test_uploads_are_stored_while_the_child_is_stopped(tmp_path, monkeypatch, ca
         stopped.append(child)
         return True
 
+    queued = 60
     with caplog.at_level(logging.WARNING):
         service.start()
         try:
-            assert wait_for(stop_the_child, timeout=120, interval=0.001), "never caught mid-batch"
+            # The child is caught mid-batch only while a batch is in hand: queue more until it is.
+            while True:
+                wait_for(lambda target=queued: stop_the_child() or writer.tally.uploads == target,
+                         timeout=120, interval=0.001)
+                if stopped:
+                    break
+                assert queued < 600, "never caught mid-batch"
+                queue_uploads(tmp_path, [across_midnight(501 + n % 5, 30) for n in range(60)])
+                queued += 60
             # bounded: the time-out, then the writer prepares the batch itself
-            assert wait_for(lambda: writer.tally.uploads == 60, timeout=120), writer.tally
+            assert wait_for(lambda: writer.tally.uploads == queued, timeout=120), writer.tally
         finally:
             for child in stopped:
                 with contextlib.suppress(ProcessLookupError):
@@ -411,4 +420,37 @@ def test_uploads_are_stored_while_the_child_is_stopped(tmp_path, monkeypatch, ca
     with tables.open_file(day_file_path(tmp_path, MIDNIGHT.date())) as h5:
         for station_id in range(501, 506):
             singles = h5.get_node(f"/hisparc/cluster_utrecht/station_{station_id}/singles")
-            assert singles.nrows == 12 * 90  # each upload once: 12 uploads, 90 singles after midnight
+            assert singles.nrows == queued // 5 * 90  # each upload once, 90 singles after midnight
+
+
+def test_a_child_stopped_while_idle_cannot_block_the_writer_on_a_full_pipe(tmp_path, caplog):
+    paths = queue_uploads(tmp_path, [across_midnight(501, 1)])
+    preparer = Preparer(tmp_path / "incoming", load_registry(), 2016)
+    stopped = None
+    outcome = []
+
+    def batches() -> None:
+        # Names of uploads already gone (prepared as None at once): only the pipe is at stake.
+        for number in range(40):
+            names = [f"gone-{number}-{n:04d}-{'x' * 40}" for n in range(300)]  # ~20 kB to send
+            preparer.submit(names)
+            outcome.append(preparer.take(names, threading.Event()))
+
+    try:
+        answered_by_the_child(preparer, [paths[0].name])
+        stopped = preparer._child
+        os.kill(stopped.process.pid, signal.SIGSTOP)  # idle: it takes no batch, reads nothing
+        with caplog.at_level(logging.WARNING):
+            writer_side = threading.Thread(target=batches, daemon=True)
+            writer_side.start()
+            writer_side.join(timeout=120)
+        # main: the fourth batch or so blocked for ever in send(), the pipe full
+        assert not writer_side.is_alive(), "the writer hung sending to a stopped child"
+        assert len(outcome) == 40
+        assert "could not hand it a batch" in caplog.text
+        assert wait_for(lambda: not alive(stopped.process.pid), timeout=60)  # killed
+    finally:
+        if stopped is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(stopped.process.pid, signal.SIGCONT)
+        preparer.close()

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import multiprocessing
+import os
 import signal
 import threading
 import time
@@ -45,7 +46,7 @@ def _table_map(registry: Registry) -> dict[str, str]:
     return {event_type.upload_code: event_type.table_name for event_type in registry}
 
 
-def _serve(conn: Connection, split, lock, partial: str, minimum_year: int) -> None:
+def _serve(inbox: Connection, conn: Connection, split, lock, partial: str, minimum_year: int) -> None:
     """The child: prepare the batches it is sent, from the front, while the writer may take
     uploads from the back (see :class:`_Child`); until it is sent None or the pipe closes."""
     # A Ctrl-C or a SIGTERM to the whole group is for the writer, which finishes its batch
@@ -58,7 +59,7 @@ def _serve(conn: Connection, split, lock, partial: str, minimum_year: int) -> No
     folder = Path(partial)
     while True:
         try:
-            message = conn.recv()
+            message = inbox.recv()
         except EOFError:
             return
         if message is None:
@@ -89,15 +90,21 @@ class _Child:
 
     def __init__(self, partial: Path, minimum_year: int) -> None:
         context = multiprocessing.get_context("spawn")
-        self.conn, theirs = context.Pipe()
+        # One pipe each way: the writer's end of the one to the child does not block, so a
+        # child that stops reading (SIGSTOP) makes a send fail once the pipe is full, rather
+        # than hang the writer; the answers are read by a thread that may block.
+        inbox, self.outbox = context.Pipe(duplex=False)
+        self.conn, theirs = context.Pipe(duplex=False)
+        os.set_blocking(self.outbox.fileno(), False)
         self.split = context.RawArray("q", 3)
         self.split[0] = -1
         self.lock = context.Lock()
         self.process = context.Process(
-            target=_serve, args=(theirs, self.split, self.lock, str(partial), minimum_year),
+            target=_serve, args=(inbox, theirs, self.split, self.lock, str(partial), minimum_year),
             name="datastore-preparer", daemon=True)
         self.process.start()
         theirs.close()
+        inbox.close()
         self.answers: dict[int, dict] = {}
         self.tables: dict | None = None  # the event types it found, its first answer
         self.ended: str | None = None  # why no more answers will come
@@ -165,8 +172,8 @@ class _Child:
             return self.answers.pop(number)
 
     def end(self) -> None:
-        with contextlib.suppress(OSError):
-            self.conn.send(None)
+        with contextlib.suppress(OSError):  # BlockingIOError: it reads nothing; killed below
+            self.outbox.send(None)
         # It finishes the batch in hand first; killed, it loses nothing (it only reads).
         self.process.join(timeout=2)
         if self.process.is_alive():
@@ -174,6 +181,7 @@ class _Child:
             self.process.join()
         self.reader.join()  # it reads the end of the pipe and leaves
         self.conn.close()
+        self.outbox.close()
 
 
 class Preparer:
@@ -210,7 +218,8 @@ class Preparer:
             if self._child is None:
                 self._child = _Child(self.partial, self.minimum_year)
             self._sent += 1
-            self._child.conn.send((self._sent, list(names)))
+            # BlockingIOError when the child has not read what it was sent (stopped, hung)
+            self._child.outbox.send((self._sent, list(names)))
             self._waiting[tuple(names)] = self._sent
         except Exception as exc:  # noqa: BLE001 - the writer goes on without it
             self._failed(f"could not hand it a batch ({describe(exc)})")
