@@ -238,7 +238,7 @@ class BatchStore:
 
     def _check_room(self, uploads: list[PreparedUpload], sizes: dict) -> None:
         """Raise NoRoom unless the disk holds the batch (about twice its queue files), the
-        copies :meth:`_copy_before` will make, and ``[Writer] reserve_mb`` besides: an append
+        copies :meth:`_apply` will make, and ``[Writer] reserve_mb`` besides: an append
         that meets a full disk is undone, but one that is never tried costs nothing."""
         need = self.settings.reserve_mb * 2**20
         for item in uploads:
@@ -260,10 +260,11 @@ class BatchStore:
                      f"batch needs about {need / 2**20:.1f} MB with [Writer] reserve_mb = "
                      f"{self.settings.reserve_mb}; waiting for room")
 
-    def _copy_before(self, sizes: dict) -> dict[str, str]:
-        """Copy each existing day file the batch adds a node (group, table, blobs) to; note
-        each one the batch makes. HDF5 interrupted by a full disk while it makes a group can
-        leave a file whose earlier groups cannot be reached, which no cut-back repairs."""
+    def _copies(self, sizes: dict) -> dict[str, str]:
+        """Where each existing day file the batch adds a node (group, table, blobs) to is
+        copied before; NEW for each one the batch makes. HDF5 interrupted by a full disk
+        while it makes a group can leave a file whose earlier groups cannot be reached,
+        which no cut-back repairs."""
         copies: dict[str, str] = {}
         if not self.undo_copies:
             return copies
@@ -271,20 +272,21 @@ class BatchStore:
             if all(size is not None for size in nodes.values()):
                 continue  # appends only: cut back to the journal's sizes if they fail
             day_file = Path(path)
-            if not day_file.exists():
-                copies[path] = NEW
-                continue
-            self.files.get(day_file).h5.flush()  # the copy is what the journal's sizes describe
-            copy = snapshot_path(day_file)
-            copy_day_file(day_file, copy, self.settings.fsync)
-            copies[path] = str(copy)
-        faults.point("copied")
+            copies[path] = str(snapshot_path(day_file)) if day_file.exists() else NEW
         return copies
 
     def _apply(self, names: tuple[str, ...], built: dict, sizes: dict) -> None:
-        copies = self._copy_before(sizes)
+        copies = self._copies(sizes)
+        # Journaled before the copies are made, so that none is ever left unaccounted for:
+        # undoing puts back a copy that is whole (made under a temporary name) and cuts back
+        # a file whose copy was not made yet, to which nothing was appended either.
         self.journal.write(Transaction(names, sizes, APPLYING, copies))
         faults.point("journaled")
+        for path, copy in copies.items():
+            if copy != NEW:
+                self.files.get(Path(path)).h5.flush()  # the copy is what the journal's sizes describe
+                copy_day_file(Path(path), Path(copy), self.settings.fsync)
+        faults.point("copied")
         current = None
         stored: Counter = Counter()  # counted once applied: an undone attempt stored nothing
         for (date, cluster, station_id), (arrays, blobs) in built.items():  # in date order

@@ -19,7 +19,7 @@ from .durable import fsync_dir
 from .journal import APPLIED, APPLYING, NEW, Journal
 from .queue import REASON_SUFFIX, Queue
 from .rebuild import rebuild_day
-from .storage import date_of_day_file, drop_copies
+from .storage import copy_day_file_tmp, date_of_day_file, drop_copies
 from .storeerrors import StorageError, describe, disk_full, held_by_another
 
 log = logging.getLogger(__name__)
@@ -102,6 +102,8 @@ class Recovery:
             elif Path(copy).exists():
                 os.replace(copy, day_file)
             else:
+                # not made (or already put back): nothing was appended after it
+                copy_day_file_tmp(Path(copy)).unlink(missing_ok=True)  # a copy cut short
                 continue
             if self.settings.fsync:
                 fsync_dir(day_file.parent)

@@ -44,13 +44,18 @@ def snapshot_path(path: Path) -> Path:
     return path.with_name(f".{path.name}.before")
 
 
+def copy_day_file_tmp(target: Path) -> Path:
+    """The name :func:`copy_day_file` writes ``target`` under until it is whole."""
+    return target.with_name(target.name + ".tmp")
+
+
 _FICLONE = 0x40049409  # Linux ioctl: share the extents (btrfs, XFS); copy nothing
 
 
 def copy_day_file(source: Path, target: Path, fsync: bool = True) -> None:
     """Copy a (flushed) day file whole to ``target``: a reflink where the file system can,
     else the bytes. Raises OSError (ENOSPC included) before the day file is touched."""
-    tmp = target.with_name(target.name + ".tmp")
+    tmp = copy_day_file_tmp(target)
     try:
         with open(source, "rb") as src, open(tmp, "wb") as dst:
             try:
