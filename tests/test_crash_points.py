@@ -58,6 +58,7 @@ def queued_data_dir(path, uploads):
 POINTS = [
     "claimed",             # uploads renamed into partial/, nothing stored
     "journaled",           # sizes recorded, nothing appended
+    "copied:2",            # journaled, day files copied before nodes are added to them
     "blobs-appended",      # between a station's blobs and its rows
     "table-appended:1",    # after the first table of a batch
     "table-appended:3",    # between two tables' appends
@@ -93,12 +94,36 @@ def test_killed_twice_in_a_row_during_recovery_still_stores_once(tmp_path, uploa
     assert everything(tmp_path) == reference
 
 
+def drop_copies(day_file):
+    """Remove the copy the crashed batch made of ``day_file``, if it made one: the torn file
+    is then one that only a heal can help (as after a batch that only appended to it)."""
+    for copy in day_file.parent.glob(f".{day_file.name}.before"):
+        copy.unlink()
+
+
+def test_a_torn_day_file_a_batch_added_nodes_to_is_put_back_from_its_copy(tmp_path, uploads, reference):
+    config = queued_data_dir(tmp_path, uploads)
+    assert run_writer(config, crash_at="table-appended:12").returncode == -signal.SIGKILL
+    (first_day, *_) = day_files(tmp_path)
+    assert first_day.with_name(f".{first_day.name}.before").exists()  # the batch adds a station
+    with open(first_day, "r+b") as fh:  # a torn write: the file ends mid-way
+        fh.truncate(os.path.getsize(first_day) // 2)
+
+    finished = run_writer(config)
+    assert finished.returncode == 0, finished.stderr
+    assert everything(tmp_path) == reference
+    assert list((tmp_path / "quarantine").iterdir()) == []  # no heal: the copy was put back
+    assert "put back as it was before the batch" in (tmp_path / "datastore.log").read_text()
+    assert not list(tmp_path.rglob(".*.before"))
+
+
 def test_a_day_file_left_unreadable_is_rebuilt_from_the_archive(tmp_path, uploads, reference):
     config = queued_data_dir(tmp_path, uploads)
     assert run_writer(config, crash_at="table-appended:12").returncode == -signal.SIGKILL
     (first_day, *_) = day_files(tmp_path)
     with open(first_day, "r+b") as fh:  # a torn write: the file ends mid-way
         fh.truncate(os.path.getsize(first_day) // 2)
+    drop_copies(first_day)
 
     finished = run_writer(config)
     assert finished.returncode == 0, finished.stderr
@@ -117,10 +142,13 @@ def test_without_an_archive_a_torn_day_file_is_kept_aside_and_the_writer_goes_on
     (first_day, *_) = day_files(tmp_path)
     with open(first_day, "r+b") as fh:
         fh.truncate(os.path.getsize(first_day) // 2)
+    drop_copies(first_day)
 
     finished = run_writer(config)
     assert finished.returncode == 0, finished.stderr
-    (kept,) = (tmp_path / "quarantine").glob(f"{first_day.name}.damaged-*Z")
-    assert "could not be rebuilt" in kept.with_name(kept.name + ".reason").read_text()
+    # the new file holds fewer rows than the journal says the old one had: kept beside it
+    (kept,) = first_day.parent.glob(f"{first_day.name}.damaged-*Z")
+    reason = (tmp_path / "quarantine" / f"{kept.name}.reason").read_text()
+    assert "could not be rebuilt" in reason and "rows fewer" in reason
     assert list((tmp_path / "incoming").iterdir()) == list((tmp_path / "partial").iterdir()) == []
     assert read_contents(first_day, load_registry())  # a new, readable day file holds the rest

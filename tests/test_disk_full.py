@@ -191,3 +191,36 @@ def test_a_day_file_held_open_by_a_reader_is_waited_for_not_healed(tmp_path, fas
     run_writer_until(tmp_path, lambda: released and queue_empty(tmp_path))
     assert list(read_station(tmp_path, MOMENT.date(), "Utrecht", 501)["singles"]["mas_ch1_low"]) == [1, 3, 2]
     assert list((tmp_path / "quarantine").iterdir()) == []  # never taken for damage
+
+
+def test_a_heal_that_would_hold_fewer_rows_keeps_the_damaged_file_readable_beside_it(
+        tmp_path, monkeypatch, caplog, fast_backoff):
+    store(tmp_path, [Upload(501, "Utrecht", [coincidence(0, 100), singles(0, 1)])])
+    store(tmp_path, [Upload(501, "Utrecht", [singles(s, 10 + s) for s in range(1, 4)])])
+    # the archive lost the second upload (pruned, say): a rebuild cannot give its rows back
+    archived = sorted((tmp_path / "archive/2024/2/29").iterdir(), key=lambda p: p.stat().st_mtime_ns)
+    assert len(archived) == 2
+    archived[1].unlink()
+    failures_left = [2]
+    real_append_rows = DayFile.append_rows
+
+    def damaged(self, cluster, station_id, event_type, records):
+        if failures_left[0] > 0:
+            failures_left[0] -= 1
+            raise tables.HDF5ExtError("Problems closing the Group cluster_utrecht")
+        real_append_rows(self, cluster, station_id, event_type, records)
+
+    monkeypatch.setattr(DayFile, "append_rows", damaged)
+    queue_uploads(tmp_path, [Upload(501, "Utrecht", [singles(5, 2)])])
+    with caplog.at_level(logging.WARNING):
+        run_writer_until(tmp_path, lambda: queue_empty(tmp_path))
+
+    kept = list((tmp_path / "2024/2").glob("2024_2_29.h5.damaged-*Z"))
+    assert len(kept) == 1  # beside the day file, where a reader of that day looks
+    with tables.open_file(kept[0]) as h5:  # and readable, every row it held
+        singles_kept = h5.get_node("/hisparc/cluster_utrecht/station_501/singles")
+        assert list(singles_kept.col("mas_ch1_low")) == [1, 11, 12, 13]
+    assert list((tmp_path / "quarantine").glob("*.damaged-*Z")) == []
+    assert len(list((tmp_path / "quarantine").glob("*.damaged-*Z.reason"))) == 1
+    assert list(read_station(tmp_path, MOMENT.date(), "Utrecht", 501)["singles"]["mas_ch1_low"]) == [1, 2]
+    assert any(r.levelname == "CRITICAL" and "3 rows fewer" in r.getMessage() for r in caplog.records)

@@ -2,6 +2,7 @@
 have prepared itself, and nothing that happens to it loses, doubles or stops anything."""
 
 import base64
+import contextlib
 import datetime
 import logging
 import os
@@ -16,6 +17,7 @@ import numpy as np
 import pytest
 import tables
 
+from hisparc_datastore import preparer as preparer_module
 from hisparc_datastore.decoding import Upload, parse_event_list
 from hisparc_datastore.plugins import Registry, load_registry
 from hisparc_datastore.prepare import Screen, prepare_file
@@ -327,4 +329,128 @@ def test_a_child_that_died_idle_is_replaced_at_the_next_batch(tmp_path, caplog):
         assert preparer.failures == 1 and preparer._child is not dead
         assert "it stopped" in caplog.text
     finally:
+        preparer.close()
+
+
+def stop_mid_batch(child, number: int, size: int) -> bool:
+    """SIGSTOP the child once it has taken part of batch ``number`` and not answered; False
+    when it answered first (the caller tries again)."""
+    if not wait_for(lambda: child.split[0] == number and child.split[1] >= 1, timeout=120,
+                    interval=0.001):
+        return False
+    os.kill(child.process.pid, signal.SIGSTOP)
+    with child.changed:
+        answered = number in child.answers
+    if answered or child.split[1] >= size:
+        os.kill(child.process.pid, signal.SIGCONT)
+        return False
+    return True
+
+
+def test_a_stopped_child_is_killed_and_replaced_after_a_time_out(tmp_path, monkeypatch, caplog):
+    monkeypatch.setattr(preparer_module, "ANSWER_TIMEOUT_S", 2.0)
+    paths = queue_uploads(tmp_path, [across_midnight(501 + n, 4) for n in range(60)])
+    names = [path.name for path in paths]
+    preparer = Preparer(tmp_path / "incoming", load_registry(), 2016)
+    try:
+        answered_by_the_child(preparer, names[:1])
+        preparer.submit(names[1:])
+        stopped = preparer._child
+        if not stop_mid_batch(stopped, preparer._waiting[tuple(names[1:])], len(names) - 1):
+            pytest.skip("the child finished the batch before it could be stopped")
+        with caplog.at_level(logging.WARNING):
+            # main waited here for ever: the child neither answers nor dies
+            assert preparer.take(names[1:], threading.Event()) is None  # the caller prepares them
+        assert "gave no answer in 2 s" in caplog.text
+        assert preparer.failures == 1 and preparer.enabled
+        assert wait_for(lambda: not alive(stopped.process.pid), timeout=60)  # killed, not left stopped
+        assert answered_by_the_child(preparer, names[:1])[0].station_id == 501  # a new child
+        assert preparer._child is not stopped
+    finally:
+        preparer.close()
+
+
+def test_uploads_are_stored_while_the_child_is_stopped(tmp_path, monkeypatch, caplog):
+    monkeypatch.setattr(preparer_module, "ANSWER_TIMEOUT_S", 2.0)
+    queue_uploads(tmp_path, [across_midnight(501 + n % 5, 30) for n in range(60)])
+    writer = Writer(settings_for(tmp_path, minimum_year=2016, batch_uploads=20, sleep=0.05),
+                    load_registry())
+    service = threading.Thread(target=writer.run)
+    stopped = []
+
+    def stop_the_child() -> bool:
+        """SIGSTOP the child while it prepares an upload the writer will wait for."""
+        child = writer.preparer._child
+        if child is None or stopped or not 1 <= child.split[1] <= child.split[2]:
+            return False
+        number = int(child.split[0])
+        os.kill(child.process.pid, signal.SIGSTOP)
+        with child.changed:
+            answered = number in child.answers
+        if answered:
+            os.kill(child.process.pid, signal.SIGCONT)  # too late for this batch: try the next
+            return False
+        stopped.append(child)
+        return True
+
+    queued = 60
+    with caplog.at_level(logging.WARNING):
+        service.start()
+        try:
+            # The child is caught mid-batch only while a batch is in hand: queue more until it is.
+            while True:
+                wait_for(lambda target=queued: stop_the_child() or writer.tally.uploads == target,
+                         timeout=120, interval=0.001)
+                if stopped:
+                    break
+                assert queued < 600, "never caught mid-batch"
+                queue_uploads(tmp_path, [across_midnight(501 + n % 5, 30) for n in range(60)])
+                queued += 60
+            # bounded: the time-out, then the writer prepares the batch itself
+            assert wait_for(lambda: writer.tally.uploads == queued, timeout=120), writer.tally
+        finally:
+            for child in stopped:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(child.process.pid, signal.SIGCONT)
+            writer.stop()
+            service.join(timeout=60)
+    assert not service.is_alive()
+    assert "gave no answer in 2 s" in caplog.text
+    assert not alive(stopped[0].process.pid)
+    with tables.open_file(day_file_path(tmp_path, MIDNIGHT.date())) as h5:
+        for station_id in range(501, 506):
+            singles = h5.get_node(f"/hisparc/cluster_utrecht/station_{station_id}/singles")
+            assert singles.nrows == queued // 5 * 90  # each upload once, 90 singles after midnight
+
+
+def test_a_child_stopped_while_idle_cannot_block_the_writer_on_a_full_pipe(tmp_path, caplog):
+    paths = queue_uploads(tmp_path, [across_midnight(501, 1)])
+    preparer = Preparer(tmp_path / "incoming", load_registry(), 2016)
+    stopped = None
+    outcome = []
+
+    def batches() -> None:
+        # Names of uploads already gone (prepared as None at once): only the pipe is at stake.
+        for number in range(40):
+            names = [f"gone-{number}-{n:04d}-{'x' * 40}" for n in range(300)]  # ~20 kB to send
+            preparer.submit(names)
+            outcome.append(preparer.take(names, threading.Event()))
+
+    try:
+        answered_by_the_child(preparer, [paths[0].name])
+        stopped = preparer._child
+        os.kill(stopped.process.pid, signal.SIGSTOP)  # idle: it takes no batch, reads nothing
+        with caplog.at_level(logging.WARNING):
+            writer_side = threading.Thread(target=batches, daemon=True)
+            writer_side.start()
+            writer_side.join(timeout=120)
+        # main: the fourth batch or so blocked for ever in send(), the pipe full
+        assert not writer_side.is_alive(), "the writer hung sending to a stopped child"
+        assert len(outcome) == 40
+        assert "could not hand it a batch" in caplog.text
+        assert wait_for(lambda: not alive(stopped.process.pid), timeout=60)  # killed
+    finally:
+        if stopped is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(stopped.process.pid, signal.SIGCONT)
         preparer.close()

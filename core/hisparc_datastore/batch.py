@@ -3,8 +3,12 @@ append, release (see docs/exactly-once.md)."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+import shutil
 import threading
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -14,15 +18,15 @@ import tables
 from . import faults
 from .config import Settings
 from .dayfiles import OpenFiles
-from .heldfiles import HeldFiles
-from .journal import APPLIED, APPLYING, Journal, Transaction
+from .heldfiles import HELD, HeldFiles
+from .journal import APPLIED, APPLYING, NEW, Journal, Transaction
 from .plugins import Registry
 from .prepare import MAX_REASON_LINES as MAX_REASON_LINES  # the tests read it here
 from .prepare import Bounds, DayRows, PreparedUpload, Screen, concatenate, prepare_file
 from .queue import Queue
 from .reasons import kind_of
 from .rows import log_unknown_codes, shift_blob_indices
-from .storage import BLOBS, day_file_path, station_path
+from .storage import BLOBS, copy_day_file, day_file_path, drop_copies, snapshot_path, station_path
 from .storeerrors import StorageError, describe, held_by_another
 from .writerstate import WriterState
 
@@ -43,6 +47,11 @@ class Tally:
     @property
     def events(self) -> int:
         return sum(self.stored.values())
+
+
+class NoRoom(StorageError):
+    """Too little free disk for the next batch and the reserve: the writer waits (a storage
+    error, retried with back-off) and ``datastore status`` says so."""
 
 
 class Interrupted(Exception):
@@ -82,12 +91,15 @@ class BatchStore:
     """Stores batches of claimed uploads into the day files, counting what it did in ``tally``.
 
     ``held`` (the service's) sets aside uploads for day files a reader holds open;
-    without it (a rebuild) no file is taken as held.
+    without it (a rebuild) no file is taken as held. Without ``undo_copies`` (a rebuild,
+    which discards its scratch files on any error) no day file is copied before a batch
+    adds nodes to it.
     """
 
     def __init__(self, settings: Settings, registry: Registry, queue: Queue, journal: Journal,
                  files: OpenFiles, tally: Tally, state: WriterState, stop: threading.Event,
-                 held: HeldFiles | None = None) -> None:
+                 held: HeldFiles | None = None, undo_copies: bool = True) -> None:
+        self.undo_copies = undo_copies
         self.settings = settings
         self.registry = registry
         self.queue = queue
@@ -117,15 +129,20 @@ class BatchStore:
         if self.held is not None:
             uploads = self._set_aside_held(uploads, self.held)
             uploads = self._within_days(uploads)
+        built, sizes = self._build(uploads)
+        if built:
+            self._check_room(uploads, sizes)
         for item in uploads:
             if item.rejected_events:
                 self._quarantine_events(item)
-        built, sizes = self._build(uploads)
         if built:
             try:
                 self._apply(tuple(item.name for item in uploads), built, sizes)
             except (OSError, tables.HDF5ExtError) as exc:
                 raise StorageError(describe(exc)) from exc
+        if self.state.no_room is not None:
+            log.info("the disk has room again: storing")
+            self.state.no_room = None
         self._release(uploads)
         self.state.held = self.held.describe() if self.held is not None else []
         self.state.batch_stored(uploads, self.tally)
@@ -148,17 +165,19 @@ class BatchStore:
 
     def _set_aside_held(self, uploads: list[PreparedUpload], held_files: HeldFiles) -> list[PreparedUpload]:
         """The uploads whose day files can be written now; those touching a day file another
-        process holds open wait, claimed, until it is released."""
-        held = {path: True for path in held_files.since}  # known held: look again only when due
+        process holds open, or one that cannot be written (its mode, owner, an immutable
+        flag), wait, claimed, until it can."""
+        # known held: look again only when due
+        held = {path: held_files.reasons.get(path) or HELD for path in held_files.since}
         kept = []
         for item in uploads:
             paths = sorted(day_file_path(self.settings.data_dir, date) for date in item.dates)
             for path in paths:
                 if path not in held:
-                    held[path] = self.is_held(path)
+                    held[path] = self.blocked(path)
             busy = [path for path in paths if held[path]]
             if busy:
-                held_files.set_aside(item.name, busy)
+                held_files.set_aside(item.name, busy, {path: held[path] for path in busy})
             else:
                 kept.append(item)
         return kept
@@ -183,17 +202,25 @@ class BatchStore:
                      "than batch_days %d dates", len(back), self.settings.batch_days)
         return kept
 
-    def is_held(self, path: Path) -> bool:
-        """Whether another process holds the day file ``path`` open (else it is open here now)."""
+    def blocked(self, path: Path) -> str | None:
+        """Why the day file ``path`` cannot be written now: HELD (another process holds it
+        open) or what refuses it; None when it can (and it is open here now)."""
         if not path.exists():
-            return False  # nothing to hold; made only if an event is stored in it
+            # made only if an event is stored in it: its folder must take it
+            folder = next(parent for parent in path.parents if parent.exists())
+            if not os.access(folder, os.W_OK | os.X_OK):
+                return f"its folder {folder} cannot be written"
+            return None
         try:
             self.files.get(path)
         except tables.HDF5ExtError as exc:
             if held_by_another(exc):
-                return True
+                return HELD
             raise
-        return False
+        except PermissionError as exc:
+            # Retrying the batch would fail for ever; only this file's uploads need to wait.
+            return f"cannot be opened for writing ({exc}): mode, owner or an immutable flag?"
+        return None
 
     def _build(self, uploads: list[PreparedUpload]) -> tuple[dict, dict]:
         """Record arrays per (date, cluster, station), with blob indices counted on from the
@@ -237,9 +264,57 @@ class BatchStore:
             built[key] = (arrays, blobs)
         return built, sizes
 
+    def _check_room(self, uploads: list[PreparedUpload], sizes: dict) -> None:
+        """Raise NoRoom unless the disk holds the batch (about twice its queue files), the
+        copies :meth:`_apply` will make, and ``[Writer] reserve_mb`` besides: an append
+        that meets a full disk is undone, but one that is never tried costs nothing."""
+        need = self.settings.reserve_mb * 2**20
+        for item in uploads:
+            with contextlib.suppress(OSError):
+                need += 2 * (self.queue.partial / item.name).stat().st_size
+        for path, nodes in sizes.items():
+            if any(size is None for size in nodes.values()) and Path(path).exists():
+                need += Path(path).stat().st_size
+        try:
+            free = shutil.disk_usage(self.settings.data_dir).free
+        except OSError:
+            return  # the append itself will say what is wrong
+        if free >= need:
+            return
+        self.state.no_room = {"since": self.state.no_room["since"] if self.state.no_room else time.time(),
+                              "free": free, "needed": need, "reserve_mb": self.settings.reserve_mb}
+        self.state.save(self.tally)
+        raise NoRoom(f"disk full: {free / 2**20:.1f} MB free in {self.settings.data_dir}, the next "
+                     f"batch needs about {need / 2**20:.1f} MB with [Writer] reserve_mb = "
+                     f"{self.settings.reserve_mb}; waiting for room")
+
+    def _copies(self, sizes: dict) -> dict[str, str]:
+        """Where each existing day file the batch adds a node (group, table, blobs) to is
+        copied before; NEW for each one the batch makes. HDF5 interrupted by a full disk
+        while it makes a group can leave a file whose earlier groups cannot be reached,
+        which no cut-back repairs."""
+        copies: dict[str, str] = {}
+        if not self.undo_copies:
+            return copies
+        for path, nodes in sizes.items():
+            if all(size is not None for size in nodes.values()):
+                continue  # appends only: cut back to the journal's sizes if they fail
+            day_file = Path(path)
+            copies[path] = str(snapshot_path(day_file)) if day_file.exists() else NEW
+        return copies
+
     def _apply(self, names: tuple[str, ...], built: dict, sizes: dict) -> None:
-        self.journal.write(Transaction(names, sizes, APPLYING))
+        copies = self._copies(sizes)
+        # Journaled before the copies are made, so that none is ever left unaccounted for:
+        # undoing puts back a copy that is whole (made under a temporary name) and cuts back
+        # a file whose copy was not made yet, to which nothing was appended either.
+        self.journal.write(Transaction(names, sizes, APPLYING, copies))
         faults.point("journaled")
+        for path, copy in copies.items():
+            if copy != NEW:
+                self.files.get(Path(path)).h5.flush()  # the copy is what the journal's sizes describe
+                copy_day_file(Path(path), Path(copy), self.settings.fsync)
+        faults.point("copied")
         current = None
         stored: Counter = Counter()  # counted once applied: an undone attempt stored nothing
         for (date, cluster, station_id), (arrays, blobs) in built.items():  # in date order
@@ -256,7 +331,8 @@ class BatchStore:
         if current is not None:
             current.flush(self.settings.fsync)
         faults.point("flushed")
-        self.journal.write(Transaction(names, sizes, APPLIED))
+        self.journal.write(Transaction(names, sizes, APPLIED, copies))
+        drop_copies(copies, self.settings.fsync)
         self.tally.stored.update(stored)
         faults.point("applied")
 

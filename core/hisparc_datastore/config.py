@@ -41,6 +41,9 @@ class Settings:
     batch_days: int = 100
     archive_days: int = 14
     fsync: bool = True
+    # MB the writer leaves free: it waits (logged, in status) rather than start a batch that
+    # would leave less, so a full disk is met between batches, not inside HDF5
+    reserve_mb: int = 100
     # prepare the next batch in a second process while this one is appended
     prepare_process: bool = True
     # ``datastore status`` reports unhealthy when the oldest waiting upload is older
@@ -110,6 +113,7 @@ def load_settings(path: str | os.PathLike) -> Settings:
         batch_days=get("Writer", "batch_days", int, 100),
         archive_days=get("Writer", "archive_days", int, 14),
         fsync=get("Writer", "fsync", bool, True),
+        reserve_mb=get("Writer", "reserve_mb", int, 100),
         prepare_process=get("Writer", "prepare_process", bool, True),
         max_lag_s=get("Writer", "max_lag_s", float, 600.0),
         metrics_bind=get("Writer", "metrics_bind", str, "") or None,
@@ -135,6 +139,8 @@ def load_settings(path: str | os.PathLike) -> Settings:
     if settings.station_list_url and not settings.station_list_url.startswith(("http://", "https://")):
         raise ConfigError(f"{source}: [General] station_list_url = {settings.station_list_url!r}: "
                           "expected an http:// or https:// address")
+    if settings.reserve_mb < 0:
+        raise ConfigError(f"{source}: [Writer] reserve_mb must be 0 (none) or more")
     if settings.archive_days < 0:
         raise ConfigError(f"{source}: [Writer] archive_days must be 0 (off) or more")
     return settings

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
 import attrs
@@ -20,6 +20,7 @@ import attrs
 log = logging.getLogger(__name__)
 
 RECHECK_S = 5.0  # seconds between looks at a held day file
+HELD = "held open by another process"  # the usual reason; any other: the file cannot be written
 
 
 def holders(path: Path, locks: Path = Path("/proc/locks")) -> list[int]:
@@ -67,19 +68,27 @@ class HeldFiles:
     clock: Callable[[], float] = time.monotonic
     since: dict[Path, float] = attrs.field(factory=dict)  # held day file -> when first found held
     waiting: dict[str, frozenset[Path]] = attrs.field(factory=dict)  # upload name -> its held files
+    reasons: dict[Path, str] = attrs.field(factory=dict)  # held day file -> why, when not HELD
     _last_look: float = 0.0
 
-    def set_aside(self, name: str, paths: Iterable[Path]) -> None:
-        """Keep the claimed upload ``name`` until every one of ``paths`` is released."""
+    def set_aside(self, name: str, paths: Iterable[Path], reasons: Mapping[Path, str] | None = None) -> None:
+        """Keep the claimed upload ``name`` until every one of ``paths`` is released;
+        ``reasons``: why a path cannot be written, when not HELD (a reader)."""
         paths = frozenset(paths)
         now = self.clock()
         for path in paths:
             if path not in self.since:
                 self.since[path] = now
+                reason = (reasons or {}).get(path, HELD)
                 # One line per held file, not one per retry: a reader may keep it all night.
-                log.warning("%s is held open by %s; uploads for it wait (in partial/) until it "
-                            "is released, the rest of the queue goes on", path,
-                            describe_holders(holders(path)))
+                if reason == HELD:
+                    log.warning("%s is held open by %s; uploads for it wait (in partial/) until it "
+                                "is released, the rest of the queue goes on", path,
+                                describe_holders(holders(path)))
+                else:
+                    self.reasons[path] = reason
+                    log.error("%s %s; uploads for it wait (in partial/) until it can be written, "
+                              "the rest of the queue goes on", path, reason)
         self.waiting[name] = paths
         self._last_look = now
 
@@ -93,8 +102,9 @@ class HeldFiles:
         for path in sorted(self.since):
             if is_held(path):
                 continue
-            log.info("%s was released after %.0f s: storing the %d uploads that waited for it",
-                     path, self.clock() - self.since.pop(path),
+            log.info("%s was %s after %.0f s: storing the %d uploads that waited for it",
+                     path, "released" if self.reasons.pop(path, None) is None else "writable again",
+                     self.clock() - self.since.pop(path),
                      sum(path in paths for paths in self.waiting.values()))
         free = sorted(name for name, paths in self.waiting.items() if not paths & self.since.keys())
         for name in free:
@@ -102,10 +112,12 @@ class HeldFiles:
         return free
 
     def describe(self) -> list[dict]:
-        """The held files for ``datastore status``: path, since when (Unix time), holders, uploads."""
+        """The held files for ``datastore status``: path, since when (Unix time), holders,
+        uploads, and the reason (None: held open by another process)."""
         ago = self.clock()
         return [{"path": str(path), "since": time.time() - (ago - since), "holders": holders(path),
-                 "uploads": sum(path in paths for paths in self.waiting.values())}
+                 "uploads": sum(path in paths for paths in self.waiting.values()),
+                 "reason": self.reasons.get(path)}
                 for path, since in sorted(self.since.items())]
 
     def forget(self) -> list[str]:
@@ -113,4 +125,5 @@ class HeldFiles:
         names = sorted(self.waiting)
         self.waiting.clear()
         self.since.clear()
+        self.reasons.clear()
         return names

@@ -20,6 +20,7 @@ from .durable import fsync_dir, write_atomically
 
 APPLYING = "applying"
 APPLIED = "applied"
+NEW = ""  # in Transaction.copies: the day file did not exist before the batch
 
 
 @attrs.frozen
@@ -29,6 +30,10 @@ class Transaction:
     uploads: tuple[str, ...] = attrs.field(converter=tuple)
     sizes: dict[str, dict[str, int | None]]  # day file -> node path -> rows before
     state: str = attrs.field(default=APPLYING, validator=attrs.validators.in_({APPLYING, APPLIED}))
+    # Day files the batch adds nodes to: -> the copy made before it (see storage.snapshot_path),
+    # or NEW when the batch makes the file. Undone by restoring the copy or removing the file:
+    # HDF5 cannot be trusted to cut back a group or table it was creating when the disk filled.
+    copies: dict[str, str] = attrs.field(factory=dict)
 
 
 class Journal:
@@ -44,7 +49,7 @@ class Journal:
         except FileNotFoundError:
             return None
         data = json.loads(raw)
-        return Transaction(tuple(data["uploads"]), data["sizes"], data["state"])
+        return Transaction(tuple(data["uploads"]), data["sizes"], data["state"], data.get("copies", {}))
 
     def write(self, transaction: Transaction) -> None:
         data = json.dumps(attrs.asdict(transaction)).encode()

@@ -16,8 +16,10 @@ from __future__ import annotations
 import contextlib
 import logging
 import multiprocessing
+import os
 import signal
 import threading
+import time
 from multiprocessing.connection import Connection
 from pathlib import Path
 
@@ -33,13 +35,18 @@ MAX_FAILURES = 3  # child deaths before the writer stops starting new ones
 AHEAD = 2
 _POLL_S = 0.1  # how often a wait for the child looks at the stop flag
 _LOCK_S = 5.0  # the child holds the batch lock for microseconds; longer, it died holding it
+#: Seconds the writer waits for the child's answer once it has prepared its own share. By then
+#: the child has at most the one upload it took last left to prepare (seconds, for the
+#: largest); a child that is alive but stopped (SIGSTOP, a debugger) or hung never answers,
+#: so it is killed and replaced and the writer prepares the batch itself.
+ANSWER_TIMEOUT_S = 60.0
 
 
 def _table_map(registry: Registry) -> dict[str, str]:
     return {event_type.upload_code: event_type.table_name for event_type in registry}
 
 
-def _serve(conn: Connection, split, lock, partial: str, bounds: Bounds) -> None:
+def _serve(inbox: Connection, conn: Connection, split, lock, partial: str, bounds: Bounds) -> None:
     """The child: prepare the batches it is sent, from the front, while the writer may take
     uploads from the back (see :class:`_Child`); until it is sent None or the pipe closes."""
     # A Ctrl-C or a SIGTERM to the whole group is for the writer, which finishes its batch
@@ -52,7 +59,7 @@ def _serve(conn: Connection, split, lock, partial: str, bounds: Bounds) -> None:
     folder = Path(partial)
     while True:
         try:
-            message = conn.recv()
+            message = inbox.recv()
         except EOFError:
             return
         if message is None:
@@ -83,15 +90,21 @@ class _Child:
 
     def __init__(self, partial: Path, bounds: Bounds) -> None:
         context = multiprocessing.get_context("spawn")
-        self.conn, theirs = context.Pipe()
+        # One pipe each way: the writer's end of the one to the child does not block, so a
+        # child that stops reading (SIGSTOP) makes a send fail once the pipe is full, rather
+        # than hang the writer; the answers are read by a thread that may block.
+        inbox, self.outbox = context.Pipe(duplex=False)
+        self.conn, theirs = context.Pipe(duplex=False)
+        os.set_blocking(self.outbox.fileno(), False)
         self.split = context.RawArray("q", 3)
         self.split[0] = -1
         self.lock = context.Lock()
         self.process = context.Process(
-            target=_serve, args=(theirs, self.split, self.lock, str(partial), bounds),
+            target=_serve, args=(inbox, theirs, self.split, self.lock, str(partial), bounds),
             name="datastore-preparer", daemon=True)
         self.process.start()
         theirs.close()
+        inbox.close()
         self.answers: dict[int, dict] = {}
         self.tables: dict | None = None  # the event types it found, its first answer
         self.ended: str | None = None  # why no more answers will come
@@ -140,23 +153,27 @@ class _Child:
         finally:
             self.lock.release()
 
-    def wait(self, number: int, stop: threading.Event) -> dict | None:
+    def wait(self, number: int, stop: threading.Event, timeout: float) -> dict | None:
         """The answer for batch ``number``; None when a stop is asked for first. Raises
-        EOFError when the child ended without giving it."""
+        EOFError when the child ended without giving it, TimeoutError when it gave none
+        within ``timeout`` seconds."""
+        deadline = time.monotonic() + timeout
         with self.changed:
             while number not in self.answers:
                 if stop.is_set():
                     return None
                 if self.ended is not None:
                     raise EOFError(self.ended)
+                if time.monotonic() >= deadline:
+                    raise TimeoutError(f"it gave no answer in {timeout:g} s (stopped or hung?)")
                 self.changed.wait(_POLL_S)
             for stale in [key for key in self.answers if key < number]:
                 del self.answers[stale]  # of batches the writer prepared itself
             return self.answers.pop(number)
 
     def end(self) -> None:
-        with contextlib.suppress(OSError):
-            self.conn.send(None)
+        with contextlib.suppress(OSError):  # BlockingIOError: it reads nothing; killed below
+            self.outbox.send(None)
         # It finishes the batch in hand first; killed, it loses nothing (it only reads).
         self.process.join(timeout=2)
         if self.process.is_alive():
@@ -164,6 +181,7 @@ class _Child:
             self.process.join()
         self.reader.join()  # it reads the end of the pipe and leaves
         self.conn.close()
+        self.outbox.close()
 
 
 class Preparer:
@@ -201,7 +219,8 @@ class Preparer:
             if self._child is None:
                 self._child = _Child(self.partial, self.bounds)
             self._sent += 1
-            self._child.conn.send((self._sent, list(names)))
+            # BlockingIOError when the child has not read what it was sent (stopped, hung)
+            self._child.outbox.send((self._sent, list(names)))
             self._waiting[tuple(names)] = self._sent
         except Exception as exc:  # noqa: BLE001 - the writer goes on without it
             self._failed(f"could not hand it a batch ({describe(exc)})")
@@ -223,9 +242,13 @@ class Preparer:
             # The child may have finished the batch, with nothing left for it, and gone on: it
             # took what the writer did not.
             theirs = min(child.front_taken(number, len(names)), len(names) - len(mine))
-            answer = child.wait(number, stop) if theirs else {}
+            answer = child.wait(number, stop, ANSWER_TIMEOUT_S) if theirs else {}
         except EOFError as exc:
             self._failed(f"it stopped ({exc})")
+            return None
+        except TimeoutError as exc:
+            # Killed (SIGKILL ends a stopped process too) and replaced at the next batch.
+            self._failed(str(exc))
             return None
         except Exception as exc:  # noqa: BLE001 - the writer goes on without it
             self._failed(f"taking its answer failed ({describe(exc)})")

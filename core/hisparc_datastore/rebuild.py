@@ -76,7 +76,7 @@ def _store_all(settings: Settings, tally: Tally) -> None:
     queue = Queue(settings.data_dir, fsync=settings.fsync)
     files = OpenFiles()
     store = BatchStore(settings, load_registry(), queue, Journal(settings.data_dir, fsync=settings.fsync),
-                       files, tally, WriterState(settings.data_dir), threading.Event())
+                       files, tally, WriterState(settings.data_dir), threading.Event(), undo_copies=False)
     with WriterLock(settings.data_dir):
         try:
             while names := queue.claim(settings.batch_uploads):

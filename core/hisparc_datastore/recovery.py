@@ -16,10 +16,10 @@ from .config import ConfigError, Settings
 from .dayfiles import OpenFiles
 from .decoding import Upload, parse_queue_file
 from .durable import fsync_dir
-from .journal import APPLIED, APPLYING, Journal
+from .journal import APPLIED, APPLYING, NEW, Journal
 from .queue import REASON_SUFFIX, Queue
 from .rebuild import rebuild_day
-from .storage import date_of_day_file
+from .storage import copy_day_file_tmp, date_of_day_file, drop_copies
 from .storeerrors import StorageError, describe, disk_full, held_by_another
 
 log = logging.getLogger(__name__)
@@ -53,8 +53,12 @@ class Recovery:
                    and not disk_full(self.settings.data_dir) else set())
         if transaction is not None and transaction.state == APPLYING:
             log.warning("undoing an unfinished batch of %d uploads", len(transaction.uploads))
+            self.files.close_all()  # a handle on a file about to be replaced would write into it
+            restored = self._restore(transaction.copies)
+            damaged -= restored
+            self.suspects -= restored
             for path, sizes in transaction.sizes.items():
-                if Path(path) in damaged or not Path(path).exists():
+                if Path(path) in damaged or Path(path) in restored or not Path(path).exists():
                     continue
                 try:
                     day_file = self.files.get(Path(path))
@@ -68,27 +72,61 @@ class Recovery:
                     damaged.add(Path(path))
             self.files.close_all()
         for path in sorted(damaged):
-            self._heal(path)
+            known = transaction.sizes.get(str(path), {}) if transaction is not None else {}
+            self._heal(path, {node: size for node, size in known.items() if size})
         if suspect:
             self.suspects.clear()
         if transaction is None:
             return
         if transaction.state == APPLIED:
             log.info("finishing the release of %d stored uploads", len(transaction.uploads))
+            drop_copies(transaction.copies, self.settings.fsync)
             for name in transaction.uploads:
                 self._archive_claimed(name)
                 self.queue.release(name)
             self.queue.sync_partial()
         self.journal.clear()
 
-    def _heal(self, path: Path) -> None:
-        """Replace a damaged day file by one rebuilt from the archive; keep the damaged one."""
+    def _restore(self, copies: dict[str, str]) -> set[Path]:
+        """Put back the day files a batch added nodes to as they were before it: the copy made
+        then, or no file for one the batch made. Returns the files put back. A copy already
+        put back (a crash after the rename) is gone; its file is then cut back as usual."""
+        restored = set()
+        for path, copy in copies.items():
+            day_file = Path(path)
+            if copy == NEW:
+                if not day_file.exists():
+                    continue  # not made yet: nothing to undo
+                # It held nothing but this batch, whose uploads are still claimed.
+                day_file.unlink()
+            elif Path(copy).exists():
+                os.replace(copy, day_file)
+            else:
+                # not made (or already put back): nothing was appended after it
+                copy_day_file_tmp(Path(copy)).unlink(missing_ok=True)  # a copy cut short
+                continue
+            if self.settings.fsync:
+                fsync_dir(day_file.parent)
+            log.warning("%s put back as it was before the batch", day_file)
+            restored.add(day_file)
+        return restored
+
+    def _heal(self, path: Path, known: dict[str, int]) -> None:
+        """Replace a damaged day file by one rebuilt from the archive; keep the damaged one.
+
+        ``known``: rows its nodes held before the failed batch (the journal's sizes). When
+        the rebuild holds fewer rows in any node than those, or than can still be read from
+        the damaged file, the damaged file is kept beside the day file, not in quarantine,
+        so that what can be read of it is where a reader looks for that day.
+        """
         self.files.close_all()
         date = date_of_day_file(path)
         stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-        aside = self.queue.quarantine / f"{path.name}.damaged-{stamp}"
         if not path.exists():
             return
+        before = readable_rows(path)
+        for node, size in known.items():
+            before[node] = max(before.get(node, 0), size)
         rebuilt = None
         if self.settings.archive_days > 0 and self.queue.archived(date):
             scratch = self.settings.data_dir / f"rebuild-{date:%Y-%m-%d}"
@@ -99,6 +137,10 @@ class Recovery:
             except BaseException:
                 shutil.rmtree(scratch, ignore_errors=True)
                 raise  # disk full, say: the batch is retried and healing with it
+        after = readable_rows(rebuilt) if rebuilt is not None else {}
+        lost = sum(max(0, rows - after.get(node, 0)) for node, rows in before.items())
+        aside = (path.with_name(f"{path.name}.damaged-{stamp}") if lost
+                 else self.queue.quarantine / f"{path.name}.damaged-{stamp}")
         os.replace(path, aside)
         if rebuilt is not None:
             os.replace(rebuilt, path)
@@ -107,11 +149,16 @@ class Recovery:
         else:
             reason = (f"{path} was damaged and could not be rebuilt from the archive: a new day file "
                       "is started; recover this one's data with HDF5 tools")
-        (aside.parent / (aside.name + REASON_SUFFIX)).write_text(reason + "\n")
+        if lost:
+            reason += (f"; the new file holds {lost} rows fewer than the damaged one held, which is "
+                       f"kept beside it as {aside.name} (its readable rows: "
+                       f"{sum(readable_rows(aside).values())})")
+        reason_file = self.queue.quarantine / f"{path.name}.damaged-{stamp}{REASON_SUFFIX}"
+        reason_file.write_text(reason + "\n")
         log.critical("%s; the damaged file is kept as %s", reason, aside)
         if self.settings.fsync:
             fsync_dir(path.parent)
-            fsync_dir(aside.parent)
+            fsync_dir(reason_file.parent)
 
     def _archive_claimed(self, name: str) -> None:
         path = self.queue.partial / name
@@ -119,3 +166,16 @@ class Recovery:
             return
         _, dates = self.screen(parse_queue_file(path.read_bytes()))
         self.queue.archive_claimed([(name, dates)])
+
+
+def readable_rows(path: Path) -> dict[str, int]:
+    """Rows per node of the day file ``path``, as far as it can be read (a damaged file may
+    hide some nodes or refuse to open: those count as none)."""
+    rows: dict[str, int] = {}
+    try:
+        with tables.open_file(str(path), "r") as h5:
+            for node in h5.walk_nodes("/", "Leaf"):
+                rows[node._v_pathname] = int(node.nrows)
+    except Exception:  # noqa: BLE001 - whatever HDF5 says, what was read so far is the answer
+        pass
+    return rows

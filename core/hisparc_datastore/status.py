@@ -141,6 +141,15 @@ def collect(settings: Settings, now: float | None = None) -> dict[str, Any]:
     if oldest_incoming_age_s is not None and oldest_incoming_age_s > settings.max_lag_s:
         problems.append(f"the oldest upload in incoming/ waits {oldest_incoming_age_s:.0f} s, "
                         f"more than [Writer] max_lag_s = {settings.max_lag_s:g}")
+    held_day_files = state.get("held_day_files", []) if holder is not None else []
+    for held in held_day_files:
+        if held.get("reason"):
+            problems.append(f"{held['path']} {held['reason']}: {held['uploads']} uploads wait for it")
+    no_room = state.get("no_room") if holder is not None else None
+    if no_room:
+        problems.append(f"the writer waits for disk space since {_when(no_room['since'], now)}: "
+                        f"{_size(no_room['free'])} free, the next batch needs {_size(no_room['needed'])} "
+                        f"with [Writer] reserve_mb = {no_room['reserve_mb']}")
     return {
         "healthy": not problems,
         "problems": problems,
@@ -162,7 +171,8 @@ def collect(settings: Settings, now: float | None = None) -> dict[str, Any]:
         "archive_files": archive_files,
         "archive_bytes": archive_bytes,
         # As the writer last saw them: a reader may have let go since, which the next batch records.
-        "held_day_files": state.get("held_day_files", []) if holder is not None else [],
+        "held_day_files": held_day_files,
+        "no_room": no_room,
     }
 
 
@@ -216,7 +226,8 @@ def render(status: dict[str, Any]) -> str:
                                               f"(limit {status['max_lag_s']:g} s)"))
     for held in status["held_day_files"]:
         holders = ", ".join(f"pid {pid}" for pid in held["holders"]) or "another process"
-        lines.append(f"held       {held['path']} by {holders} for {_age(now - held['since'])}: "
+        why = held.get("reason") or f"by {holders}"
+        lines.append(f"held       {held['path']} {why} for {_age(now - held['since'])}: "
                      f"{held['uploads']} uploads wait in partial/")
     lines.append(f"disk free  {_size(status['disk_free_bytes'])} of {_size(status['disk_total_bytes'])}; "
                  f"archive {status['archive_files']} files, {_size(status['archive_bytes'])}")

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import datetime
+import fcntl
 import os
+import shutil
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
@@ -34,6 +36,56 @@ def day_file_path(data_dir: str | os.PathLike, date: datetime.date) -> Path:
 def date_of_day_file(path: str | os.PathLike) -> datetime.date:
     year, month, day = Path(path).stem.split("_")
     return datetime.date(int(year), int(month), int(day))
+
+
+def snapshot_path(path: Path) -> Path:
+    """Where the copy of a day file made before a batch adds nodes to it is kept: beside it
+    (so restoring it is one rename), hidden from readers that list ``*.h5``."""
+    return path.with_name(f".{path.name}.before")
+
+
+def copy_day_file_tmp(target: Path) -> Path:
+    """The name :func:`copy_day_file` writes ``target`` under until it is whole."""
+    return target.with_name(target.name + ".tmp")
+
+
+_FICLONE = 0x40049409  # Linux ioctl: share the extents (btrfs, XFS); copy nothing
+
+
+def copy_day_file(source: Path, target: Path, fsync: bool = True) -> None:
+    """Copy a (flushed) day file whole to ``target``: a reflink where the file system can,
+    else the bytes. Raises OSError (ENOSPC included) before the day file is touched."""
+    tmp = copy_day_file_tmp(target)
+    try:
+        with open(source, "rb") as src, open(tmp, "wb") as dst:
+            try:
+                fcntl.ioctl(dst.fileno(), _FICLONE, src.fileno())
+                cloned = True
+            except OSError:
+                cloned = False
+        if not cloned:
+            shutil.copyfile(source, tmp)  # sendfile(2) on Linux
+        if fsync:
+            fd = os.open(tmp, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        os.replace(tmp, target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    if fsync:
+        fsync_dir(target.parent)
+
+
+def drop_copies(copies: Mapping[str, str], fsync: bool = True) -> None:
+    """Remove the copies a batch made before it added nodes (the journal's ``copies``)."""
+    for copy in copies.values():
+        if copy:
+            Path(copy).unlink(missing_ok=True)
+            if fsync:
+                fsync_dir(Path(copy).parent)
 
 
 def station_path(cluster: str, station_id: int) -> str:

@@ -228,12 +228,13 @@ class Writer:
 
     def _still_held(self, path: Path) -> bool:
         try:
-            return self.batches.is_held(path)
+            return bool(self.batches.blocked(path))
         except (OSError, tables.HDF5ExtError):
             return False  # some other fault: storing the uploads meets it and retries as usual
 
     def _leave_waiting(self) -> None:
         names = self.held.forget()
         if names:
-            log.warning("%d uploads wait for day files held by another process; they stay claimed "
-                        "in %s and the next run stores them", len(names), self.queue.partial)
+            log.warning("%d uploads wait for day files held by another process or not writable; "
+                        "they stay claimed in %s and the next run stores them", len(names),
+                        self.queue.partial)

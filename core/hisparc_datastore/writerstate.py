@@ -68,6 +68,7 @@ class WriterState:
         self.recent: dict[int, Counter] = {int(m): Counter(c) for m, c in previous.get("recent", [])}
         self._seen: Counter = Counter()  # the Tally's per-code counts at the last batch
         self.held: list[dict] = []  # day files a reader holds open (HeldFiles.describe)
+        self.no_room: dict | None = None  # since, free, needed, reserve_mb: waiting for disk space
 
     def batch_stored(self, decoded: Iterable[Any], tally: Any) -> None:
         """Record a stored batch: ``decoded`` are the writer's prepared uploads (station,
@@ -104,6 +105,7 @@ class WriterState:
             "recent": [[m, dict(c)] for m, c in sorted(self.recent.items())],
             "stations": self.stations,
             "held_day_files": self.held,
+            "no_room": self.no_room,
         }
         try:
             write_atomically(self.path, json.dumps(state, sort_keys=True).encode(),
