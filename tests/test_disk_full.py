@@ -198,9 +198,12 @@ def test_a_heal_that_would_hold_fewer_rows_keeps_the_damaged_file_readable_besid
     store(tmp_path, [Upload(501, "Utrecht", [coincidence(0, 100), singles(0, 1)])])
     store(tmp_path, [Upload(501, "Utrecht", [singles(s, 10 + s) for s in range(1, 4)])])
     # the archive lost the second upload (pruned, say): a rebuild cannot give its rows back
-    archived = sorted((tmp_path / "archive/2024/2/29").iterdir(), key=lambda p: p.stat().st_mtime_ns)
+    uploads = tmp_path / "archive/uploads"
+    archived = sorted((p for p in uploads.iterdir() if p.suffix != ".dates"),
+                      key=lambda p: p.stat().st_mtime_ns)
     assert len(archived) == 2
     archived[1].unlink()
+    archived[1].with_name(archived[1].name + ".dates").unlink()
     failures_left = [2]
     real_append_rows = DayFile.append_rows
 
