@@ -23,7 +23,7 @@ test: lint
 
 demo: venv
 	rm -rf demo-data
-	$(BIN)/python -m hisparc_datastore.demo demo-data --stations 5 --hours 1
+	$(BIN)/python -m hisparc_datastore.sim.demo demo-data --stations 5 --hours 1
 
 bench: venv
 	$(BIN)/python bench/writer_bench.py

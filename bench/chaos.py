@@ -36,11 +36,11 @@ from pathlib import Path
 
 import receiver_chaos
 
-from hisparc_datastore.contents import multiset_difference, read_contents
-from hisparc_datastore.decoding import Upload
-from hisparc_datastore.plugins import load_registry
-from hisparc_datastore.simulate import CONFIG_TEMPLATE, simulated_uploads, stations, write_queue
-from hisparc_datastore.summary import day_files
+from hisparc_datastore.codec.decoding import Upload
+from hisparc_datastore.plugin.registry import load_registry
+from hisparc_datastore.sim.simulate import CONFIG_TEMPLATE, simulated_uploads, stations, write_queue
+from hisparc_datastore.sim.summary import day_files
+from hisparc_datastore.storage.contents import multiset_difference, read_contents
 
 ROOT = Path(__file__).resolve().parents[1]
 DATASTORE = Path(sys.executable).with_name("datastore")

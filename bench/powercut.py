@@ -6,7 +6,7 @@ receiver and writer, each restarted and checked for lost, doubled or unreadable 
    whatever is not answered ``100``, and sends some uploads twice, as after a lost reply),
    then a real ``datastore writer --once`` drains them (small batches, fsync and the
    archive on); twice, so the second round meets day files and an archive. Every process
-   runs under ``strace`` (hisparc_datastore.crashstates explains why strace, and the
+   runs under ``strace`` (hisparc_datastore.testing.crashstates explains why strace, and the
    model).
 2. Build states. The records are replayed into the model of the file system; after chosen
    operations (every directory operation, fsync and logged line is a candidate, half
@@ -52,17 +52,17 @@ from pathlib import Path
 
 import attrs
 
-from hisparc_datastore import crashstates
+from hisparc_datastore.codec.decoding import Upload
 from hisparc_datastore.config import load_settings
-from hisparc_datastore.contents import multiset_difference, read_contents
-from hisparc_datastore.decoding import Upload
-from hisparc_datastore.plugins import load_registry
+from hisparc_datastore.plugin.registry import load_registry
 from hisparc_datastore.receiver.app import build_app
-from hisparc_datastore.serveprocess import free_port
-from hisparc_datastore.simulate import simulated_uploads, stations
-from hisparc_datastore.stationclient import post_once, station_form
-from hisparc_datastore.summary import day_files
-from hisparc_datastore.writer import Writer
+from hisparc_datastore.sim.simulate import simulated_uploads, stations
+from hisparc_datastore.sim.stationclient import post_once, station_form
+from hisparc_datastore.sim.summary import day_files
+from hisparc_datastore.storage.contents import multiset_difference, read_contents
+from hisparc_datastore.testing import crashstates
+from hisparc_datastore.testing.serveprocess import free_port
+from hisparc_datastore.writer.service import Writer
 
 ROOT = Path(__file__).resolve().parents[1]
 DATASTORE = Path(sys.executable).with_name("datastore")

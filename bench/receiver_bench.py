@@ -64,7 +64,7 @@ class UploadFactory:
 def run_server(mode: str, config: str) -> None:
     """The child process: serve until stdin closes."""
     from hisparc_datastore.config import load_settings
-    from hisparc_datastore.logsetup import configure_logging
+    from hisparc_datastore.ops.logsetup import configure_logging
     from hisparc_datastore.receiver import build_app
     from hisparc_datastore.receiver.server import DEFAULT_THREADS, ServerThread
     from hisparc_datastore.receiver.spool import NullSpool

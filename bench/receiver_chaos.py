@@ -25,9 +25,9 @@ from pathlib import Path
 
 import attrs
 
-from hisparc_datastore.decoding import Upload
-from hisparc_datastore.serveprocess import ServeProcess, free_port
-from hisparc_datastore.stationclient import post_once, station_form
+from hisparc_datastore.codec.decoding import Upload
+from hisparc_datastore.sim.stationclient import post_once, station_form
+from hisparc_datastore.testing.serveprocess import ServeProcess, free_port
 
 POINTS = ["receiver-claimed", "receiver-tmp-half", "receiver-tmp-durable", "receiver-committing",
           "receiver-renamed", "receiver-queued", "receiver-remembered"]

@@ -26,10 +26,10 @@ import threading
 import time
 from pathlib import Path
 
-from hisparc_datastore.decoding import Upload
-from hisparc_datastore.plugins import load_registry
-from hisparc_datastore.testing import event, queue_uploads, settings_for
-from hisparc_datastore.writer import Writer
+from hisparc_datastore.codec.decoding import Upload
+from hisparc_datastore.plugin.registry import load_registry
+from hisparc_datastore.testing.helpers import event, queue_uploads, settings_for
+from hisparc_datastore.writer.service import Writer
 
 
 def _singles(moment: datetime.datetime, low: int) -> dict:

@@ -50,7 +50,7 @@ def make_backlog(target: Path, stations: int, seconds: int, seed: int = 7) -> tu
     """Queue the backlog in ``target`` (a data_dir with config.ini); return (events, bytes)."""
     import attrs
 
-    from hisparc_datastore import simulate
+    from hisparc_datastore.sim import simulate
 
     traces = [base64.encodebytes(blob).decode("ascii") for blob in real_traces()]
     rng = random.Random(seed)

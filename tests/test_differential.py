@@ -53,11 +53,11 @@ import tables
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from hisparc_datastore.plugins import load_registry
-from hisparc_datastore.pytest_plugin import _shared
-from hisparc_datastore.queue import REASON_SUFFIX
-from hisparc_datastore.serveprocess import ServeProcess, free_port
-from hisparc_datastore.testing import sample_values
+from hisparc_datastore.plugin.registry import load_registry
+from hisparc_datastore.queue.folders import REASON_SUFFIX
+from hisparc_datastore.testing.helpers import sample_values
+from hisparc_datastore.testing.pytest_plugin import _shared
+from hisparc_datastore.testing.serveprocess import ServeProcess, free_port
 
 DATASTORE = Path(sys.executable).with_name("datastore")
 STATIONS = 20_000  # one station per upload, listed up front: the deployed receiver reads the list once

@@ -8,8 +8,8 @@ import pytest
 import tables
 
 from hisparc_datastore import legacy
-from hisparc_datastore.decoding import Upload
-from hisparc_datastore.testing import event
+from hisparc_datastore.codec.decoding import Upload
+from hisparc_datastore.testing.helpers import event
 
 SEED_SIGNATURES = {
     "writer": ["configfile"],

@@ -1,5 +1,5 @@
 """Power cuts: the states a cut can leave, built from strace records of the real processes
-(hisparc_datastore.crashstates). The model itself is checked against the disk; the station
+(hisparc_datastore.testing.crashstates). The model itself is checked against the disk; the station
 list (fetch-stations, config-server) and writer-state.json are the old or the new version in
 every state; a short run of bench/powercut.py restarts receiver and writer on crash states
 (make chaos runs the long one)."""
@@ -20,10 +20,10 @@ from pathlib import Path
 
 import pytest
 
-from hisparc_datastore import crashstates
-from hisparc_datastore.serveprocess import free_port
-from hisparc_datastore.simulate import simulated_uploads, stations, write_queue
-from hisparc_datastore.testing import wait_for
+from hisparc_datastore.sim.simulate import simulated_uploads, stations, write_queue
+from hisparc_datastore.testing import crashstates
+from hisparc_datastore.testing.helpers import wait_for
+from hisparc_datastore.testing.serveprocess import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 POWERCUT = ROOT / "bench" / "powercut.py"
@@ -235,7 +235,7 @@ def test_an_unsynced_replacement_would_be_caught(tmp_path):
     etc.mkdir()
     (etc / "stations.csv").write_text(OLD)
     snapshot = snapshot_of(etc, tmp_path)
-    code = ("from pathlib import Path; from hisparc_datastore.durable import write_atomically; "
+    code = ("from pathlib import Path; from hisparc_datastore.util.durable import write_atomically; "
             f"write_atomically(Path({str(etc / 'stations.csv')!r}), {NEW.encode()!r}, fsync=False)")
     ops = record(tmp_path, [sys.executable, "-c", code], etc, snapshot)
     contents = {state.files.get("stations.csv") for state in every_state(etc, snapshot, ops)}

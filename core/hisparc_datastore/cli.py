@@ -7,18 +7,18 @@ import contextlib
 import logging
 import sys
 
-from .config import ConfigError, load_settings
-from .decoding import DecodeError
-from .lock import WriterAlreadyRunning
-from .plugins import PluginConflict, load_registry
-from .progress import Progress
+from hisparc_datastore.codec.decoding import DecodeError
+from hisparc_datastore.config import ConfigError, load_settings
+from hisparc_datastore.ops.progress import Progress
+from hisparc_datastore.plugin.registry import PluginConflict, load_registry
+from hisparc_datastore.writer.lock import WriterAlreadyRunning
 
 log = logging.getLogger("hisparc_datastore")
 
 
 def cmd_writer(args: argparse.Namespace) -> int:
-    from .logsetup import configure_logging
-    from .writer import Writer
+    from hisparc_datastore.ops.logsetup import configure_logging
+    from hisparc_datastore.writer.service import Writer
 
     settings = load_settings(args.config)
     configure_logging(settings, also_stderr=not args.quiet)
@@ -42,8 +42,8 @@ def cmd_writer(args: argparse.Namespace) -> int:
 
 
 def start_metrics(writer, settings):
-    from .receiver.server import parse_bind
-    from .writermetrics import MetricsServer
+    from hisparc_datastore.receiver.server import parse_bind
+    from hisparc_datastore.writer.metrics import MetricsServer
 
     host, port = parse_bind(settings.metrics_bind)
     try:
@@ -54,7 +54,7 @@ def start_metrics(writer, settings):
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from .status import status_command
+    from hisparc_datastore.ops.status import status_command
 
     return status_command(args.config, as_json=args.json)
 
@@ -74,7 +74,7 @@ def cmd_plugins(args: argparse.Namespace) -> int:
 
 
 def cmd_quarantine(args: argparse.Namespace) -> int:
-    from .queue import Queue
+    from hisparc_datastore.queue.folders import Queue
 
     queue = Queue(load_settings(args.config).data_dir)
     entries = queue.quarantined()
@@ -89,8 +89,8 @@ def cmd_quarantine(args: argparse.Namespace) -> int:
 def cmd_requeue(args: argparse.Namespace) -> int:
     import sqlite3
 
-    from .queue import AlreadyStored, Queue
-    from .receiver.dedup import DB_NAME, Dedup
+    from hisparc_datastore.queue.folders import AlreadyStored, Queue
+    from hisparc_datastore.receiver.claims import DB_NAME, Dedup
 
     settings = load_settings(args.config)
     queue = Queue(settings.data_dir)
@@ -117,19 +117,19 @@ def cmd_requeue(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from .receiver.server import serve
+    from hisparc_datastore.receiver.server import serve
 
     return serve(args.config, args.bind, threads=args.threads)
 
 
 def cmd_rebuild(args: argparse.Namespace) -> int:
-    from .rebuild import rebuild_command
+    from hisparc_datastore.writer.rebuild import rebuild_command
 
     return rebuild_command(args.config, args.date, replace=args.replace)
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
-    from .simulate import simulate_command
+    from hisparc_datastore.sim.simulate import simulate_command
 
     return simulate_command(args.data_dir, stations=args.stations, hours=args.hours,
                             start=args.start, seed=args.seed, post=args.post,
@@ -138,19 +138,19 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 
 def cmd_config_server(args: argparse.Namespace) -> int:
-    from .configserver import config_server_command
+    from hisparc_datastore.stations.configserver import config_server_command
 
     return config_server_command(args.config, args.bind)
 
 
 def cmd_fetch_stations(args: argparse.Namespace) -> int:
-    from .stationsync import fetch_stations_command
+    from hisparc_datastore.stations.sync import fetch_stations_command
 
     return fetch_stations_command(args.config)
 
 
 def cmd_summary(args: argparse.Namespace) -> int:
-    from .summary import summary_command
+    from hisparc_datastore.sim.summary import summary_command
 
     return summary_command(args.data_dir)
 

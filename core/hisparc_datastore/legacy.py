@@ -1,6 +1,6 @@
 """The API of the original writer, kept with its signatures for existing callers.
 
-New code uses :class:`hisparc_datastore.writer.Writer`; these functions wrap
+New code uses :class:`hisparc_datastore.writer.service.Writer`; these functions wrap
 the same machinery (see docs/api.md).
 """
 
@@ -13,13 +13,11 @@ from pathlib import Path
 
 import tables
 
-from .brief import brief
-from .config import load_settings
-from .decoding import DecodeError, event_datetime, parse_queue_file
-from .logsetup import configure_logging
-from .plugins import Registry, load_registry
-from .rows import Rejected, StationRows, log_unknown_codes
-from .storage import (
+from hisparc_datastore.codec.decoding import DecodeError, event_datetime, parse_queue_file
+from hisparc_datastore.config import load_settings
+from hisparc_datastore.ops.logsetup import configure_logging
+from hisparc_datastore.plugin.registry import Registry, load_registry
+from hisparc_datastore.storage.layout import (
     BLOBS,
     DayFile,
     day_file_path,
@@ -30,7 +28,9 @@ from .storage import (
     open_day_file,
     station_path,
 )
-from .writer import Writer
+from hisparc_datastore.util.brief import brief
+from hisparc_datastore.writer.rows import Rejected, StationRows, log_unknown_codes
+from hisparc_datastore.writer.service import Writer
 
 __all__ = [
     "data_is_blob",

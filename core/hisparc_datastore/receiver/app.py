@@ -21,16 +21,16 @@ from typing import Any
 
 import attrs
 
-from .. import faults
-from ..brief import clip
-from ..config import Settings
-from ..decoding import DecodeError, Upload, parse_event_list
-from .dedup import DB_NAME, DUPLICATE, IN_FLIGHT, NEW, Dedup
-from .guard import PasswordGuard
-from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
-from .metrics import Metrics
-from .spool import ClaimLost, Spool, suspicious_reason
-from .stations import Station, StationList
+from hisparc_datastore.codec.decoding import DecodeError, Upload, parse_event_list
+from hisparc_datastore.config import Settings
+from hisparc_datastore.receiver.claims import DB_NAME, DUPLICATE, IN_FLIGHT, NEW, Dedup
+from hisparc_datastore.receiver.guard import PasswordGuard
+from hisparc_datastore.receiver.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from hisparc_datastore.receiver.metrics import Metrics
+from hisparc_datastore.receiver.spool import ClaimLost, Spool, suspicious_reason
+from hisparc_datastore.stations.stationlist import Station, StationList
+from hisparc_datastore.util import faults
+from hisparc_datastore.util.brief import clip
 
 log = logging.getLogger(__name__)
 

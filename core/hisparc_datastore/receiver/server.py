@@ -27,9 +27,9 @@ from waitress.server import TcpWSGIServer
 from waitress.task import ErrorTask, ThreadedTaskDispatcher
 from waitress.utilities import RequestEntityTooLarge
 
-from ..config import ConfigError, load_settings
-from ..logsetup import configure_logging
-from .app import RC_INVALID_POST, ReceiverApp, build_app
+from hisparc_datastore.config import ConfigError, load_settings
+from hisparc_datastore.ops.logsetup import configure_logging
+from hisparc_datastore.receiver.app import RC_INVALID_POST, ReceiverApp, build_app
 
 log = logging.getLogger(__name__)
 

@@ -25,11 +25,11 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from .. import faults
-from ..decoding import Upload, event_datetime
-from ..durable import fsync_dir, write_atomically
-from ..queue import REASON_SUFFIX, Queue
-from .owner import pid_may_have_named
+from hisparc_datastore.codec.decoding import Upload, event_datetime
+from hisparc_datastore.queue.folders import REASON_SUFFIX, Queue
+from hisparc_datastore.receiver.owner import pid_may_have_named
+from hisparc_datastore.util import faults
+from hisparc_datastore.util.durable import fsync_dir, write_atomically
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,13 @@
+"""What an operator sees: status, logging, progress.
+
+``status``    ``datastore status``: is ingestion healthy, on one screen
+``logsetup``  logging as the deployed datastore configures it
+``progress``  a one-line progress display, on a terminal only
+"""
+
+from hisparc_datastore.ops.logsetup import configure_logging
+from hisparc_datastore.ops.progress import Progress
+
+__all__ = [
+    "Progress", "configure_logging",
+]

@@ -1,0 +1,11 @@
+"""The on-disk queue between receiver and writer: where an upload file is tells what
+has happened to it.
+
+``folders``  ``Queue``: tmp, incoming, partial, suspicious, quarantine and the archive
+"""
+
+from hisparc_datastore.queue.folders import QUEUE_DIRS, REASON_SUFFIX, Queue, read_archived
+
+__all__ = [
+    "QUEUE_DIRS", "Queue", "REASON_SUFFIX", "read_archived",
+]

@@ -1,0 +1,158 @@
+"""Fills a queue with uploads from simulated stations, for the demo and the benchmarks.
+
+The core simulates nothing itself: every installed plugin answers the
+``datastore_simulate_events`` hook for each station, and the events are cut
+into 100-event uploads as the Windows station software sends them, queued in
+the order they would arrive.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import random
+from pathlib import Path
+
+import attrs
+
+from hisparc_datastore.codec.decoding import Upload
+from hisparc_datastore.plugin.hookspecs import SimulatedStation
+from hisparc_datastore.plugin.registry import get_plugin_manager
+from hisparc_datastore.util.durable import write_atomically
+
+BATCH_SIZE = 100
+CLUSTERS = ("Amsterdam", "Utrecht", "Leiden", "Twente", "Bristol")
+FIRST_STATION = 501
+
+CONFIG_TEMPLATE = """\
+[General]
+log={data_dir}/datastore.log
+loglevel=info
+station_list={data_dir}/station_list.csv
+data_dir={data_dir}
+minimum_year={minimum_year}
+
+[Writer]
+sleep=1
+"""
+
+
+@attrs.frozen
+class SimulationResult:
+    stations: tuple[SimulatedStation, ...]
+    uploads: int
+    events: int
+    queue_bytes: int
+
+
+def stations(count: int) -> tuple[SimulatedStation, ...]:
+    """``count`` stations; every fifth has a weather station, every tenth a lightning detector."""
+    return tuple(
+        SimulatedStation(number=FIRST_STATION + i, cluster=CLUSTERS[i % len(CLUSTERS)],
+                         has_weather=i % 5 == 0, has_lightning=i % 10 == 0)
+        for i in range(count)
+    )
+
+
+def simulated_uploads(station_list: tuple[SimulatedStation, ...], start: datetime.datetime,
+                      seconds: int, seed: int = 1, extra_plugins=()) -> list[Upload]:
+    """Every station's events, batched per station and ordered by when each batch would arrive."""
+    hook = get_plugin_manager(extra_plugins).hook
+    batches = []
+    for station in station_list:
+        rng = random.Random(f"{seed}-{station.number}")
+        events = [event for answer in hook.datastore_simulate_events(
+            station=station, start=start, seconds=seconds, rng=rng) for event in answer]
+        events.sort(key=lambda e: (e["header"]["datetime"], e["header"]["nanoseconds"]))
+        for i in range(0, len(events), BATCH_SIZE):
+            batch = events[i:i + BATCH_SIZE]
+            batches.append((batch[-1]["header"]["datetime"], station.number,
+                            Upload(station.number, station.cluster, batch)))
+    batches.sort(key=lambda item: item[:2])
+    return [upload for _, _, upload in batches]
+
+
+def write_queue(data_dir: str | os.PathLike, uploads: list[Upload]) -> int:
+    """Queue ``uploads`` into ``data_dir/incoming`` in order; returns the bytes written."""
+    incoming = Path(data_dir, "incoming")
+    incoming.mkdir(parents=True, exist_ok=True)
+    total = 0
+    for i, upload in enumerate(uploads):
+        payload = upload.to_queue_bytes()
+        # the writer claims oldest first by mtime; names sort the same way for people
+        path = incoming / f"sim-{i:07d}-{upload.station_id}"
+        write_atomically(path, payload, fsync=False)
+        os.utime(path, ns=(1_000_000_000 * (1_700_000_000 + i),) * 2)
+        total += len(payload)
+    return total
+
+
+def prepare(data_dir: str | os.PathLike, station_count: int, seed: int = 1,
+            minimum_year: int = 2020) -> tuple[Path, tuple[SimulatedStation, ...]]:
+    """Write ``data_dir/config.ini`` and the station list (passwords drawn from ``seed``)."""
+    data_dir = Path(data_dir).resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    station_list = stations(station_count)
+    (data_dir / "config.ini").write_text(
+        CONFIG_TEMPLATE.format(data_dir=data_dir, minimum_year=minimum_year))
+    rng = random.Random(seed)
+    (data_dir / "station_list.csv").write_text("".join(
+        f"{s.number},{s.cluster.lower()},{rng.getrandbits(48):012x}\n" for s in station_list))
+    return data_dir, station_list
+
+
+def simulate(data_dir: str | os.PathLike, station_count: int, seconds: int,
+             start: datetime.datetime, seed: int = 1, minimum_year: int = 2020) -> SimulationResult:
+    """Write a config, a station list and a queue of simulated uploads into ``data_dir``."""
+    data_dir, station_list = prepare(data_dir, station_count, seed, minimum_year)
+    uploads = simulated_uploads(station_list, start, seconds, seed)
+    size = write_queue(data_dir, uploads)
+    return SimulationResult(station_list, len(uploads), sum(len(u.event_list) for u in uploads), size)
+
+
+def simulate_command(data_dir: str, stations: int, hours: float, start: str, seed: int,
+                     post: str | None = None, prepare_only: bool = False, concurrency: int = 8,
+                     give_up_after: float = 600.0) -> int:
+    moment = datetime.datetime.fromisoformat(start)
+    minimum_year = min(2020, moment.year)
+    if prepare_only:
+        path, _ = prepare(data_dir, stations, seed, minimum_year)
+        print(f"config: {path / 'config.ini'}, station list: {path / 'station_list.csv'}")
+        return 0
+    if post:
+        return _post_command(data_dir, post, stations, hours, moment, seed, minimum_year,
+                             concurrency, give_up_after)
+    result = simulate(data_dir, stations, round(hours * 3600), moment, seed, minimum_year=minimum_year)
+    with_weather = sum(s.has_weather for s in result.stations)
+    with_lightning = sum(s.has_lightning for s in result.stations)
+    print(f"simulated {len(result.stations)} stations ({with_weather} with weather, "
+          f"{with_lightning} with lightning) for {hours:g} h from {moment:%Y-%m-%d %H:%M} UTC: "
+          f"{result.events} events in {result.uploads} uploads "
+          f"({result.queue_bytes / 1e6:.1f} MB) queued in {Path(data_dir, 'incoming')}")
+    print(f"config: {Path(data_dir, 'config.ini')}")
+    return 0
+
+
+def _post_command(data_dir: str, url: str, station_count: int, hours: float, moment: datetime.datetime,
+                  seed: int, minimum_year: int, concurrency: int, give_up_after: float) -> int:
+    """Post the simulated uploads to a receiver, as the stations would; the passwords come
+    from ``data_dir/station_list.csv`` (written by ``--prepare`` or the operator)."""
+    from hisparc_datastore.ops.progress import Progress
+    from hisparc_datastore.sim.stationclient import Stations
+    from hisparc_datastore.stations.stationlist import parse_station_list
+
+    list_path = Path(data_dir, "station_list.csv")
+    if not list_path.exists():
+        prepare(data_dir, station_count, seed, minimum_year)
+    listed = parse_station_list(list_path.read_text(), str(list_path))
+    station_list = stations(station_count)
+    uploads = simulated_uploads(station_list, moment, round(hours * 3600), seed)
+    client = Stations(url, {n: s.password for n, s in listed.items()}, concurrency, give_up_after)
+    with Progress(client.describe):
+        result = client.send(uploads)
+    events = sum(len(u.event_list) for u in uploads)
+    print(f"posted {len(station_list)} simulated stations ({events} events in {len(uploads)} uploads) "
+          f"to {url}, {min(concurrency, len(station_list))} at a time: {result.delivered} delivered, "
+          f"{result.undelivered} given up")
+    print("return codes: " + ", ".join(f"{code} x {n}" for code, n in sorted(result.replies.items())))
+    return 0 if result.complete else 1

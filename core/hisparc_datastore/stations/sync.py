@@ -1,0 +1,158 @@
+"""Fetches the station list from publicdb, checks it, and puts it in place atomically.
+
+publicdb serves the list at ``/config/datastore`` (one ``number,cluster,password``
+line per station) and asks for a reload over XML-RPC (see ``configserver``).
+The deployed daemon wrote whatever it fetched, an error page included, and so
+locked every station out. Here a list is installed only when every line is a
+station: otherwise the current list stays and the refusal says why. The
+receiver notices the replaced file by itself (``stations/stationlist.py``).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import os
+import sys
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import attrs
+
+from hisparc_datastore.config import ConfigError, Settings
+from hisparc_datastore.storage.clusters import cluster_problem
+from hisparc_datastore.util.durable import write_atomically
+
+log = logging.getLogger(__name__)
+
+FETCH_TIMEOUT = 30.0  # seconds; publicdb waits for our answer meanwhile
+MAX_BYTES = 1_000_000  # ~140 stations take ~5 kB; anything this large is not a station list
+PREVIOUS_SUFFIX = ".previous"
+
+
+class StationListRefused(ValueError):
+    """The fetched text is not a usable station list; the message says why."""
+
+
+@attrs.frozen
+class Reloaded:
+    """A station list that was checked and installed."""
+
+    path: Path
+    stations: int
+    changed: bool  # False: the fetched list equals the installed one, which was left alone
+
+
+def check_station_list(text: str, source: str) -> int:
+    """Refuse anything but ``number,cluster,password`` lines with distinct numbers;
+    return the number of stations. ``source`` names the list in the message."""
+    if not text.strip():
+        raise StationListRefused(f"{source}: empty, no stations")
+    head = text.lstrip()[:200].lower()
+    if head.startswith("<") or "<html" in head or "<!doctype" in head:
+        raise StationListRefused(f"{source}: an HTML page, not a station list (an error or login page?)")
+    seen: dict[int, int] = {}
+    for lineno, row in enumerate(csv.reader(io.StringIO(text)), start=1):
+        if not row or (len(row) == 1 and not row[0].strip()):
+            continue  # blank line
+        if len(row) != 3:
+            raise StationListRefused(
+                f"{source} line {lineno}: expected number,cluster,password, found {len(row)} field(s)")
+        number, cluster, password = row[0].strip(), row[1].strip(), row[2]
+        if not (number.isascii() and number.isdigit()):
+            raise StationListRefused(
+                f"{source} line {lineno}: station number {number[:40]!r} is not a number")
+        if not cluster:
+            raise StationListRefused(f"{source} line {lineno}: station {number} has no cluster")
+        problem = cluster_problem(cluster)
+        if problem is not None:
+            raise StationListRefused(
+                f"{source} line {lineno}: station {number}: cluster {cluster[:40]!r} is refused, {problem}")
+        if not password:
+            raise StationListRefused(f"{source} line {lineno}: station {number} has no password")
+        if int(number) in seen:
+            raise StationListRefused(
+                f"{source} line {lineno}: station {number} is listed twice (also line {seen[int(number)]})")
+        seen[int(number)] = lineno
+    if not seen:
+        raise StationListRefused(f"{source}: no stations")
+    return len(seen)
+
+
+def fetch_station_list(url: str, timeout: float = FETCH_TIMEOUT) -> str:
+    """The text at ``url``; an HTTP error, an HTML page or undecodable bytes are refused."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as reply:
+            content_type = reply.headers.get_content_type()
+            body = reply.read(MAX_BYTES + 1)
+    except urllib.error.HTTPError as exc:
+        raise StationListRefused(f"{url}: HTTP {exc.code} {exc.reason}") from None
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", None) or exc
+        raise StationListRefused(f"{url}: cannot fetch: {reason}") from None
+    if len(body) > MAX_BYTES:
+        raise StationListRefused(f"{url}: more than {MAX_BYTES} bytes, not a station list")
+    if content_type == "text/html":
+        raise StationListRefused(f"{url}: an HTML page (Content-Type text/html), not a station list")
+    try:
+        return body.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise StationListRefused(f"{url}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+
+
+def install_station_list(path: Path, text: str, source: str) -> Reloaded:
+    """Check ``text`` and replace ``path`` with it atomically, keeping the old list as
+    ``path.previous``; a refused text leaves both alone."""
+    count = check_station_list(text, source)
+    data = text.encode("utf-8") if text.endswith("\n") else (text + "\n").encode("utf-8")
+    try:
+        current = path.read_bytes()
+    except FileNotFoundError:
+        current = None
+    if current == data:
+        return Reloaded(path, count, changed=False)  # leave the receiver's copy untouched
+    if current is not None:
+        write_atomically(path.with_name(path.name + PREVIOUS_SUFFIX), current)
+    write_atomically(path, data)
+    return Reloaded(path, count, changed=True)
+
+
+def reload_from_publicdb(settings: Settings) -> Reloaded:
+    """Fetch ``[General] station_list_url`` and install it as ``[General] station_list``."""
+    url = settings.station_list_url
+    if not url:
+        raise ConfigError(f"{settings.source}: [General] station_list_url is not set: "
+                          "nowhere to fetch the station list from")
+    try:
+        result = install_station_list(settings.station_list, fetch_station_list(url), url)
+    except StationListRefused as exc:
+        log.error("station list refused, %s kept: %s", settings.station_list, exc)
+        raise
+    except OSError as exc:
+        log.error("cannot write station list %s: %s", settings.station_list, exc)
+        raise StationListRefused(f"cannot write {settings.station_list}: {exc.strerror or exc}") from None
+    if result.changed:
+        log.info("station list %s replaced from %s: %d station(s); the old one is %s%s",
+                 result.path, url, result.stations, result.path.name, PREVIOUS_SUFFIX)
+    else:
+        log.info("station list %s unchanged (%d station(s) at %s)", result.path, result.stations, url)
+    return result
+
+
+def fetch_stations_command(config: str | os.PathLike) -> int:
+    """``datastore fetch-stations CONFIG``: one reload, for cron; 1 when refused."""
+    from hisparc_datastore.config import load_settings
+    from hisparc_datastore.ops.logsetup import configure_logging
+
+    settings = load_settings(config)
+    configure_logging(settings, also_stderr=False)
+    try:
+        result = reload_from_publicdb(settings)
+    except StationListRefused as exc:
+        print(f"datastore fetch-stations: refused, {settings.station_list} kept: {exc}", file=sys.stderr)
+        return 1
+    state = "replaced" if result.changed else "unchanged"
+    print(f"{result.path}: {state}, {result.stations} station(s)")
+    return 0

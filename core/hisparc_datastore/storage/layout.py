@@ -1,0 +1,253 @@
+"""The day-file layout: paths, groups, tables and blobs, and bulk appends into them."""
+
+from __future__ import annotations
+
+import datetime
+import fcntl
+import os
+import shutil
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+import numpy as np
+import tables
+
+from hisparc_datastore.plugin.eventtype import EventType
+from hisparc_datastore.storage import vlblobs
+from hisparc_datastore.util.durable import fsync_dir
+
+BLOBS = "blobs"
+BLOBS_TITLE = "HiSPARC binary data"
+BLOB_CHUNK = 4096
+# Table and blobs nodes kept open per day file. An open table costs ~100 kB (its
+# description, attributes, HDF5 state) and reopening one ~5 ms: enough for the CIC, SIN
+# and WTR tables and blobs of a hundred stations, so the rarer tables are the ones closed.
+MAX_NODES = 512
+# Per dataset. The default (16 MB) kept a chunk of every table written cached: a
+# batch appends each table once, so the cache saved no write, and cost ~70 kB a table.
+CHUNK_CACHE_SIZE = 0
+
+
+def day_file_path(data_dir: str | os.PathLike, date: datetime.date) -> Path:
+    """``data_dir/2017/2/2017_2_26.h5``: numbers not zero-padded, as readers expect."""
+    return Path(data_dir, str(date.year), str(date.month), f"{date.year}_{date.month}_{date.day}.h5")
+
+
+def date_of_day_file(path: str | os.PathLike) -> datetime.date:
+    year, month, day = Path(path).stem.split("_")
+    return datetime.date(int(year), int(month), int(day))
+
+
+def snapshot_path(path: Path) -> Path:
+    """Where the copy of a day file made before a batch adds nodes to it is kept: beside it
+    (so restoring it is one rename), hidden from readers that list ``*.h5``."""
+    return path.with_name(f".{path.name}.before")
+
+
+def copy_day_file_tmp(target: Path) -> Path:
+    """The name :func:`copy_day_file` writes ``target`` under until it is whole."""
+    return target.with_name(target.name + ".tmp")
+
+
+_FICLONE = 0x40049409  # Linux ioctl: share the extents (btrfs, XFS); copy nothing
+
+
+def copy_day_file(source: Path, target: Path, fsync: bool = True) -> None:
+    """Copy a (flushed) day file whole to ``target``: a reflink where the file system can,
+    else the bytes. Raises OSError (ENOSPC included) before the day file is touched."""
+    tmp = copy_day_file_tmp(target)
+    try:
+        with open(source, "rb") as src, open(tmp, "wb") as dst:
+            try:
+                fcntl.ioctl(dst.fileno(), _FICLONE, src.fileno())
+                cloned = True
+            except OSError:
+                cloned = False
+        if not cloned:
+            shutil.copyfile(source, tmp)  # sendfile(2) on Linux
+        if fsync:
+            fd = os.open(tmp, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        os.replace(tmp, target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    if fsync:
+        fsync_dir(target.parent)
+
+
+def drop_copies(copies: Mapping[str, str], fsync: bool = True) -> None:
+    """Remove the copies a batch made before it added nodes (the journal's ``copies``)."""
+    for copy in copies.values():
+        if copy:
+            Path(copy).unlink(missing_ok=True)
+            if fsync:
+                fsync_dir(Path(copy).parent)
+
+
+def station_path(cluster: str, station_id: int) -> str:
+    return f"/hisparc/cluster_{cluster.lower()}/station_{station_id}"
+
+
+def get_or_create_cluster_group(file: tables.File, cluster: str) -> tables.Group:
+    """Get an existing cluster group or create a new one."""
+    try:
+        hisparc = file.get_node("/", "hisparc")
+    except tables.NoSuchNodeError:
+        hisparc = file.create_group("/", "hisparc", "HiSPARC data")
+    name = f"cluster_{cluster.lower()}"
+    try:
+        return file.get_node(hisparc, name)
+    except tables.NoSuchNodeError:
+        return file.create_group(hisparc, name, f"HiSPARC cluster {cluster} data")
+
+
+def get_or_create_station_group(file: tables.File, cluster: str, station_id: int) -> tables.Group:
+    """Get an existing station group or create a new one."""
+    cluster_group = get_or_create_cluster_group(file, cluster)
+    name = f"station_{station_id}"
+    try:
+        return file.get_node(cluster_group, name)
+    except tables.NoSuchNodeError:
+        return file.create_group(cluster_group, name, f"HiSPARC station {station_id} data")
+
+
+def get_or_create_table(file: tables.File, group: tables.Group, event_type: EventType) -> tables.Table:
+    try:
+        return file.get_node(group, event_type.table_name)
+    except tables.NoSuchNodeError:
+        return file.create_table(
+            group, event_type.table_name, event_type.description, event_type.table_title
+        )
+
+
+def get_or_create_blobs(file: tables.File, group: tables.Group) -> tables.VLArray:
+    try:
+        return file.get_node(group, BLOBS)
+    except tables.NoSuchNodeError:
+        return file.create_vlarray(group, BLOBS, tables.VLStringAtom(), BLOBS_TITLE, chunkshape=(BLOB_CHUNK,))
+
+
+def open_day_file(path: Path, fsync: bool = True) -> tables.File:
+    """Open a day file for appending; a new one is created whole or not at all.
+
+    A writer killed while HDF5 writes a new file's superblock would leave a
+    file no one can open, so a new file is made under a temporary name and
+    renamed into place once it is complete.
+    """
+    if not path.exists():
+        path.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.new")
+        tables.open_file(str(tmp), "w").close()
+        if fsync:
+            fd = os.open(tmp, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        os.replace(tmp, path)
+        if fsync:
+            fsync_dir(path.parent)
+    return tables.open_file(str(path), "a", chunk_cache_size=CHUNK_CACHE_SIZE)
+
+
+class DayFile:
+    """One open day file, with the tables the writer touched last kept open (at most MAX_NODES)."""
+
+    def __init__(self, path: Path, h5: tables.File | None = None) -> None:
+        self.path = path
+        self.h5 = h5 if h5 is not None else open_day_file(path)
+        self._nodes: dict[str, tables.Leaf] = {}
+
+    def _group(self, cluster: str, station_id: int) -> tables.Group:
+        return get_or_create_station_group(self.h5, cluster, station_id)
+
+    def table(self, cluster: str, station_id: int, event_type: EventType) -> tables.Table:
+        return self._leaf(cluster, station_id, event_type.table_name,
+                          lambda h5, group: get_or_create_table(h5, group, event_type))
+
+    def _leaf(self, cluster: str, station_id: int, name: str,
+              get_or_create: Callable[[tables.File, tables.Group], tables.Leaf]) -> tables.Leaf:
+        key = f"{station_path(cluster, station_id)}/{name}"
+        node = self._nodes.pop(key, None)
+        if node is None or not node._v_isopen:  # closed: an append through it failed
+            node = get_or_create(self.h5, self._group(cluster, station_id))
+        self._remember(key, node)
+        return node
+
+    def _remember(self, key: str, node: tables.Leaf) -> None:
+        # Re-inserting keeps the dict in least-recent order. Keeping every station's tables
+        # open made memory grow with the number of stations (409 MB with 200 across midnight);
+        # a node let go goes to PyTables' own small node cache, which closes it in turn.
+        self._nodes[key] = node
+        if len(self._nodes) > MAX_NODES:
+            del self._nodes[next(iter(self._nodes))]
+
+    def node_size(self, node_path: str) -> int | None:
+        """Rows in a node, or None when it does not exist (yet)."""
+        node = self._nodes.pop(node_path, None)
+        if node is None or not node._v_isopen:
+            try:
+                node = self.h5.get_node(node_path)
+            except tables.NoSuchNodeError:
+                return None
+        # Kept open: it is asked for because rows are about to be appended to it.
+        self._remember(node_path, node)
+        return int(node.nrows)  # PyTables gives numpy.int64, which JSON cannot store
+
+    def append_blobs(self, cluster: str, station_id: int, blobs: list[bytes]) -> None:
+        """Append ``blobs`` without PyTables' per-blob conversions (see :mod:`.vlblobs`)."""
+        if not blobs:
+            return
+        # Kept open like the tables: fetching it again for every batch, with the groups
+        # above it that PyTables' node cache had let go, was a tenth of the writer's time.
+        vlblobs.append_blobs(self._leaf(cluster, station_id, BLOBS, get_or_create_blobs), blobs)
+
+    def append_rows(
+        self, cluster: str, station_id: int, event_type: EventType, records: np.ndarray
+    ) -> None:
+        table = self.table(cluster, station_id, event_type)
+        records["event_id"] = np.arange(table.nrows + 1, table.nrows + 1 + len(records))
+        table.append(records)
+
+    def truncate(self, sizes: Mapping[str, int | None]) -> None:
+        """Cut nodes back to recorded sizes; remove those that did not exist."""
+        for node_path, size in sizes.items():
+            try:
+                node = self.h5.get_node(node_path)
+            except tables.NoSuchNodeError:
+                continue
+            if size is None:
+                parent = node._v_parent
+                node._f_remove()
+                # Groups made for the removed node go too, so the file is as it was.
+                while parent is not self.h5.root and not parent._v_children:
+                    grandparent = parent._v_parent
+                    parent._f_remove()
+                    parent = grandparent
+            elif node.nrows > size:
+                node.truncate(size)
+                # PyTables' VLArray.truncate leaves the row counter its appends use as it
+                # was: an append through this node object would write past a gap of empty
+                # rows. Closed, the next use fetches it afresh with the true count.
+                node._f_close()
+        self._nodes.clear()
+
+    def flush(self, fsync: bool) -> None:
+        self.h5.flush()
+        if fsync:
+            # PyTables exposes no descriptor; fsync through one of our own
+            # flushes the same inode's pages to disk.
+            fd = os.open(self.path, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+
+    def close(self) -> None:
+        if self.h5.isopen:
+            self.h5.close()
+        self._nodes.clear()

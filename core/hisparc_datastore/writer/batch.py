@@ -1,0 +1,376 @@
+"""Stores one batch of claimed uploads exactly once: decode, screen, build the rows, journal,
+append, release (see docs/exactly-once.md)."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+import attrs
+import tables
+
+from hisparc_datastore.config import Settings
+from hisparc_datastore.plugin.registry import Registry
+from hisparc_datastore.queue.folders import Queue
+from hisparc_datastore.storage.errors import StorageError, describe, held_by_another
+from hisparc_datastore.storage.heldfiles import HELD, HeldFiles
+from hisparc_datastore.storage.layout import (
+    BLOBS,
+    copy_day_file,
+    day_file_path,
+    drop_copies,
+    snapshot_path,
+    station_path,
+)
+from hisparc_datastore.storage.openfiles import OpenFiles
+from hisparc_datastore.util import faults
+from hisparc_datastore.writer.journal import APPLIED, APPLYING, NEW, Journal, Transaction
+from hisparc_datastore.writer.prepare import MAX_REASON_LINES as MAX_REASON_LINES  # the tests read it here
+from hisparc_datastore.writer.prepare import (
+    Bounds,
+    DayRows,
+    PreparedUpload,
+    Screen,
+    concatenate,
+    prepare_file,
+)
+from hisparc_datastore.writer.reasons import kind_of
+from hisparc_datastore.writer.rows import log_unknown_codes, shift_blob_indices
+from hisparc_datastore.writer.state import WriterState
+
+log = logging.getLogger(__name__)
+
+
+@attrs.define
+class Tally:
+    """What the writer did, for the log and for ``--once`` callers."""
+
+    uploads: int = 0
+    stored: Counter = attrs.field(factory=Counter)  # upload code -> events stored
+    quarantined_events: Counter = attrs.field(factory=Counter)  # reason kind -> events
+    quarantined_files: int = 0
+    suspicious_files: int = 0  # over a bound per upload: set aside whole in suspicious/
+    storage_errors: int = 0  # failed attempts to store a batch (each is retried)
+
+    @property
+    def events(self) -> int:
+        return sum(self.stored.values())
+
+
+class NoRoom(StorageError):
+    """Too little free disk for the next batch and the reserve: the writer waits (a storage
+    error, retried with back-off) and ``datastore status`` says so."""
+
+
+class Interrupted(Exception):
+    """A stop was asked for while a batch was being decoded; its uploads stay claimed."""
+
+
+def cut_batches(files: list[tuple[str, int]], max_files: int, max_bytes: int) -> list[list[str]]:
+    """Cut ``(name, size)`` pairs, in order, into batches of at most ``max_files``
+    files and ``max_bytes`` bytes (a larger file goes alone). Decoded uploads take
+    about ten times their pickled size: this bounds memory whatever the backlog."""
+    batches: list[list[str]] = []
+    batch: list[str] = []
+    size = 0
+    for name, file_size in files:
+        if batch and (len(batch) >= max_files or size + file_size > max_bytes):
+            batches.append(batch)
+            batch, size = [], 0
+        batch.append(name)
+        size += file_size
+    if batch:
+        batches.append(batch)
+    return batches
+
+
+def claimed_batches(queue: Queue, names: list[str], settings: Settings) -> list[list[str]]:
+    """The claimed uploads ``names`` cut into batches by their sizes on disk."""
+    sizes = []
+    for name in names:
+        try:
+            sizes.append((name, (queue.partial / name).stat().st_size))
+        except FileNotFoundError:
+            sizes.append((name, 0))
+    return cut_batches(sizes, settings.batch_uploads, settings.batch_bytes)
+
+
+class BatchStore:
+    """Stores batches of claimed uploads into the day files, counting what it did in ``tally``.
+
+    ``held`` (the service's) sets aside uploads for day files a reader holds open;
+    without it (a rebuild) no file is taken as held. Without ``undo_copies`` (a rebuild,
+    which discards its scratch files on any error) no day file is copied before a batch
+    adds nodes to it.
+    """
+
+    def __init__(self, settings: Settings, registry: Registry, queue: Queue, journal: Journal,
+                 files: OpenFiles, tally: Tally, state: WriterState, stop: threading.Event,
+                 held: HeldFiles | None = None, undo_copies: bool = True) -> None:
+        self.undo_copies = undo_copies
+        self.settings = settings
+        self.registry = registry
+        self.queue = queue
+        self.journal = journal
+        self.files = files
+        self.tally = tally
+        self.state = state
+        self.stop = stop
+        self.held = held
+        self.screen = Screen(registry, Bounds.of(settings))
+
+    def store(self, names: list[str], prepared: list[PreparedUpload | None] | None = None) -> None:
+        """Store the claimed uploads ``names`` exactly once (see docs/exactly-once.md).
+
+        ``prepared``: the uploads as :mod:`.prefetch` made them ready in a second process,
+        else they are prepared here. They are used up: a retry prepares them again.
+        """
+        faults.point("claimed")
+        if prepared is None:
+            prepared = []
+            for name in names:
+                if self.stop.is_set():
+                    # Nothing is journaled yet: the uploads stay claimed and the next start stores them.
+                    raise Interrupted(f"stopped while decoding: {len(names)} uploads stay claimed")
+                prepared.append(self.prepare(name))
+        uploads = [item for item in prepared if item is not None and self._readable(item)]
+        if self.held is not None:
+            uploads = self._set_aside_held(uploads, self.held)
+            uploads = self._within_days(uploads)
+        built, sizes = self._build(uploads)
+        if built:
+            self._check_room(uploads, sizes)
+        for item in uploads:
+            if item.rejected_events:
+                self._quarantine_events(item)
+        if built:
+            try:
+                self._apply(tuple(item.name for item in uploads), built, sizes)
+            except (OSError, tables.HDF5ExtError) as exc:
+                raise StorageError(describe(exc)) from exc
+        if self.state.no_room is not None:
+            log.info("the disk has room again: storing")
+            self.state.no_room = None
+        self._release(uploads)
+        self.state.held = self.held.describe() if self.held is not None else []
+        self.state.batch_stored(uploads, self.tally)
+
+    def prepare(self, name: str) -> PreparedUpload | None:
+        """Prepare the claimed upload ``name`` here; None when it is gone (already stored)."""
+        return prepare_file(self.queue.partial / name, self.screen)
+
+    def _readable(self, item: PreparedUpload) -> bool:
+        if item.aside is not None:
+            self.queue.set_aside(item.name, f"station {item.station_id} cluster {item.cluster}: "
+                                 f"{item.aside}")
+            self.tally.suspicious_files += 1
+            return False
+        if item.fault is None:
+            return True
+        self.queue.quarantine_file(item.name, item.fault)
+        self.tally.quarantined_files += 1
+        return False
+
+    def _set_aside_held(self, uploads: list[PreparedUpload], held_files: HeldFiles) -> list[PreparedUpload]:
+        """The uploads whose day files can be written now; those touching a day file another
+        process holds open, or one that cannot be written (its mode, owner, an immutable
+        flag), wait, claimed, until it can."""
+        # known held: look again only when due
+        held = {path: held_files.reasons.get(path) or HELD for path in held_files.since}
+        kept = []
+        for item in uploads:
+            paths = sorted(day_file_path(self.settings.data_dir, date) for date in item.dates)
+            for path in paths:
+                if path not in held:
+                    held[path] = self.blocked(path)
+            busy = [path for path in paths if held[path]]
+            if busy:
+                held_files.set_aside(item.name, busy, {path: held[path] for path in busy})
+            else:
+                kept.append(item)
+        return kept
+
+    def _within_days(self, uploads: list[PreparedUpload]) -> list[PreparedUpload]:
+        """The uploads that keep the batch within ``batch_days`` dates (the first always);
+        the others go back to ``incoming/``, to be claimed again in turn with other stations'
+        uploads. Each date is a day file to open: so no batch holds the queue up for long,
+        whatever dates one station's uploads name."""
+        dates: set = set()
+        kept, back = [], []
+        for item in uploads:
+            more = dates | item.dates
+            if kept and len(more) > self.settings.batch_days:
+                back.append(item.name)
+                continue
+            kept.append(item)
+            dates = more
+        if back:
+            self.queue.unclaim(back)
+            log.info("%d uploads put back into incoming/: with them the batch would store more "
+                     "than batch_days %d dates", len(back), self.settings.batch_days)
+        return kept
+
+    def blocked(self, path: Path) -> str | None:
+        """Why the day file ``path`` cannot be written now: HELD (another process holds it
+        open) or what refuses it; None when it can (and it is open here now)."""
+        if not path.exists():
+            # made only if an event is stored in it: its folder must take it
+            folder = next(parent for parent in path.parents if parent.exists())
+            if not os.access(folder, os.W_OK | os.X_OK):
+                return f"its folder {folder} cannot be written"
+            return None
+        try:
+            self.files.get(path)
+        except tables.HDF5ExtError as exc:
+            if held_by_another(exc):
+                return HELD
+            raise
+        except PermissionError as exc:
+            # Retrying the batch would fail for ever; only this file's uploads need to wait.
+            return f"cannot be opened for writing ({exc}): mode, owner or an immutable flag?"
+        return None
+
+    def _build(self, uploads: list[PreparedUpload]) -> tuple[dict, dict]:
+        """Record arrays per (date, cluster, station), with blob indices counted on from the
+        station's blobs on disk, and the journal's node sizes per day file.
+
+        Day files are visited one at a time in date order, here and in :meth:`_apply`, so a
+        batch may span any number of days with at most MAX_OPEN_FILES of them open.
+        """
+        stations: dict[tuple, list[DayRows]] = {}
+        for item in uploads:  # in claim order, so each table gets its rows in that order
+            for date, day in item.days.items():
+                stations.setdefault((date, item.cluster, item.station_id), []).append(day)
+        built, sizes = {}, {}
+        for item in uploads:  # one line per upload, however many days and codes it holds
+            unknown = sum((day.unknown_codes for day in item.days.values()), Counter())
+            if unknown:
+                log_unknown_codes(unknown, f"{item.name} (station {item.station_id})")
+        for key in sorted(stations, key=lambda key: (key[0], key[1].lower(), key[2])):
+            date, cluster, station_id = key
+            days = [day for day in stations[key] if day.arrays]
+            if not days:
+                continue
+            path = day_file_path(self.settings.data_dir, date)
+            # A new day file is made when rows are appended, not here: if every event turns
+            # out a misfit, no file without a /hisparc group is left for readers to trip over.
+            day_file = self.files.get(path) if path.exists() else None
+            base = station_path(cluster, station_id)
+            offset = (day_file.node_size(f"{base}/{BLOBS}") if day_file else None) or 0
+            pieces: dict[str, list] = {}
+            blobs: list[bytes] = []
+            for day in days:
+                for code, records in day.arrays.items():
+                    event_type = self.registry.get(code)
+                    pieces.setdefault(code, []).append(shift_blob_indices(event_type, records, offset))
+                offset += len(day.blobs)
+                blobs.extend(day.blobs)
+            arrays = {self.registry.get(code): concatenate(parts) for code, parts in pieces.items()}
+            record = sizes.setdefault(str(path), {})
+            for node in [BLOBS, *(event_type.table_name for event_type in arrays)]:
+                record[f"{base}/{node}"] = day_file.node_size(f"{base}/{node}") if day_file else None
+            built[key] = (arrays, blobs)
+        return built, sizes
+
+    def _check_room(self, uploads: list[PreparedUpload], sizes: dict) -> None:
+        """Raise NoRoom unless the disk holds the batch (about twice its queue files), the
+        copies :meth:`_apply` will make, and ``[Writer] reserve_mb`` besides: an append
+        that meets a full disk is undone, but one that is never tried costs nothing."""
+        need = self.settings.reserve_mb * 2**20
+        for item in uploads:
+            with contextlib.suppress(OSError):
+                need += 2 * (self.queue.partial / item.name).stat().st_size
+        for path, nodes in sizes.items():
+            if any(size is None for size in nodes.values()) and Path(path).exists():
+                need += Path(path).stat().st_size
+        try:
+            free = shutil.disk_usage(self.settings.data_dir).free
+        except OSError:
+            return  # the append itself will say what is wrong
+        if free >= need:
+            return
+        self.state.no_room = {"since": self.state.no_room["since"] if self.state.no_room else time.time(),
+                              "free": free, "needed": need, "reserve_mb": self.settings.reserve_mb}
+        self.state.save(self.tally)
+        raise NoRoom(f"disk full: {free / 2**20:.1f} MB free in {self.settings.data_dir}, the next "
+                     f"batch needs about {need / 2**20:.1f} MB with [Writer] reserve_mb = "
+                     f"{self.settings.reserve_mb}; waiting for room")
+
+    def _copies(self, sizes: dict) -> dict[str, str]:
+        """Where each existing day file the batch adds a node (group, table, blobs) to is
+        copied before; NEW for each one the batch makes. HDF5 interrupted by a full disk
+        while it makes a group can leave a file whose earlier groups cannot be reached,
+        which no cut-back repairs."""
+        copies: dict[str, str] = {}
+        if not self.undo_copies:
+            return copies
+        for path, nodes in sizes.items():
+            if all(size is not None for size in nodes.values()):
+                continue  # appends only: cut back to the journal's sizes if they fail
+            day_file = Path(path)
+            copies[path] = str(snapshot_path(day_file)) if day_file.exists() else NEW
+        return copies
+
+    def _apply(self, names: tuple[str, ...], built: dict, sizes: dict) -> None:
+        copies = self._copies(sizes)
+        # Journaled before the copies are made, so that none is ever left unaccounted for:
+        # undoing puts back a copy that is whole (made under a temporary name) and cuts back
+        # a file whose copy was not made yet, to which nothing was appended either.
+        self.journal.write(Transaction(names, sizes, APPLYING, copies))
+        faults.point("journaled")
+        for path, copy in copies.items():
+            if copy != NEW:
+                self.files.get(Path(path)).h5.flush()  # the copy is what the journal's sizes describe
+                copy_day_file(Path(path), Path(copy), self.settings.fsync)
+        faults.point("copied")
+        current = None
+        stored: Counter = Counter()  # counted once applied: an undone attempt stored nothing
+        for (date, cluster, station_id), (arrays, blobs) in built.items():  # in date order
+            day_file = self.files.get(day_file_path(self.settings.data_dir, date))
+            if current is not None and day_file is not current:
+                current.flush(self.settings.fsync)  # before it may be closed to open another
+            current = day_file
+            day_file.append_blobs(cluster, station_id, blobs)
+            faults.point("blobs-appended")
+            for event_type, records in arrays.items():
+                day_file.append_rows(cluster, station_id, event_type, records)
+                stored[event_type.upload_code] += len(records)
+                faults.point("table-appended")
+        if current is not None:
+            current.flush(self.settings.fsync)
+        faults.point("flushed")
+        self.journal.write(Transaction(names, sizes, APPLIED, copies))
+        drop_copies(copies, self.settings.fsync)
+        self.tally.stored.update(stored)
+        faults.point("applied")
+
+    def _release(self, uploads: list[PreparedUpload]) -> None:
+        if self.settings.archive_days > 0:
+            # If this fails the journal still says applied: the retry archives
+            # and releases without storing again.
+            self.queue.archive_claimed((item.name, item.dates) for item in uploads if item.dates)
+        for item in uploads:
+            self.queue.release(item.name)
+            self.tally.uploads += 1
+        self.queue.sync_partial()
+        faults.point("released")
+        self.journal.clear()
+
+    def _quarantine_events(self, item: PreparedUpload) -> None:
+        kinds = Counter(kind_of(reason) for _, reason in item.rejected) + item.unnamed_kinds
+        reasons = [f"station {item.station_id}, event {i}: {reason}"
+                   for i, (_, reason) in enumerate(item.rejected)]
+        if item.unnamed:
+            # A reason file an operator can read: the rest by kind, not a million lines.
+            reasons.append(f"... and {len(item.unnamed)} more events: "
+                           + "; ".join(f"{n} x {kind}" for kind, n in item.unnamed_kinds.most_common(20)))
+        target = self.queue.quarantine_events(item.name, item.upload.to_queue_bytes(), reasons)
+        self.tally.quarantined_events.update(kinds)
+        log.warning("%s: %d of %d events quarantined in %s (first: %s)", item.name,
+                    item.rejected_events, item.events, target, item.rejected[0][1])

@@ -1,0 +1,128 @@
+"""The writer's Prometheus metrics, served at ``[Writer] metrics_bind`` (``HOST:PORT``).
+
+Served over HTTP by the writer process rather than written to a node_exporter
+text file, because the values that matter most in trouble are computed at
+scrape time: queue depth and seconds since the last stored batch keep moving
+while the writer is stuck retrying a batch on a full disk, when a file written
+after each batch would stand still. A writer that is not running fails the
+scrape (Prometheus's ``up`` is 0), which is the alert one wants; a text file
+would keep its last values. The receiver's ``GET /metrics`` works the same way.
+
+The server is a daemon thread that only reads: the writer's Tally (counters
+updated between batches) and the queue folders.
+"""
+
+from __future__ import annotations
+
+import http.server
+import logging
+import threading
+import time
+from typing import Any
+
+from hisparc_datastore.ops.status import FOLDERS, folder_usage
+
+log = logging.getLogger(__name__)
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+def render(writer: Any, now: float | None = None) -> str:
+    """The metrics of ``writer`` (a running :class:`~hisparc_datastore.writer.service.Writer`)."""
+    now = time.time() if now is None else now
+    tally, state = writer.tally, writer.state
+    for _ in range(3):
+        try:  # the writer thread may add a code meanwhile
+            stored, reasons = dict(tally.stored), dict(tally.quarantined_events)
+            break
+        except RuntimeError:
+            continue
+    usage = {name: folder_usage(writer.settings.data_dir / name) for name in FOLDERS}
+    oldest = usage["incoming"].oldest_mtime
+    lines = [
+        "# HELP datastore_writer_events_stored_total Events stored into day files, by upload code.",
+        "# TYPE datastore_writer_events_stored_total counter",
+        *(f'datastore_writer_events_stored_total{{type="{code}"}} {n}' for code, n in sorted(stored.items())),
+        "# HELP datastore_writer_uploads_total Uploads stored (their storable events) and released.",
+        "# TYPE datastore_writer_uploads_total counter",
+        f"datastore_writer_uploads_total {tally.uploads}",
+        "# HELP datastore_writer_batches_total Batches stored.",
+        "# TYPE datastore_writer_batches_total counter",
+        f"datastore_writer_batches_total {state.batches}",
+        "# HELP datastore_writer_quarantined_events_total Events kept in quarantine, by kind of reason "
+        "(a fixed set: the station's own text is only in the reason files).",
+        "# TYPE datastore_writer_quarantined_events_total counter",
+        *(f'datastore_writer_quarantined_events_total{{reason="{_escape(r)}"}} {n}'
+          for r, n in sorted(reasons.items())),
+        "# HELP datastore_writer_quarantined_files_total Queue files quarantined whole (unreadable).",
+        "# TYPE datastore_writer_quarantined_files_total counter",
+        f"datastore_writer_quarantined_files_total {tally.quarantined_files}",
+        "# HELP datastore_writer_suspicious_files_total Queue files set aside whole in suspicious/ "
+        "(over a bound per upload).",
+        "# TYPE datastore_writer_suspicious_files_total counter",
+        f"datastore_writer_suspicious_files_total {tally.suspicious_files}",
+        "# HELP datastore_writer_storage_errors_total Failed attempts to store a batch (each retried).",
+        "# TYPE datastore_writer_storage_errors_total counter",
+        f"datastore_writer_storage_errors_total {tally.storage_errors}",
+        "# HELP datastore_queue_files Queue files per folder.",
+        "# TYPE datastore_queue_files gauge",
+        *(f'datastore_queue_files{{folder="{name}"}} {u.files}' for name, u in usage.items()),
+        "# HELP datastore_queue_bytes Queue file bytes per folder.",
+        "# TYPE datastore_queue_bytes gauge",
+        *(f'datastore_queue_bytes{{folder="{name}"}} {u.bytes}' for name, u in usage.items()),
+        "# HELP datastore_oldest_incoming_age_seconds Age of the oldest upload waiting in incoming/ "
+        "(0 when none).",
+        "# TYPE datastore_oldest_incoming_age_seconds gauge",
+        f"datastore_oldest_incoming_age_seconds {0.0 if oldest is None else max(0.0, now - oldest):.1f}",
+    ]
+    if state.last_batch is not None:
+        lines += [
+            "# HELP datastore_writer_last_batch_age_seconds Seconds since the last batch was stored.",
+            "# TYPE datastore_writer_last_batch_age_seconds gauge",
+            f"datastore_writer_last_batch_age_seconds {now - state.last_batch:.1f}",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+class MetricsServer:
+    """``GET /metrics`` for one writer, from a daemon thread."""
+
+    def __init__(self, writer: Any, host: str, port: int) -> None:
+        owner = writer
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                if self.path.rstrip("/") not in ("/metrics", ""):
+                    self.send_error(404)
+                    return
+                body = render(owner).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", CONTENT_TYPE)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass  # one line per scrape would drown the writer's log
+
+        self.server = http.server.HTTPServer((host, port), Handler)
+        self._thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.5},
+                                        name="writer-metrics", daemon=True)
+
+    @property
+    def url(self) -> str:
+        host, port = self.server.server_address[:2]
+        return f"http://{host}:{port}/metrics"
+
+    def __enter__(self) -> MetricsServer:
+        self._thread.start()
+        log.info("writer metrics on %s", self.url)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()

@@ -1,0 +1,100 @@
+"""Password guessing is limited per client address and station, logged in summary, and
+never keeps an honest station out for long, whoever shares its address."""
+
+import hashlib
+import http.client
+import logging
+import pickle
+import urllib.parse
+
+import pytest
+
+from hisparc_datastore.config import load_settings
+from hisparc_datastore.receiver.app import ReceiverApp, build_app
+from hisparc_datastore.receiver.guard import PasswordGuard
+from hisparc_datastore.receiver.server import ServerThread
+from hisparc_datastore.testing.helpers import wait_for
+
+GUESSER = "127.0.0.2"  # loopback addresses: one per "site"
+HONEST = "127.0.0.1"
+
+
+@pytest.fixture
+def config(tmp_path):
+    (tmp_path / "stations.csv").write_text("99,amsterdam,pw99\n501,utrecht,pw501\n")
+    path = tmp_path / "config.ini"
+    path.write_text(f"[General]\nlog=\nloglevel=info\nstation_list={tmp_path / 'stations.csv'}\n"
+                    f"data_dir={tmp_path / 'data'}\nminimum_year=2016\n[Writer]\nfsync=no\n")
+    return path
+
+
+def post(port: int, source: str, station: int, password: str, n: int = 0) -> str:
+    payload = pickle.dumps([{"n": n}], protocol=2)  # distinct bytes, so never a duplicate
+    body = urllib.parse.urlencode({"station_id": station, "password": password,
+                                   "data": payload.decode("latin-1"),
+                                   "checksum": hashlib.md5(payload).hexdigest()}).encode()
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30, source_address=(source, 0))
+    try:
+        connection.request("POST", "/", body, {"Content-Type": "application/x-www-form-urlencoded"})
+        return connection.getresponse().read().decode()
+    finally:
+        connection.close()
+
+
+def serve(config, guard: PasswordGuard) -> ServerThread:
+    base = build_app(load_settings(config))
+    app = ReceiverApp(base.settings, base.stations, base.spool, base.dedup, guard=guard)
+    return ServerThread(app)
+
+
+def test_unknown_and_known_stations_get_the_same_answer_to_a_wrong_password(config):
+    with serve(config, PasswordGuard()) as server:
+        assert post(server.port, HONEST, 99, "wrong") == "203"
+        assert post(server.port, HONEST, 12345, "wrong") == "203"
+
+
+def test_a_guesser_is_limited_and_stations_beside_it_keep_being_answered(config, caplog):
+    caplog.set_level(logging.INFO)
+    # a long refill: within this test the guesser gets no try back
+    with serve(config, PasswordGuard(burst=5, refill_seconds=3600)) as server:
+        answers = []
+        for n in range(60):
+            answers.append(post(server.port, GUESSER, 99, f"guess{n}", n))
+            if n % 10 == 0:
+                # the station itself elsewhere, and another station behind the guesser's address
+                assert post(server.port, HONEST, 99, "pw99", 1000 + n) == "100"
+                assert post(server.port, GUESSER, 501, "pw501", 2000 + n) == "100"
+        assert answers[:5] == ["203"] * 5
+        assert answers[5:] == ["205"] * 55
+        # once limited, even the right password is not looked at: guessing tells nothing
+        assert post(server.port, GUESSER, 99, "pw99", 3000) == "205"
+        # unknown station numbers share one budget per address
+        assert [post(server.port, GUESSER, 7000 + n, "x", n) for n in range(7)] == ["203"] * 5 + ["205"] * 2
+    lines = [r.getMessage() for r in caplog.records if GUESSER in r.getMessage()
+             and ("203" in r.getMessage() or "205" in r.getMessage())]
+    # 10 refused guesses logged one by one, the 58 turned away in summary lines
+    assert len(lines) <= 14, lines
+    assert any("answered 205 unchecked" in line for line in lines)
+
+
+def test_the_guessed_station_behind_the_guessers_address_gets_in_after_a_bounded_time(config):
+    with serve(config, PasswordGuard(burst=3, refill_seconds=1.0)) as server:
+        for n in range(10):
+            post(server.port, GUESSER, 99, f"guess{n}", n)
+        assert post(server.port, GUESSER, 99, "pw99", 100) == "205"
+        # the guesser stopped: within a refill period the station's retry is taken
+        assert wait_for(lambda: post(server.port, GUESSER, 99, "pw99", 101) == "100", timeout=60)
+
+
+def test_the_guard_refills_in_bounded_time_and_bounds_its_table():
+    now = [0.0]
+    guard = PasswordGuard(burst=2, refill_seconds=10.0, max_pairs=100, clock=lambda: now[0])
+    for _ in range(3):
+        guard.failed("a", 1)
+    assert not guard.may_try("a", 1)
+    assert guard.may_try("a", 2) and guard.may_try("b", 1)
+    now[0] += 10.0
+    assert guard.may_try("a", 1)  # one try back per refill period
+    for n in range(1000):
+        guard.failed(f"addr{n}", 1)
+    assert len(guard._pairs) == 100

@@ -1,0 +1,198 @@
+"""publicdb's station-list push: ``config-server`` answers ``reload_datastore()`` over
+real XML-RPC, fetches a real HTTP source, refuses a broken list, and a running
+receiver uses a new list without a restart."""
+
+import hashlib
+import http.server
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.parse
+import urllib.request
+import xmlrpc.client
+from pathlib import Path
+
+import pytest
+
+from hisparc_datastore.cli import main
+from hisparc_datastore.config import load_settings
+from hisparc_datastore.receiver.app import build_app
+from hisparc_datastore.receiver.server import ServerThread
+from hisparc_datastore.stations.sync import StationListRefused, check_station_list
+
+DATASTORE = Path(sys.executable).parent / "datastore"
+OLD = "99,amsterdam,old_password\n"
+NEW = "99,amsterdam,new_password\n501,utrecht,s501\n"
+
+
+class PublicDB:
+    """A stand-in for publicdb's /config/datastore page: a real http.server on loopback."""
+
+    def __init__(self) -> None:
+        self.body, self.content_type, self.status = NEW.encode(), "text/plain", 200
+        owner = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                self.send_response(owner.status)
+                self.send_header("Content-Type", owner.content_type)
+                self.send_header("Content-Length", str(len(owner.body)))
+                self.end_headers()
+                self.wfile.write(owner.body)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/config/datastore"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+
+def write_config(tmp_path: Path, url: str) -> Path:
+    (tmp_path / "stations.csv").write_text(OLD)
+    config = tmp_path / "config.ini"
+    config.write_text(
+        f"[General]\nlog={tmp_path}/log/datastore.log\nloglevel=info\nstation_list={tmp_path}/stations.csv\n"
+        f"station_list_url={url}\ndata_dir={tmp_path}/data\nminimum_year=2016\n"
+        "[Writer]\nfsync=false\n")
+    return config
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start_config_server(config: Path) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    process = subprocess.Popen([DATASTORE, "config-server", str(config), "--bind", f"127.0.0.1:{port}"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            pytest.fail(f"config-server exited with {process.returncode}: {process.stderr.read()}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return process, f"http://127.0.0.1:{port}/RPC2"
+        except OSError:
+            time.sleep(0.05)
+    process.kill()
+    pytest.fail("config-server did not start listening")
+
+
+def post(url: str, payload: bytes, station: str, password: str) -> str:
+    form = {"station_id": station, "password": password, "data": payload.decode("latin-1"),
+            "checksum": hashlib.md5(payload).hexdigest()}
+    with urllib.request.urlopen(url, urllib.parse.urlencode(form).encode(), timeout=30) as reply:
+        return reply.read().decode()
+
+
+def test_reload_datastore_replaces_the_list_and_the_running_receiver_uses_it(tmp_path, testdata):
+    payload = (testdata / "uploads/py3event").read_bytes()
+    with PublicDB() as publicdb:
+        config = write_config(tmp_path, publicdb.url)
+        process, rpc_url = start_config_server(config)
+        try:
+            with ServerThread(build_app(load_settings(config))) as receiver:
+                assert post(receiver.url, payload, "99", "old_password") == "100"
+                assert post(receiver.url, payload, "501", "s501") == "203"  # not yet listed
+
+                # exactly publicdb's call
+                assert xmlrpc.client.ServerProxy(rpc_url).reload_datastore() is True
+
+                assert (tmp_path / "stations.csv").read_text() == NEW
+                assert (tmp_path / "stations.csv.previous").read_text() == OLD
+                # the same receiver, not restarted
+                assert post(receiver.url, payload, "99", "old_password") == "203"
+                assert post(receiver.url, payload, "501", "s501") == "100"
+        finally:
+            process.send_signal(signal.SIGTERM)
+            assert process.wait(timeout=30) == 0, process.stderr.read()
+    log = (tmp_path / "log/datastore.log").read_text()
+    assert f"replaced from {publicdb.url}: 2 station(s)" in log
+    assert "config server stopped" in log
+
+
+@pytest.mark.parametrize("body, content_type, status, why", [
+    ("<!DOCTYPE html><html><body>Server Error (500)</body></html>", "text/html", 200, "HTML page"),
+    ("<html><body>Log in</body></html>", "text/plain", 200, "HTML page"),
+    ("", "text/plain", 200, "empty"),
+    ("Not found", "text/plain", 404, "HTTP 404"),
+    ("99,amsterdam,new_password\n99,utrecht,other\n", "text/plain", 200,
+     "line 2: station 99 is listed twice (also line 1)"),
+    ("99,amsterdam,new_password\n501,utrecht\n", "text/plain", 200,
+     "line 2: expected number,cluster,password, found 2 field(s)"),
+    ("99,amsterdam,new_password\nfive,utrecht,x\n", "text/plain", 200, "line 2: station number 'five'"),
+])
+def test_a_broken_list_is_refused_with_a_fault_and_the_old_one_keeps_working(
+        tmp_path, testdata, body, content_type, status, why):
+    payload = (testdata / "uploads/py3event").read_bytes()
+    with PublicDB() as publicdb:
+        publicdb.body, publicdb.content_type, publicdb.status = body.encode(), content_type, status
+        config = write_config(tmp_path, publicdb.url)
+        process, rpc_url = start_config_server(config)
+        try:
+            with ServerThread(build_app(load_settings(config))) as receiver:
+                with pytest.raises(xmlrpc.client.Fault) as fault:
+                    xmlrpc.client.ServerProxy(rpc_url).reload_datastore()
+                assert why in fault.value.faultString
+                assert publicdb.url in fault.value.faultString
+                assert (tmp_path / "stations.csv").read_text() == OLD
+                assert not (tmp_path / "stations.csv.previous").exists()
+                assert post(receiver.url, payload, "99", "old_password") == "100"
+                # the server is still there for the next push, which succeeds
+                publicdb.body, publicdb.content_type, publicdb.status = NEW.encode(), "text/plain", 200
+                assert xmlrpc.client.ServerProxy(rpc_url).reload_datastore() is True
+                assert post(receiver.url, payload, "501", "s501") == "100"
+        finally:
+            process.send_signal(signal.SIGTERM)
+            assert process.wait(timeout=30) == 0, process.stderr.read()
+    assert "station list refused" in (tmp_path / "log/datastore.log").read_text()
+
+
+def test_fetch_stations_installs_once_and_refuses_with_status_1(tmp_path, capsys):
+    with PublicDB() as publicdb:
+        config = write_config(tmp_path, publicdb.url)
+        assert main(["fetch-stations", str(config)]) == 0
+        assert "replaced, 2 station(s)" in capsys.readouterr().out
+        assert (tmp_path / "stations.csv").read_text() == NEW
+        assert main(["fetch-stations", str(config)]) == 0
+        assert "unchanged, 2 station(s)" in capsys.readouterr().out
+        publicdb.body = b"   \n"
+        assert main(["fetch-stations", str(config)]) == 1
+        assert "empty" in capsys.readouterr().err
+        assert (tmp_path / "stations.csv").read_text() == NEW
+
+
+def test_fetch_stations_without_a_url_names_the_setting(tmp_path, capsys):
+    config = write_config(tmp_path, "http://127.0.0.1:9/x")
+    config.write_text(config.read_text().replace("station_list_url=http://127.0.0.1:9/x\n", ""))
+    assert main(["fetch-stations", str(config)]) == 2
+    assert "[General] station_list_url is not set" in capsys.readouterr().err
+
+
+def test_an_unreachable_publicdb_is_refused_and_named(tmp_path, capsys):
+    port = free_port()  # nothing listens there
+    config = write_config(tmp_path, f"http://127.0.0.1:{port}/config/datastore")
+    assert main(["fetch-stations", str(config)]) == 1
+    assert f"127.0.0.1:{port}/config/datastore: cannot fetch" in capsys.readouterr().err
+    assert (tmp_path / "stations.csv").read_text() == OLD
+
+
+def test_check_accepts_blank_lines_and_counts_stations():
+    assert check_station_list("\n501,amsterdam,a\n\n502,utrecht,b\n", "list") == 2
+    with pytest.raises(StationListRefused, match="list line 1: station 501 has no password"):
+        check_station_list("501,amsterdam,\n", "list")

@@ -1,0 +1,36 @@
+"""A day file keeps a bounded number of tables open, so memory does not grow with stations."""
+
+from __future__ import annotations
+
+import datetime
+
+import tables
+
+from hisparc_datastore.plugin.registry import load_registry
+from hisparc_datastore.storage import layout as storage
+from hisparc_datastore.storage.layout import DayFile
+from hisparc_datastore.testing.helpers import event
+from hisparc_datastore.writer.rows import StationRows
+
+
+def test_a_day_file_keeps_at_most_max_nodes_tables_open_and_loses_no_row(tmp_path, monkeypatch):
+    monkeypatch.setattr(storage, "MAX_NODES", 3)
+    singles = load_registry().get("SIN")
+    path = tmp_path / "2026_11_24.h5"
+    day_file = DayFile(path)
+    moment = datetime.datetime(2026, 11, 24, 1, 2, 3)
+    for round_ in range(3):  # each station's table is let go and fetched again every round
+        for station in range(10):
+            rows = StationRows()
+            rows.add(singles, event("SIN", moment, {"MAS_CH1_LOW": 100 * round_ + station}), moment)
+            arrays, rejected = rows.build(0)
+            assert not rejected
+            day_file.append_rows("Utrecht", station, singles, arrays[singles])
+            assert len(day_file._nodes) <= 3
+    day_file.flush(fsync=False)
+    day_file.close()
+    with tables.open_file(str(path)) as h5:
+        for station in range(10):
+            table = h5.get_node(f"/hisparc/cluster_utrecht/station_{station}/singles")
+            assert list(table.col("event_id")) == [1, 2, 3]
+            assert list(table.col("mas_ch1_low")) == [station, 100 + station, 200 + station]
