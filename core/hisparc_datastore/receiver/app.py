@@ -152,7 +152,7 @@ class ReceiverApp:
             outcome = self.handle(environ, size)
         except InvalidPost as exc:
             outcome = Outcome(RC_INVALID_POST, detail=f"invalid POST: {exc}")
-        except Exception as exc:  # noqa: BLE001 - a station hears a return code, never HTTP 500
+        except Exception as exc:  # a station hears a return code, never HTTP 500
             log.exception("unexpected error in a request from %s", environ.get("REMOTE_ADDR", "?"))
             outcome = Outcome(RC_TRANSACTION_FAILED, detail=f"unexpected error: {_describe(exc)}")
         elapsed = time.perf_counter() - started
@@ -230,7 +230,7 @@ class ReceiverApp:
         faults.point("receiver-claimed")
         try:
             return self._queue(station, payload, checksum, name)
-        except Exception as exc:  # noqa: BLE001 - whatever happens, the claim is released
+        except Exception as exc:  # whatever happens, the claim is released
             log.exception("unexpected error queueing an upload of station %s", station_id)
             self._release(station_id, checksum, name)
             return self._refuse(Outcome(RC_TRANSACTION_FAILED, station_id,

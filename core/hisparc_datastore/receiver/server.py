@@ -254,7 +254,7 @@ def _recover_now_and_then(app: ReceiverApp, stop: threading.Event,
     while not stop.wait(interval):
         try:
             app.recover()
-        except Exception:  # noqa: BLE001 - a failed sweep is retried; serving goes on
+        except Exception:  # a failed sweep is retried; serving goes on
             log.exception("cannot settle what receivers that died left behind")
 
 

@@ -195,7 +195,7 @@ class Writer:
                     delay = min(delay * 2, MAX_BACKOFF)
                 except Interrupted:
                     raise
-                except Exception:  # noqa: BLE001 - no upload may stop the writer
+                except Exception:  # no upload may stop the writer
                     if not self.resilient:
                         raise
                     self._isolate(batch, traceback.format_exc(limit=8))
