@@ -1,11 +1,11 @@
 """``datastore config-server``: publicdb's station-list push over XML-RPC.
 
 publicdb calls ``xmlrpc.client.ServerProxy(DATASTORE_PROXY).reload_datastore()``
-with no arguments after a station or a password changes (DESIGN.md section 1;
-its docker-compose file names port 8002, the deployed daemon served
-``/RPC2``). The answer is ``True`` once the new list is in place; a refused
-list is an XML-RPC fault whose message says why, which publicdb raises after
-its own change is saved, so the operator sees it there and in our log.
+with no arguments after a station or a password changes (its docker-compose
+file names port 8002, the deployed daemon served ``/RPC2``). The answer is
+``True`` once the new list is in place; a refused list is an XML-RPC fault
+whose message says why, which publicdb raises after its own change is saved,
+so the operator sees it there and in our log.
 
 One request at a time (the standard library's server is single-threaded):
 two pushes never write the list at once.
