@@ -42,7 +42,7 @@ def cmd_writer(args: argparse.Namespace) -> int:
 
 
 def start_metrics(writer, settings):
-    from hisparc_datastore.receiver.server import parse_bind
+    from hisparc_datastore.ops.http import parse_bind
     from hisparc_datastore.writer.metrics import MetricsServer
 
     host, port = parse_bind(settings.metrics_bind)
@@ -89,8 +89,8 @@ def cmd_quarantine(args: argparse.Namespace) -> int:
 def cmd_requeue(args: argparse.Namespace) -> int:
     import sqlite3
 
-    from hisparc_datastore.queue.folders import AlreadyStored, Queue
-    from hisparc_datastore.receiver.claims import DB_NAME, Dedup
+    from hisparc_datastore.queue.folders import DB_NAME, AlreadyStored, Queue
+    from hisparc_datastore.receiver.claims import Dedup
 
     settings = load_settings(args.config)
     queue = Queue(settings.data_dir)

@@ -15,8 +15,8 @@ import urllib.request
 import pytest
 
 from hisparc_datastore.config import load_settings
+from hisparc_datastore.queue.folders import DB_NAME
 from hisparc_datastore.receiver.app import build_app
-from hisparc_datastore.receiver.claims import DB_NAME
 from hisparc_datastore.receiver.server import ServerThread
 from hisparc_datastore.testing.helpers import event
 

@@ -1,8 +1,9 @@
-"""What an operator sees: status, logging, progress.
+"""What an operator sees and the services share: status, logging, progress, HTTP helpers.
 
 ``status``    ``datastore status``: is ingestion healthy, on one screen
 ``logsetup``  logging as the deployed datastore configures it
 ``progress``  a one-line progress display, on a terminal only
+``http``      ``HOST:PORT`` settings as addresses (``parse_bind``)
 """
 
 from hisparc_datastore.ops.logsetup import configure_logging

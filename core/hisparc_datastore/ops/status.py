@@ -22,46 +22,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-import attrs
-
 from hisparc_datastore.config import Settings, load_settings
-from hisparc_datastore.queue.folders import DATES_SUFFIX, REASON_SUFFIX
-from hisparc_datastore.receiver.claims import DB_NAME
+from hisparc_datastore.queue.folders import DATES_SUFFIX, DB_NAME, FOLDERS, folder_usage
 from hisparc_datastore.stations.stationlist import parse_station_list
 from hisparc_datastore.writer.lock import writer_holding
 from hisparc_datastore.writer.state import events_in_window, read_state
 
-FOLDERS = ("incoming", "partial", "suspicious", "quarantine")
 QUIET_S = 3600.0  # a station with nothing for this long is marked quiet
 _HOLDER = re.compile(r"pid (\d+) on (\S+) since (\S+)")
-
-
-@attrs.frozen
-class FolderUsage:
-    files: int
-    bytes: int
-    oldest_mtime: float | None
-
-
-def folder_usage(folder: Path) -> FolderUsage:
-    """Queue files in ``folder``: reason files and dot-files (being written) not counted."""
-    files = size = 0
-    oldest = None
-    try:
-        entries = list(os.scandir(folder))
-    except FileNotFoundError:
-        return FolderUsage(0, 0, None)
-    for entry in entries:
-        if entry.name.startswith(".") or entry.name.endswith(REASON_SUFFIX):
-            continue
-        try:
-            stat = entry.stat()
-        except FileNotFoundError:
-            continue  # claimed or moved meanwhile
-        files += 1
-        size += stat.st_size
-        oldest = stat.st_mtime if oldest is None else min(oldest, stat.st_mtime)
-    return FolderUsage(files, size, oldest)
 
 
 def tree_size(root: Path, uncounted: tuple[str, ...] = ()) -> tuple[int, int]:

@@ -25,6 +25,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Protocol
 
+import attrs
+
 from hisparc_datastore.util.durable import fsync_dir, move, write_atomically
 
 log = logging.getLogger(__name__)
@@ -58,6 +60,12 @@ class UploadMemory(Protocol):
     def remember(self, station_id: int, checksum: str) -> None: ...
 
     def forget(self, station_id: int, checksum: str, name: str | None = None) -> bool: ...
+
+
+# the receiver's memory of accepted uploads (receiver/claims.py), read by ``datastore status``
+DB_NAME = "receiver.sqlite"
+# the folders whose files are uploads not yet stored, as status and metrics count them
+FOLDERS = ("incoming", "partial", "suspicious", "quarantine")
 
 
 class Queue:
@@ -483,3 +491,31 @@ def _oldest_first(directory: Path) -> list[str]:
     ]
     entries.sort()
     return [name for _, name in entries]
+
+
+@attrs.frozen
+class FolderUsage:
+    files: int
+    bytes: int
+    oldest_mtime: float | None
+
+
+def folder_usage(folder: Path) -> FolderUsage:
+    """Queue files in ``folder``: reason files and dot-files (being written) not counted."""
+    files = size = 0
+    oldest = None
+    try:
+        entries = list(os.scandir(folder))
+    except FileNotFoundError:
+        return FolderUsage(0, 0, None)
+    for entry in entries:
+        if entry.name.startswith(".") or entry.name.endswith(REASON_SUFFIX):
+            continue
+        try:
+            stat = entry.stat()
+        except FileNotFoundError:
+            continue  # claimed or moved meanwhile
+        files += 1
+        size += stat.st_size
+        oldest = stat.st_mtime if oldest is None else min(oldest, stat.st_mtime)
+    return FolderUsage(files, size, oldest)

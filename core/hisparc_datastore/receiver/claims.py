@@ -30,7 +30,6 @@ from hisparc_datastore.receiver import owner as owners
 
 log = logging.getLogger(__name__)
 
-DB_NAME = "receiver.sqlite"
 BUSY_TIMEOUT_MS = 5000
 # Forgetting old uploads is a DELETE; do it now and then rather than on every insert.
 PRUNE_EVERY_SECONDS = 600

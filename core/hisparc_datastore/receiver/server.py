@@ -28,6 +28,7 @@ from waitress.task import ErrorTask, ThreadedTaskDispatcher
 from waitress.utilities import RequestEntityTooLarge
 
 from hisparc_datastore.config import ConfigError, load_settings
+from hisparc_datastore.ops.http import parse_bind
 from hisparc_datastore.ops.logsetup import configure_logging
 from hisparc_datastore.receiver.app import RC_INVALID_POST, ReceiverApp, build_app
 
@@ -157,15 +158,6 @@ class _ReceiverServer(TcpWSGIServer):
             self._evictions_logged, self._evicted_logged = now, self.evicted
         # waitress closes it in this round of its loop (a closing connection polls writable)
         channel.will_close = True
-
-
-def parse_bind(bind: str) -> tuple[str, int]:
-    """``HOST:PORT`` (``[::1]:8080`` for IPv6) as a host and a port number."""
-    host, sep, port = bind.rpartition(":")
-    host = host.strip("[]")
-    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise ConfigError(f"--bind {bind!r}: expected HOST:PORT, e.g. 127.0.0.1:8080")
-    return host, int(port)
 
 
 def make_server(app: ReceiverApp, host: str = "127.0.0.1", port: int = 0,

@@ -63,7 +63,7 @@ def make_config_server(settings: Settings, host: str = "127.0.0.1", port: int = 
 
 def config_server_command(config: str | os.PathLike, bind: str = DEFAULT_BIND) -> int:
     """Serve until SIGTERM or SIGINT; returns the exit status (0)."""
-    from hisparc_datastore.receiver.server import parse_bind
+    from hisparc_datastore.ops.http import parse_bind
 
     settings = load_settings(config)
     host, port = parse_bind(bind)

@@ -20,7 +20,7 @@ import threading
 import time
 from typing import Any
 
-from hisparc_datastore.ops.status import FOLDERS, folder_usage
+from hisparc_datastore.queue.folders import FOLDERS, folder_usage
 
 log = logging.getLogger(__name__)
 
