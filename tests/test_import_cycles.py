@@ -97,3 +97,50 @@ def test_every_module_imports_alone():
     )
     names = [name for name in modules() if not name.endswith("pytest_plugin")]
     subprocess.run([sys.executable, "-c", script, *names], check=True, timeout=600)
+
+
+# -- import direction: lower layers never reach up ---------------------------------------------------
+
+LOW = ("util", "plugin", "codec", "storage", "queue")  # what every service builds on
+SERVICES = ("writer", "receiver", "stations")
+VIEWS = {"hisparc_datastore.ops.status"}  # what an operator reads; a service never needs it
+COMMAND_LINE = "hisparc_datastore.cli"  # dispatches every command, the simulator's too
+
+
+def layer(module: str) -> str:
+    """The subpackage ``module`` is in (or its own name, for a module at the root)."""
+    return module.split(".")[1] if "." in module else ""
+
+
+def wrong_way(edges: dict[str, set[str]]) -> list[tuple[str, str]]:
+    """The imports that go against the layers, as (importer, imported)."""
+    found = []
+    for module, imported in edges.items():
+        for other in imported:
+            here, there = layer(module), layer(other)
+            reaches_up = here in LOW and there in (*SERVICES, "ops", "sim")
+            uses_sim = there == "sim" and here != "sim" and module != COMMAND_LINE
+            uses_view = other in VIEWS and here != "ops" and module != COMMAND_LINE
+            if reaches_up or uses_sim or uses_view:
+                found.append((module, other))
+    return sorted(found)
+
+
+def test_the_direction_check_sees_an_import_that_reaches_up():
+    edges = {
+        "hisparc_datastore.storage.layout": {"hisparc_datastore.writer.batch"},
+        "hisparc_datastore.writer.service": {"hisparc_datastore.sim.simulate", "hisparc_datastore.ops.status",
+                                             "hisparc_datastore.storage.layout"},
+        "hisparc_datastore.cli": {"hisparc_datastore.sim.simulate", "hisparc_datastore.ops.status"},
+    }
+    assert wrong_way(edges) == [
+        ("hisparc_datastore.storage.layout", "hisparc_datastore.writer.batch"),
+        ("hisparc_datastore.writer.service", "hisparc_datastore.ops.status"),
+        ("hisparc_datastore.writer.service", "hisparc_datastore.sim.simulate"),
+    ]
+
+
+def test_imports_go_one_way_storage_below_services_sim_and_views_on_top():
+    edges = graph()
+    assert "hisparc_datastore.sim.simulate" in edges[COMMAND_LINE]  # the check sees the real edges
+    assert wrong_way(edges) == []
