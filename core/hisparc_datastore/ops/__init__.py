@@ -3,7 +3,7 @@
 ``status``    ``datastore status``: is ingestion healthy, on one screen
 ``logsetup``  logging as the deployed datastore configures it
 ``progress``  a one-line progress display, on a terminal only
-``http``      ``HOST:PORT`` settings as addresses (``parse_bind``)
+``http``      ``HOST:PORT`` settings as addresses, Prometheus text (``metric``, ``exposition``)
 """
 
 from hisparc_datastore.ops.logsetup import configure_logging

@@ -1,8 +1,13 @@
-"""What the services' small HTTP endpoints share: a ``HOST:PORT`` setting read as an address."""
+"""What the services' small HTTP endpoints share: a ``HOST:PORT`` setting read as an address,
+and metrics written in the Prometheus text exposition format."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from hisparc_datastore.config import ConfigError
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"  # the Prometheus text format
 
 
 def parse_bind(bind: str) -> tuple[str, int]:
@@ -12,3 +17,30 @@ def parse_bind(bind: str) -> tuple[str, int]:
     if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
         raise ConfigError(f"--bind {bind!r}: expected HOST:PORT, e.g. 127.0.0.1:8080")
     return host, int(port)
+
+
+def metric(name: str, kind: str, help: str, value: object = None, *,
+           by: tuple[str, Mapping[str, object]] | None = None,
+           parts: Mapping[str, object] | None = None) -> list[str]:
+    """One metric's ``# HELP`` and ``# TYPE`` lines and its samples: a single ``value``, one
+    sample per label value (``by=(label, {label_value: value})``, in the mapping's order), or
+    one per name suffix (``parts={"_sum": s, "_count": n}`` for a summary)."""
+    lines = [f"# HELP {name} {help}", f"# TYPE {name} {kind}"]
+    if by is not None:
+        label, values = by
+        lines += [f'{name}{{{label}="{escape(str(key))}"}} {n}' for key, n in values.items()]
+    elif parts is not None:
+        lines += [f"{name}{suffix} {n}" for suffix, n in parts.items()]
+    else:
+        lines.append(f"{name} {value}")
+    return lines
+
+
+def exposition(*metrics: list[str]) -> str:
+    """The text a scrape gets: the metrics one after the other, ending with a newline."""
+    return "\n".join(line for lines in metrics for line in lines) + "\n"
+
+
+def escape(value: str) -> str:
+    """A label value as the text format quotes it."""
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")

@@ -23,10 +23,10 @@ import attrs
 
 from hisparc_datastore.codec.decoding import DecodeError, Upload, parse_event_list
 from hisparc_datastore.config import Settings
+from hisparc_datastore.ops.http import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from hisparc_datastore.queue.folders import DB_NAME
 from hisparc_datastore.receiver.claims import DUPLICATE, IN_FLIGHT, NEW, Dedup
 from hisparc_datastore.receiver.guard import PasswordGuard
-from hisparc_datastore.receiver.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from hisparc_datastore.receiver.metrics import Metrics
 from hisparc_datastore.receiver.spool import ClaimLost, Spool, suspicious_reason
 from hisparc_datastore.stations.stationlist import Station, StationList

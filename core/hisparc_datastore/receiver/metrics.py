@@ -10,10 +10,10 @@ from __future__ import annotations
 import threading
 import time
 
+from hisparc_datastore.ops.http import exposition, metric
+
 # Every code the receiver can answer, so the series exist (at 0) from the start.
 RETURN_CODES = ("100", "201", "203", "205", "206", "208", "400")
-
-CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
 class Metrics:
@@ -41,23 +41,15 @@ class Metrics:
         with self._lock:
             codes = dict(self._codes)
             duplicates, size, seconds = self._duplicates, self._bytes, self._seconds
-        total = sum(codes.values())
-        lines = [
-            "# HELP datastore_uploads_total Upload requests answered, by return code.",
-            "# TYPE datastore_uploads_total counter",
-            *(f'datastore_uploads_total{{code="{code}"}} {n}' for code, n in sorted(codes.items())),
-            "# HELP datastore_duplicate_uploads_total Uploads answered 100 as re-sends of a queued one.",
-            "# TYPE datastore_duplicate_uploads_total counter",
-            f"datastore_duplicate_uploads_total {duplicates}",
-            "# HELP datastore_upload_bytes_total Request body bytes received with uploads.",
-            "# TYPE datastore_upload_bytes_total counter",
-            f"datastore_upload_bytes_total {size}",
-            "# HELP datastore_upload_seconds Time spent answering uploads.",
-            "# TYPE datastore_upload_seconds summary",
-            f"datastore_upload_seconds_sum {seconds:.6f}",
-            f"datastore_upload_seconds_count {total}",
-            "# HELP datastore_receiver_start_time_seconds When this receiver process started.",
-            "# TYPE datastore_receiver_start_time_seconds gauge",
-            f"datastore_receiver_start_time_seconds {self._started:.3f}",
-        ]
-        return "\n".join(lines) + "\n"
+        return exposition(
+            metric("datastore_uploads_total", "counter", "Upload requests answered, by return code.",
+                   by=("code", dict(sorted(codes.items())))),
+            metric("datastore_duplicate_uploads_total", "counter",
+                   "Uploads answered 100 as re-sends of a queued one.", duplicates),
+            metric("datastore_upload_bytes_total", "counter",
+                   "Request body bytes received with uploads.", size),
+            metric("datastore_upload_seconds", "summary", "Time spent answering uploads.",
+                   parts={"_sum": f"{seconds:.6f}", "_count": sum(codes.values())}),
+            metric("datastore_receiver_start_time_seconds", "gauge", "When this receiver process started.",
+                   f"{self._started:.3f}"),
+        )

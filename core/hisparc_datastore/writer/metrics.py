@@ -20,11 +20,10 @@ import threading
 import time
 from typing import Any
 
+from hisparc_datastore.ops.http import CONTENT_TYPE, exposition, metric
 from hisparc_datastore.queue.folders import FOLDERS, folder_usage
 
 log = logging.getLogger(__name__)
-
-CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
 def render(writer: Any, now: float | None = None) -> str:
@@ -39,53 +38,35 @@ def render(writer: Any, now: float | None = None) -> str:
             continue
     usage = {name: folder_usage(writer.settings.data_dir / name) for name in FOLDERS}
     oldest = usage["incoming"].oldest_mtime
-    lines = [
-        "# HELP datastore_writer_events_stored_total Events stored into day files, by upload code.",
-        "# TYPE datastore_writer_events_stored_total counter",
-        *(f'datastore_writer_events_stored_total{{type="{code}"}} {n}' for code, n in sorted(stored.items())),
-        "# HELP datastore_writer_uploads_total Uploads stored (their storable events) and released.",
-        "# TYPE datastore_writer_uploads_total counter",
-        f"datastore_writer_uploads_total {tally.uploads}",
-        "# HELP datastore_writer_batches_total Batches stored.",
-        "# TYPE datastore_writer_batches_total counter",
-        f"datastore_writer_batches_total {state.batches}",
-        "# HELP datastore_writer_quarantined_events_total Events kept in quarantine, by kind of reason "
-        "(a fixed set: the station's own text is only in the reason files).",
-        "# TYPE datastore_writer_quarantined_events_total counter",
-        *(f'datastore_writer_quarantined_events_total{{reason="{_escape(r)}"}} {n}'
-          for r, n in sorted(reasons.items())),
-        "# HELP datastore_writer_quarantined_files_total Queue files quarantined whole (unreadable).",
-        "# TYPE datastore_writer_quarantined_files_total counter",
-        f"datastore_writer_quarantined_files_total {tally.quarantined_files}",
-        "# HELP datastore_writer_suspicious_files_total Queue files set aside whole in suspicious/ "
-        "(over a bound per upload).",
-        "# TYPE datastore_writer_suspicious_files_total counter",
-        f"datastore_writer_suspicious_files_total {tally.suspicious_files}",
-        "# HELP datastore_writer_storage_errors_total Failed attempts to store a batch (each retried).",
-        "# TYPE datastore_writer_storage_errors_total counter",
-        f"datastore_writer_storage_errors_total {tally.storage_errors}",
-        "# HELP datastore_queue_files Queue files per folder.",
-        "# TYPE datastore_queue_files gauge",
-        *(f'datastore_queue_files{{folder="{name}"}} {u.files}' for name, u in usage.items()),
-        "# HELP datastore_queue_bytes Queue file bytes per folder.",
-        "# TYPE datastore_queue_bytes gauge",
-        *(f'datastore_queue_bytes{{folder="{name}"}} {u.bytes}' for name, u in usage.items()),
-        "# HELP datastore_oldest_incoming_age_seconds Age of the oldest upload waiting in incoming/ "
-        "(0 when none).",
-        "# TYPE datastore_oldest_incoming_age_seconds gauge",
-        f"datastore_oldest_incoming_age_seconds {0.0 if oldest is None else max(0.0, now - oldest):.1f}",
+    age = 0.0 if oldest is None else max(0.0, now - oldest)
+    metrics = [
+        metric("datastore_writer_events_stored_total", "counter",
+               "Events stored into day files, by upload code.", by=("type", dict(sorted(stored.items())))),
+        metric("datastore_writer_uploads_total", "counter",
+               "Uploads stored (their storable events) and released.", tally.uploads),
+        metric("datastore_writer_batches_total", "counter", "Batches stored.", state.batches),
+        metric("datastore_writer_quarantined_events_total", "counter",
+               "Events kept in quarantine, by kind of reason "
+               "(a fixed set: the station's own text is only in the reason files).",
+               by=("reason", dict(sorted(reasons.items())))),
+        metric("datastore_writer_quarantined_files_total", "counter",
+               "Queue files quarantined whole (unreadable).", tally.quarantined_files),
+        metric("datastore_writer_suspicious_files_total", "counter",
+               "Queue files set aside whole in suspicious/ (over a bound per upload).",
+               tally.suspicious_files),
+        metric("datastore_writer_storage_errors_total", "counter",
+               "Failed attempts to store a batch (each retried).", tally.storage_errors),
+        metric("datastore_queue_files", "gauge", "Queue files per folder.",
+               by=("folder", {name: u.files for name, u in usage.items()})),
+        metric("datastore_queue_bytes", "gauge", "Queue file bytes per folder.",
+               by=("folder", {name: u.bytes for name, u in usage.items()})),
+        metric("datastore_oldest_incoming_age_seconds", "gauge",
+               "Age of the oldest upload waiting in incoming/ (0 when none).", f"{age:.1f}"),
     ]
     if state.last_batch is not None:
-        lines += [
-            "# HELP datastore_writer_last_batch_age_seconds Seconds since the last batch was stored.",
-            "# TYPE datastore_writer_last_batch_age_seconds gauge",
-            f"datastore_writer_last_batch_age_seconds {now - state.last_batch:.1f}",
-        ]
-    return "\n".join(lines) + "\n"
-
-
-def _escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+        metrics.append(metric("datastore_writer_last_batch_age_seconds", "gauge",
+                              "Seconds since the last batch was stored.", f"{now - state.last_batch:.1f}"))
+    return exposition(*metrics)
 
 
 class MetricsServer:
