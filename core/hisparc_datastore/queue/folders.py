@@ -52,6 +52,10 @@ class AlreadyStored(Exception):
     requeueing it would store its events a second time."""
 
 
+# What UploadMemory.claim answers: first sight, already queued, or being queued by another request.
+NEW, DUPLICATE, IN_FLIGHT = "new", "duplicate", "in flight"
+
+
 class UploadMemory(Protocol):
     """The receiver's duplicate memory, as ``requeue`` consults it (receiver/claims.py)."""
 
@@ -246,7 +250,6 @@ class Queue:
 
     def _requeue_refused(self, name: str, memory: UploadMemory | None) -> Path:
         from hisparc_datastore.codec.decoding import DecodeError, Upload, event_datetime, parse_event_list
-        from hisparc_datastore.receiver.claims import DUPLICATE, NEW
         from hisparc_datastore.storage.clusters import cluster_problem
 
         source = self.quarantine / name

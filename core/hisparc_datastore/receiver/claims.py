@@ -26,6 +26,7 @@ from pathlib import Path
 
 import attrs
 
+from hisparc_datastore.queue.folders import DUPLICATE, IN_FLIGHT, NEW
 from hisparc_datastore.receiver import owner as owners
 
 log = logging.getLogger(__name__)
@@ -37,7 +38,6 @@ PRUNE_EVERY_SECONDS = 600
 # whose request hangs) no longer blocks the upload.
 CLAIM_TIMEOUT_SECONDS = 120.0
 
-NEW, DUPLICATE, IN_FLIGHT = "new", "duplicate", "in flight"
 
 # Names of this process's claims whose release failed (a full disk refuses the DELETE too):
 # their requests are over and nothing was queued, so the station's retry takes them over at
