@@ -6,8 +6,13 @@ changes, fetched from publicdb.
 ``configserver``  ``datastore config-server``: publicdb's reload push over XML-RPC
 """
 
-from hisparc_datastore.stations.stationlist import Station, StationList, parse_station_list
+from hisparc_datastore.stations.stationlist import (
+    Station,
+    StationList,
+    StationListRefused,
+    parse_station_list,
+)
 
 __all__ = [
-    "Station", "StationList", "parse_station_list",
+    "Station", "StationList", "StationListRefused", "parse_station_list",
 ]

@@ -37,34 +37,60 @@ class Station:
         )
 
 
-def parse_station_list(text: str, source: str = "station list") -> dict[int, Station]:
-    """Parse the CSV text; a malformed line is logged with its number and skipped."""
+class StationListRefused(ValueError):
+    """A station list that is not usable as a whole; the message says why."""
+
+
+def parse_station_list(text: str, source: str = "station list", strict: bool = False) -> dict[int, Station]:
+    """The stations of the CSV ``text``; ``source`` names it in messages.
+
+    One rule for every reader of the list: blank lines and lines starting with ``#``
+    are not stations; any other line is ``number,cluster,password`` with a number, a
+    cluster readers can find in the day files (``cluster_problem``) and a password.
+    Lenient (the receiver, which keeps serving the other stations) a line that breaks
+    the rule is logged with its number and skipped, and of a station listed twice the
+    later line wins. ``strict`` (fetch-stations and
+    config-server, which install a list) refuses such a line, a station listed twice
+    and a list without stations, raising :class:`StationListRefused`.
+    """
     stations: dict[int, Station] = {}
+    first_line: dict[int, int] = {}
     for lineno, row in enumerate(csv.reader(io.StringIO(text)), start=1):
         if not row or (len(row) == 1 and not row[0].strip()) or row[0].lstrip().startswith("#"):
             continue
-        if len(row) != 3:
-            log.error("%s line %d: expected number,cluster,password, found %d field(s); line skipped",
-                      source, lineno, len(row))
+        problem = _line_problem(row)
+        number = None if problem else int(row[0].strip())
+        if number in first_line and strict:
+            problem = f"station {number} is listed twice (also line {first_line[number]})"
+        if problem:
+            if strict:
+                raise StationListRefused(f"{source} line {lineno}: {problem}")
+            log.error("%s line %d: %s; line skipped", source, lineno, problem)
             continue
-        number, cluster, password = row[0].strip(), row[1].strip(), row[2]
-        if not number.isdigit() or not number.isascii():
-            log.error("%s line %d: station number %r is not a whole number; line skipped",
-                      source, lineno, number)
-            continue
-        if not cluster:
-            log.error("%s line %d: station %s has no cluster; line skipped", source, lineno, number)
-            continue
-        problem = cluster_problem(cluster)
-        if problem is not None:
-            # Its uploads would be stored where readers cannot find them, or not at all.
-            log.error("%s line %d: station %s: cluster %r is refused, %s; line skipped",
-                      source, lineno, number, cluster[:40], problem)
-            continue
-        if int(number) in stations:
+        if number in stations:
             log.warning("%s line %d: station %s listed again; the later line wins", source, lineno, number)
-        stations[int(number)] = Station(int(number), cluster, password)
+        first_line.setdefault(number, lineno)
+        stations[number] = Station(number, row[1].strip(), row[2])
+    if strict and not stations:
+        raise StationListRefused(f"{source}: no stations")
     return stations
+
+
+def _line_problem(row: list[str]) -> str | None:
+    if len(row) != 3:
+        return f"expected number,cluster,password, found {len(row)} field(s)"
+    number, cluster, password = row[0].strip(), row[1].strip(), row[2]
+    if not (number.isascii() and number.isdigit()):
+        return f"station number {number[:40]!r} is not a number"
+    if not cluster:
+        return f"station {number} has no cluster"
+    problem = cluster_problem(cluster)
+    if problem is not None:
+        # Its uploads would be stored where readers cannot find them, or not at all.
+        return f"station {number}: cluster {cluster[:40]!r} is refused, {problem}"
+    if not password:
+        return f"station {number} has no password"
+    return None
 
 
 class StationList:

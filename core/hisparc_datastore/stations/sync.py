@@ -10,8 +10,6 @@ receiver notices the replaced file by itself (``stations/stationlist.py``).
 
 from __future__ import annotations
 
-import csv
-import io
 import logging
 import os
 import sys
@@ -22,7 +20,7 @@ from pathlib import Path
 import attrs
 
 from hisparc_datastore.config import ConfigError, Settings
-from hisparc_datastore.storage.clusters import cluster_problem
+from hisparc_datastore.stations.stationlist import StationListRefused, parse_station_list
 from hisparc_datastore.util.durable import write_atomically
 
 log = logging.getLogger(__name__)
@@ -30,10 +28,6 @@ log = logging.getLogger(__name__)
 FETCH_TIMEOUT = 30.0  # seconds; publicdb waits for our answer meanwhile
 MAX_BYTES = 1_000_000  # ~140 stations take ~5 kB; anything this large is not a station list
 PREVIOUS_SUFFIX = ".previous"
-
-
-class StationListRefused(ValueError):
-    """The fetched text is not a usable station list; the message says why."""
 
 
 @attrs.frozen
@@ -46,39 +40,14 @@ class Reloaded:
 
 
 def check_station_list(text: str, source: str) -> int:
-    """Refuse anything but ``number,cluster,password`` lines with distinct numbers;
-    return the number of stations. ``source`` names the list in the message."""
+    """Refuse an empty text, an HTML page, or a list :func:`parse_station_list` refuses in its
+    strict mode; return the number of stations. ``source`` names the list in the message."""
     if not text.strip():
         raise StationListRefused(f"{source}: empty, no stations")
     head = text.lstrip()[:200].lower()
     if head.startswith("<") or "<html" in head or "<!doctype" in head:
         raise StationListRefused(f"{source}: an HTML page, not a station list (an error or login page?)")
-    seen: dict[int, int] = {}
-    for lineno, row in enumerate(csv.reader(io.StringIO(text)), start=1):
-        if not row or (len(row) == 1 and not row[0].strip()):
-            continue  # blank line
-        if len(row) != 3:
-            raise StationListRefused(
-                f"{source} line {lineno}: expected number,cluster,password, found {len(row)} field(s)")
-        number, cluster, password = row[0].strip(), row[1].strip(), row[2]
-        if not (number.isascii() and number.isdigit()):
-            raise StationListRefused(
-                f"{source} line {lineno}: station number {number[:40]!r} is not a number")
-        if not cluster:
-            raise StationListRefused(f"{source} line {lineno}: station {number} has no cluster")
-        problem = cluster_problem(cluster)
-        if problem is not None:
-            raise StationListRefused(
-                f"{source} line {lineno}: station {number}: cluster {cluster[:40]!r} is refused, {problem}")
-        if not password:
-            raise StationListRefused(f"{source} line {lineno}: station {number} has no password")
-        if int(number) in seen:
-            raise StationListRefused(
-                f"{source} line {lineno}: station {number} is listed twice (also line {seen[int(number)]})")
-        seen[int(number)] = lineno
-    if not seen:
-        raise StationListRefused(f"{source}: no stations")
-    return len(seen)
+    return len(parse_station_list(text, source, strict=True))
 
 
 def fetch_station_list(url: str, timeout: float = FETCH_TIMEOUT) -> str:
