@@ -1,8 +1,10 @@
+import re
 from pathlib import Path
 
+import attrs
 import pytest
 
-from hisparc_datastore.config import ConfigError, load_settings
+from hisparc_datastore.config import REQUIRED, SETTINGS, ConfigError, Settings, load_settings
 
 DEPLOYED = """[General]
 log=/tmp/hisparc.log
@@ -75,3 +77,68 @@ def test_operations_keys_are_read_and_checked(tmp_path):
                                                        "station_list_url=publicdb/config\n[Writer]")))
     with pytest.raises(ConfigError, match=r"\[Writer\] max_lag_s must be positive"):
         load_settings(write(tmp_path, DEPLOYED + "max_lag_s=0\n"))
+
+
+# -- the one settings table -----------------------------------------------------------------------------
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def shown(default) -> str:
+    """A default as the README writes it."""
+    if default is REQUIRED:
+        return "required"
+    if default is None:
+        return "none"
+    if isinstance(default, bool):
+        return str(default).lower()
+    if isinstance(default, float) and default.is_integer():
+        return str(int(default))
+    return str(default)
+
+
+def readme_settings() -> dict[tuple[str, str], tuple[str, str]]:
+    text = README.read_text()
+    table = text[text.index("Every setting, with its default"):].split("\n\n")[1]
+    rows = re.findall(r"^\| `\[(\w+)\] (\w+)` \| ([^|]*) \| (.*) \|$", table, re.MULTILINE)
+    return {(section, key): (default.strip(), meaning.strip()) for section, key, default, meaning in rows}
+
+
+def test_the_readme_lists_every_setting_with_the_tables_default_and_help():
+    table = {(s.section, s.name): (shown(s.default), s.help) for s in SETTINGS}
+    assert len(table) == len(SETTINGS) > 15
+    assert readme_settings() == table
+
+
+def test_the_settings_table_makes_the_settings_and_their_defaults(tmp_path):
+    config = tmp_path / "config.ini"
+    config.write_text("[General]\nstation_list=stations.csv\ndata_dir=data\n")
+    settings = load_settings(config)
+    assert [field.name for field in attrs.fields(Settings)] == ["source", *(s.name for s in SETTINGS)]
+    for setting in SETTINGS:
+        if setting.default is not REQUIRED:
+            assert getattr(settings, setting.name) == setting.default, setting.name
+    assert (settings.station_list, settings.data_dir) == (Path("stations.csv"), Path("data"))
+
+
+def test_every_setting_is_read_from_its_section_as_its_type(tmp_path):
+    given = {"log": "x.log", "loglevel": "debug", "station_list": "s.csv", "data_dir": "d",
+             "minimum_year": "2001", "max_days_per_upload": "3", "max_events_per_upload": "500",
+             "batch_days": "4", "reserve_mb": "0", "station_list_url": "http://127.0.0.1/config",
+             "sleep": "0.5",
+             "batch_uploads": "7", "batch_bytes": "1000", "archive_days": "0", "fsync": "no",
+             "prepare_process": "off", "max_lag_s": "30", "metrics_bind": "127.0.0.1:9100",
+             "max_body_bytes": "999", "duplicate_window_hours": "1.5", "request_timeout": "9",
+             "max_connections": "20"}
+    assert set(given) == {s.name for s in SETTINGS}  # a new setting needs a value here too
+    sections: dict[str, list[str]] = {}
+    for setting in SETTINGS:
+        sections.setdefault(setting.section, []).append(f"{setting.name}={given[setting.name]}")
+    config = tmp_path / "config.ini"
+    config.write_text("".join(f"[{name}]\n" + "\n".join(lines) + "\n" for name, lines in sections.items()))
+    settings = load_settings(config)
+    for setting in SETTINGS:
+        value = getattr(settings, setting.name)
+        assert isinstance(value, setting.type), setting.name
+    assert (settings.fsync, settings.prepare_process, settings.sleep, settings.log) == (
+        False, False, 0.5, Path("x.log"))

@@ -1,10 +1,16 @@
-"""Reads the ``config.ini`` that receiver and writer share."""
+"""Reads the ``config.ini`` that receiver and writer share.
+
+Every setting is one row of :data:`SETTINGS` (key, section, default, type, help): the
+table makes the fields of :class:`Settings` and drives :func:`load_settings`, and a test
+checks the README's settings table against it.
+"""
 
 from __future__ import annotations
 
 import configparser
 import os
 from pathlib import Path
+from typing import Any
 
 import attrs
 
@@ -14,55 +20,93 @@ class ConfigError(ValueError):
 
 
 _LOG_LEVELS = {"debug", "info", "warning", "error", "critical"}
+REQUIRED = object()  # the default of a setting config.ini must give
 
 
 @attrs.frozen
-class Settings:
-    """Everything the datastore reads from its configuration file."""
+class Setting:
+    """One key of ``config.ini``; ``None`` as default: optional, and an empty value is none too."""
 
-    source: Path
-    log: Path | None
-    loglevel: str
-    station_list: Path
-    data_dir: Path
-    minimum_year: int = 2020
-    # Bounds per upload (see docs/exactly-once.md): more distinct event dates go to suspicious/,
-    # more events are refused (208). Real stations send batches of 100 events spanning minutes
-    # to days.
-    max_days_per_upload: int = 31
-    max_events_per_upload: int = 20_000
-    # publicdb's /config/datastore page, fetched by config-server and fetch-stations
-    station_list_url: str | None = None
-    # [Writer]
-    sleep: float = 5.0
-    batch_uploads: int = 50
-    batch_bytes: int = 4_000_000
-    # distinct dates one batch stores: a later upload that would add more waits for the next
-    batch_days: int = 100
-    archive_days: int = 14
-    fsync: bool = True
-    # MB the writer leaves free: it waits (logged, in status) rather than start a batch that
-    # would leave less, so a full disk is met between batches, not inside HDF5
-    reserve_mb: int = 100
-    # prepare the next batch in a second process while this one is appended
-    prepare_process: bool = True
-    # ``datastore status`` reports unhealthy when the oldest waiting upload is older
-    max_lag_s: float = 600.0
-    # HOST:PORT where the writer serves Prometheus metrics; None: no metrics server
-    metrics_bind: str | None = None
-    # [Receiver]
-    max_body_bytes: int = 2_000_000
-    duplicate_window_hours: float = 24.0
-    request_timeout: float = 60.0
-    max_connections: int = 1000
+    name: str
+    section: str
+    default: Any
+    type: type
+    help: str
 
 
-def _get(parser: configparser.ConfigParser, section: str, key: str, kind, default, source):
+SETTINGS: tuple[Setting, ...] = (
+    Setting("log", "General", None, Path, "log file, rotated daily at UTC midnight; none: standard error"),
+    Setting("loglevel", "General", "info", str, "`debug`, `info`, `warning`, `error` or `critical`"),
+    Setting("station_list", "General", REQUIRED, Path, "one `number,cluster,password` line per station"),
+    Setting("data_dir", "General", REQUIRED, Path, "the queue, the day files and the writer's state"),
+    Setting("minimum_year", "General", 2020, int,
+            "events dated earlier are routed to `suspicious/` by the receiver and quarantined by the writer"),
+    # Bounds per upload (docs/exactly-once.md); real stations send batches of 100 events
+    # spanning minutes to days.
+    Setting("max_days_per_upload", "General", 31, int,
+            "an upload with events on more distinct UTC dates goes to `suspicious/` with the reason "
+            "(receiver and writer); `requeue` stores it anyway"),
+    Setting("max_events_per_upload", "General", 20_000, int,
+            "the receiver refuses a larger upload with 208 (kept in quarantine); the writer sets a larger "
+            "queue file aside in `suspicious/`; `requeue` stores it anyway"),
+    Setting("station_list_url", "General", None, str,
+            "publicdb's `/config/datastore` page, for `config-server` and `fetch-stations`"),
+    Setting("sleep", "Writer", 5.0, float, "seconds between looks at an empty queue"),
+    Setting("batch_uploads", "Writer", 50, int, "most uploads stored per journaled batch"),
+    Setting("batch_bytes", "Writer", 4_000_000, int,
+            "most queue-file bytes per batch (bounds memory: decoded uploads take ~10x their size)"),
+    Setting("batch_days", "Writer", 100, int,
+            "most distinct dates (day files) one batch stores; an upload that would add more goes back to "
+            "`incoming/` for a later batch (the first of a batch always goes)"),
+    Setting("archive_days", "Writer", 14, int,
+            "days a stored upload is kept in `archive/` for `rebuild`; 0 turns the archive off"),
+    Setting("fsync", "Writer", True, bool, "fsync day files, journal and queue moves (off only for tests)"),
+    # so a full disk is met between batches, not inside HDF5
+    Setting("reserve_mb", "Writer", 100, int,
+            "MB left free: the writer waits (logged, unhealthy in `datastore status`) rather than start a "
+            "batch that would leave less (about twice the batch's queue files, plus a copy of each day "
+            "file it adds a group or table to)"),
+    Setting("prepare_process", "Writer", True, bool,
+            "read and convert the next batches in a second process while the writer appends "
+            "(false on a one-core host)"),
+    Setting("max_lag_s", "Writer", 600.0, float,
+            "`datastore status` is unhealthy (exit 1) when an upload waits longer in `incoming/`"),
+    Setting("metrics_bind", "Writer", None, str,
+            "`HOST:PORT` where the writer serves Prometheus metrics (`/metrics`)"),
+    Setting("max_body_bytes", "Receiver", 2_000_000, int, "larger uploads are refused with 400 unread"),
+    Setting("duplicate_window_hours", "Receiver", 24.0, float,
+            "a re-sent upload (same station and checksum) in this window is answered 100 and queued once"),
+    Setting("request_timeout", "Receiver", 60.0, float,
+            "seconds from a request's first byte until it must be whole; a slower one is closed"),
+    Setting("max_connections", "Receiver", 1000, int,
+            "open connections; at the limit the one silent longest without a request in service is "
+            "closed (capped by the open-file limit)"),
+)
+
+
+def _field(setting: Setting) -> Any:
+    kind = setting.type if setting.default is not None else setting.type | None
+    if setting.default is REQUIRED:
+        return attrs.field(type=kind)
+    return attrs.field(type=kind, default=setting.default)
+
+
+Settings = attrs.make_class(
+    "Settings", {"source": attrs.field(type=Path), **{s.name: _field(s) for s in SETTINGS}},
+    frozen=True, kw_only=True)
+Settings.__doc__ = "Everything the datastore reads from its configuration file (``source``): see SETTINGS."
+Settings.__module__ = __name__
+
+
+def _read(parser: configparser.ConfigParser, setting: Setting, source: Path) -> Any:
+    section, key, kind = setting.section, setting.name, setting.type
     if not parser.has_option(section, key):
-        if default is _REQUIRED:
+        if setting.default is REQUIRED:
             raise ConfigError(f"{source}: [{section}] {key} is required")
-        return default
+        return setting.default
     raw = parser.get(section, key)
+    if setting.default is None and not raw:
+        return None
     try:
         if kind is bool:
             return parser.getboolean(section, key)
@@ -71,9 +115,6 @@ def _get(parser: configparser.ConfigParser, section: str, key: str, kind, defaul
         raise ConfigError(
             f"{source}: [{section}] {key} = {raw!r} is not a valid {kind.__name__}"
         ) from None
-
-
-_REQUIRED = object()
 
 
 def load_settings(path: str | os.PathLike) -> Settings:
@@ -88,40 +129,13 @@ def load_settings(path: str | os.PathLike) -> Settings:
     except configparser.Error as exc:
         raise ConfigError(f"{source}: {exc}") from None
 
-    def get(section, key, kind, default=_REQUIRED):
-        return _get(parser, section, key, kind, default, source)
-
-    log = get("General", "log", str, "")
-    loglevel = get("General", "loglevel", str, "info").lower()
-    if loglevel not in _LOG_LEVELS:
+    values = {setting.name: _read(parser, setting, source) for setting in SETTINGS}
+    values["loglevel"] = values["loglevel"].lower()
+    if values["loglevel"] not in _LOG_LEVELS:
         raise ConfigError(
-            f"{source}: [General] loglevel = {loglevel!r}; use one of {sorted(_LOG_LEVELS)}"
+            f"{source}: [General] loglevel = {values['loglevel']!r}; use one of {sorted(_LOG_LEVELS)}"
         )
-    settings = Settings(
-        source=source,
-        log=Path(log) if log else None,
-        loglevel=loglevel,
-        station_list=Path(get("General", "station_list", str)),
-        data_dir=Path(get("General", "data_dir", str)),
-        minimum_year=get("General", "minimum_year", int, 2020),
-        max_days_per_upload=get("General", "max_days_per_upload", int, 31),
-        max_events_per_upload=get("General", "max_events_per_upload", int, 20_000),
-        station_list_url=get("General", "station_list_url", str, "") or None,
-        sleep=get("Writer", "sleep", float, 5.0),
-        batch_uploads=get("Writer", "batch_uploads", int, 50),
-        batch_bytes=get("Writer", "batch_bytes", int, 4_000_000),
-        batch_days=get("Writer", "batch_days", int, 100),
-        archive_days=get("Writer", "archive_days", int, 14),
-        fsync=get("Writer", "fsync", bool, True),
-        reserve_mb=get("Writer", "reserve_mb", int, 100),
-        prepare_process=get("Writer", "prepare_process", bool, True),
-        max_lag_s=get("Writer", "max_lag_s", float, 600.0),
-        metrics_bind=get("Writer", "metrics_bind", str, "") or None,
-        max_body_bytes=get("Receiver", "max_body_bytes", int, 2_000_000),
-        duplicate_window_hours=get("Receiver", "duplicate_window_hours", float, 24.0),
-        request_timeout=get("Receiver", "request_timeout", float, 60.0),
-        max_connections=get("Receiver", "max_connections", int, 1000),
-    )
+    settings = Settings(source=source, **values)
     for name in ("batch_uploads", "batch_bytes", "batch_days"):
         if getattr(settings, name) < 1:
             raise ConfigError(f"{source}: [Writer] {name} must be at least 1")
