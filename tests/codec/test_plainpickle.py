@@ -3,11 +3,13 @@ that grows with the pickle's size. The hostile pickles are built from opcodes, a
 attacker with a station's password would build them, in more shapes than the six files of
 shared/testdata/hostile."""
 
+import ast
 import datetime
 import pickle
 import struct
 import time
 import tracemalloc
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -381,3 +383,21 @@ def test_any_sequence_of_opcodes_gives_plain_data_or_a_decode_error(sequence):
             stack.extend(value.values())
         elif isinstance(value, list):
             stack.extend(value)
+
+
+def test_every_opcode_handler_is_reachable():
+    # run() takes the common opcodes inline and hands the others to _DISPATCH: a handler for an
+    # opcode run() already takes, or a helper nothing calls, is dead code that can drift from
+    # the live one.
+    source = Path(plainpickle.__file__).read_text()
+    tree = ast.parse(source)
+    run = next(node for node in ast.walk(tree) if isinstance(node, ast.FunctionDef) and node.name == "run")
+    inline = {comparator.value for node in ast.walk(run) if isinstance(node, ast.Compare)
+              and isinstance(node.left, ast.Name) and node.left.id == "op"
+              for comparator in node.comparators if isinstance(comparator, ast.Constant)}
+    assert {0x94, 0x8C, 0x71, 0x2E} <= inline  # MEMOIZE, SHORT_BINUNICODE, BINPUT, STOP
+    assert not inline & set(plainpickle._DISPATCH), sorted(map(chr, inline & set(plainpickle._DISPATCH)))
+    used = {node.id for node in ast.walk(tree) if isinstance(node, ast.Name)}
+    used |= {node.attr for node in ast.walk(tree) if isinstance(node, ast.Attribute)}
+    defined = {node.name for node in ast.walk(tree) if isinstance(node, ast.FunctionDef)}
+    assert defined - used - {"run", "load_plain", "__init__", "op"} == set()

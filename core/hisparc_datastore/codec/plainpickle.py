@@ -264,10 +264,6 @@ class _Reader:
             return child + 1
         return height
 
-    def new_container(self, container: list | dict) -> None:
-        self.heights[id(container)] = 1
-        self.stack.append(container)
-
     def fill_list(self, target: Any, items: list) -> None:
         if target.__class__ is not list or id(target) not in self.heights:
             raise NotPlainData(f"APPEND to {_kind(target)}")
@@ -547,12 +543,6 @@ def _text_int(reader: _Reader, text: bytes) -> int:
         raise PickleError(f"bad number text before byte {reader.pos}") from None
 
 
-def _op_int(r: _Reader, stack: list, memo: dict) -> None:
-    text = r.line()
-    # Python 2 writes booleans as I01 and I00.
-    stack.append(True if text == b"01" else False if text == b"00" else _text_int(r, text))
-
-
 def _op_long(r: _Reader, stack: list, memo: dict) -> None:
     stack.append(_text_int(r, r.line().rstrip(b"L")))
 
@@ -573,14 +563,6 @@ def _op_float(r: _Reader, stack: list, memo: dict) -> None:
         stack.append(float(r.line()))
     except ValueError:
         raise PickleError(f"bad float text before byte {r.pos}") from None
-
-
-def _op_string(r: _Reader, stack: list, memo: dict) -> None:
-    # Python 2's str in protocol 0: a quoted repr. Read as latin-1, like every Python 2 str.
-    text = r.long_line()
-    if len(text) < 2 or text[0] != text[-1] or text[:1] not in (b"'", b'"'):
-        raise PickleError(f"STRING argument before byte {r.pos} is not quoted")
-    stack.append(codecs.escape_decode(text[1:-1])[0].decode("latin-1"))
 
 
 def _op_unicode(r: _Reader, stack: list, memo: dict) -> None:
@@ -614,71 +596,8 @@ def _fixed(value: Any):
     return op
 
 
-def _op_binint(r: _Reader, stack: list, memo: dict) -> None:
-    stack.append(int.from_bytes(r.take(4), "little", signed=True))
-
-
-def _op_binint1(r: _Reader, stack: list, memo: dict) -> None:
-    stack.append(r.uint(1))
-
-
-def _op_binint2(r: _Reader, stack: list, memo: dict) -> None:
-    stack.append(r.uint(2))
-
-
 def _op_binfloat(r: _Reader, stack: list, memo: dict) -> None:
     stack.append(struct.unpack(">d", r.take(8))[0])
-
-
-def _op_mark(r: _Reader, stack: list, memo: dict) -> None:
-    r.marks.append(len(stack))
-
-
-def _op_empty_list(r: _Reader, stack: list, memo: dict) -> None:
-    r.new_container([])
-
-
-def _op_empty_dict(r: _Reader, stack: list, memo: dict) -> None:
-    r.new_container({})
-
-
-def _op_list(r: _Reader, stack: list, memo: dict) -> None:
-    items = r.pop_mark()
-    target: list = []
-    r.new_container(target)
-    r.fill_list(target, items)
-
-
-def _op_dict(r: _Reader, stack: list, memo: dict) -> None:
-    items = r.pop_mark()
-    target: dict = {}
-    r.new_container(target)
-    r.fill_dict(target, items)
-
-
-def _op_append(r: _Reader, stack: list, memo: dict) -> None:
-    if len(stack) < 2:
-        raise PickleError("APPEND without a list")
-    item = stack.pop()
-    r.fill_list(stack[-1], [item])
-
-
-def _op_appends(r: _Reader, stack: list, memo: dict) -> None:
-    items = r.pop_mark()
-    r.fill_list(r.top(), items)
-
-
-def _op_setitem(r: _Reader, stack: list, memo: dict) -> None:
-    if len(stack) < 3:
-        raise PickleError("SETITEM without a dict")
-    value = stack.pop()
-    key = stack.pop()
-    r.fill_dict(stack[-1], [key, value])
-
-
-def _op_setitems(r: _Reader, stack: list, memo: dict) -> None:
-    items = r.pop_mark()
-    r.fill_dict(r.top(), items)
 
 
 def _op_tuple(r: _Reader, stack: list, memo: dict) -> None:
@@ -731,12 +650,6 @@ def _op_build(r: _Reader, stack: list, memo: dict) -> None:
     _build(stack[-1], state)
 
 
-def _memo_index(r: _Reader, text: bytes) -> int:
-    if not text.isdigit():
-        raise PickleError(f"memo index before byte {r.pos} is not a number")
-    return int(text)
-
-
 def _put(r: _Reader, memo: dict, index: int) -> None:
     memo[index] = r.top()
 
@@ -754,19 +667,17 @@ def _op_frame(r: _Reader, stack: list, memo: dict) -> None:
     r.take(8)  # a framing hint for streaming readers; the whole pickle is in memory
 
 
-# Everything else (sets, bytearrays, POP, DUP, objects, extensions, persistent ids,
-# out-of-band buffers) is never in plain station data and is refused by its absence.
+# The opcodes run() does not take itself: rarer ones, one call each. Everything else
+# (sets, bytearrays, POP, DUP, objects, extensions, persistent ids, out-of-band buffers)
+# is never in plain station data and is refused by its absence.
 _DISPATCH = {
     ord(code): handler for code, handler in {
-        "I": _op_int, "L": _op_long, "\x8a": _op_long1, "\x8b": _op_long4,
-        "J": _op_binint, "K": _op_binint1, "M": _op_binint2,
+        "L": _op_long, "\x8a": _op_long1, "\x8b": _op_long4,
         "F": _op_float, "G": _op_binfloat,
         "N": _fixed(None), "\x88": _fixed(True), "\x89": _fixed(False),
-        "S": _op_string, "T": _sized(4, _latin1), "U": _sized(1, _latin1),
-        "V": _op_unicode, "X": _sized(4, _utf8), "\x8c": _sized(1, _utf8), "\x8d": _sized(8, _utf8),
+        "T": _sized(4, _latin1),
+        "V": _op_unicode, "\x8d": _sized(8, _utf8),
         "B": _sized(4, _raw), "C": _sized(1, _raw), "\x8e": _sized(8, _raw),
-        "(": _op_mark, "]": _op_empty_list, "}": _op_empty_dict, "l": _op_list, "d": _op_dict,
-        "a": _op_append, "e": _op_appends, "s": _op_setitem, "u": _op_setitems,
         ")": _fixed(()), "t": _op_tuple, "\x85": _tuple_n(1), "\x86": _tuple_n(2), "\x87": _tuple_n(3),
         "c": _op_global, "\x93": _op_stack_global, "R": _op_reduce, "b": _op_build,
         "r": _op_long_binput,
