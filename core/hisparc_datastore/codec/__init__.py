@@ -2,6 +2,7 @@
 a pickle names.
 
 ``plainpickle``  interprets pickle opcodes into plain data only, at a cost bounded by its size
+``allowlist``    the few globals a station pickle may name, and how each is called
 ``decoding``     uploads and queue files: decoded, checked (``Upload``), written back
 """
 

@@ -38,11 +38,19 @@ from __future__ import annotations
 import codecs
 import datetime
 import pickletools
-import re
 import struct
 from typing import Any
 
-import numpy as np
+from hisparc_datastore.codec.allowlist import (
+    GLOBALS,
+    Dtype,
+    Global,
+    NotPlainData,
+    PickleError,
+    build,
+    kind,
+    reduce,
+)
 
 MAX_INT_BITS = 128  # beyond any column (uint64), so a misfit still gets its own per-event reason
 #: What memo references may expand to, per byte of the pickle: station pickles re-reference short
@@ -57,68 +65,10 @@ _CONTAINER_COST = 64
 _ENTRY_COST = 16
 _MAX_LINE = 64  # longest text argument of INT, LONG, FLOAT, PUT and GET worth reading
 _MAX_TUPLE = 8  # the longest tuple a station pickle needs (a numpy dtype's state)
-_NUMERIC_DTYPE = re.compile(r"^[biuf][1248]$")
-
-
-class PickleError(ValueError):
-    """The bytes are not a pickle (truncated, garbled)."""
-
-
-class NotPlainData(PickleError):
-    """A well-formed pickle that builds something other than plain station data."""
-
-
-class _Global:
-    """A callable a station pickle may name; only REDUCE may use it."""
-
-    __slots__ = ("name",)
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-
-
-_DATETIME = _Global("datetime.datetime")
-_CODECS_ENCODE = _Global("_codecs.encode")
-_NUMPY_DTYPE = _Global("numpy.dtype")
-_NUMPY_SCALAR = _Global("numpy.core.multiarray.scalar")
-_BYTES = _Global("bytes")
-_GLOBALS = {
-    # Python 3 writes an empty bytes object as bytes() in protocols 0 to 2
-    ("__builtin__", "bytes"): _BYTES,
-    ("builtins", "bytes"): _BYTES,
-    ("datetime", "datetime"): _DATETIME,
-    ("_codecs", "encode"): _CODECS_ENCODE,
-    ("numpy", "dtype"): _NUMPY_DTYPE,
-    ("numpy.core.multiarray", "scalar"): _NUMPY_SCALAR,
-    ("numpy._core.multiarray", "scalar"): _NUMPY_SCALAR,
-}
-
-
-class _Dtype:
-    """A numeric numpy type code, as ``numpy.dtype`` would be built from a pickle; never numpy's own."""
-
-    __slots__ = ("code", "byteorder", "built")
-
-    def __init__(self, code: str) -> None:
-        self.code = code
-        self.byteorder = "|"
-        self.built = False
-
-    def numpy(self) -> np.dtype:
-        return np.dtype(("" if self.byteorder == "|" else self.byteorder) + self.code)
 
 
 _LEAVES = (str, bytes, int, float, bool, type(None), datetime.datetime)
 _SCALAR_TYPES = frozenset({str, bytes, int, float, bool, type(None), datetime.datetime})
-
-
-def _kind(value: Any) -> str:
-    """A name for what ``value`` is, never its content: safe in any message."""
-    if isinstance(value, _Global):
-        return f"the callable {value.name}"
-    if isinstance(value, _Dtype):
-        return "a numpy dtype"
-    return f"a {type(value).__name__}"
 
 
 def _leaf_size(value: Any) -> int:
@@ -133,61 +83,6 @@ def _check_int(value: int) -> int:
     if value.bit_length() > MAX_INT_BITS:
         raise NotPlainData(f"an integer of {value.bit_length()} bits (at most {MAX_INT_BITS})")
     return value
-
-
-def _reduce(func: Any, args: Any) -> Any:
-    """The few calls a station pickle makes, each done by hand and checked."""
-    if not isinstance(func, _Global) or not isinstance(args, tuple):
-        raise NotPlainData(f"REDUCE calls {_kind(func)} with {_kind(args)}")
-    if func is _DATETIME:
-        if len(args) != 1 or not isinstance(args[0], (bytes, str)) or len(args[0]) != 10:
-            raise NotPlainData("datetime.datetime is called with other than its 10-byte state")
-        state = args[0].encode("latin-1") if isinstance(args[0], str) else args[0]
-        try:
-            moment = datetime.datetime(state)
-            # The state constructor checks the month only: second 60 or day 31 of
-            # February would pass, and fail later, where a station hears 205 and retries.
-            datetime.datetime(moment.year, moment.month, moment.day, moment.hour, moment.minute,
-                              moment.second, moment.microsecond, fold=moment.fold)
-        except (TypeError, ValueError) as exc:
-            raise NotPlainData(f"datetime state is invalid: {exc}") from None
-        return moment
-    if func is _BYTES:
-        if args:
-            raise NotPlainData("bytes is called with arguments")
-        return b""
-    if func is _CODECS_ENCODE:
-        # Protocol 2 pickles from Python 3 spell bytes as _codecs.encode(text, 'latin1').
-        if len(args) != 2 or not isinstance(args[0], str) or args[1] not in ("latin1", "latin-1"):
-            raise NotPlainData("_codecs.encode is called other than as encode(text, 'latin1')")
-        try:
-            return args[0].encode("latin-1")
-        except UnicodeEncodeError:
-            raise NotPlainData("_codecs.encode is given text that is not latin-1") from None
-    if func is _NUMPY_DTYPE:
-        code = args[0] if args else None
-        if not isinstance(code, str) or not _NUMERIC_DTYPE.match(code):
-            raise NotPlainData("numpy.dtype is asked for other than a plain number type")
-        return _Dtype(code)
-    # numpy scalar(dtype, raw bytes): a Python 2 pickle's raw bytes arrive as latin-1 text
-    if len(args) != 2 or not isinstance(args[0], _Dtype) or not isinstance(args[1], (bytes, str)):
-        raise NotPlainData("a numpy scalar is built from other than a dtype and raw bytes")
-    raw = args[1].encode("latin-1") if isinstance(args[1], str) else args[1]
-    dtype = args[0].numpy()
-    if len(raw) != dtype.itemsize:
-        raise NotPlainData(f"a numpy scalar of {len(raw)} bytes for dtype {dtype}")
-    return np.frombuffer(raw, dtype)[0].item()
-
-
-def _build(target: Any, state: Any) -> None:
-    # numpy pickles a dtype's byte order with BUILD: (version, order, subarray, names, fields, ...)
-    if not isinstance(target, _Dtype) or target.built:
-        raise NotPlainData(f"BUILD sets the state of {_kind(target)}")
-    if (not isinstance(state, tuple) or len(state) < 5 or state[1] not in ("<", ">", "|", "=")
-            or any(part is not None for part in state[2:5])):
-        raise NotPlainData("BUILD describes a numpy dtype that is not a plain number type")
-    target.byteorder = state[1]
-    target.built = True
 
 
 class _Reader:
@@ -257,7 +152,7 @@ class _Reader:
             return height
         child = self.heights.get(id(item))
         if child is None:
-            raise NotPlainData(f"{_kind(item)} is not plain data")
+            raise NotPlainData(f"{kind(item)} is not plain data")
         if child + 1 > height:
             if child + 1 > self.max_depth:
                 raise NotPlainData(f"containers nest deeper than {self.max_depth}, the depth of the data")
@@ -266,7 +161,7 @@ class _Reader:
 
     def fill_list(self, target: Any, items: list) -> None:
         if target.__class__ is not list or id(target) not in self.heights:
-            raise NotPlainData(f"APPEND to {_kind(target)}")
+            raise NotPlainData(f"APPEND to {kind(target)}")
         if id(target) in self.sealed:
             raise _changed_after_shared(target)
         height = self.heights[id(target)]
@@ -277,7 +172,7 @@ class _Reader:
 
     def fill_dict(self, target: Any, items: list) -> None:
         if target.__class__ is not dict or id(target) not in self.heights:
-            raise NotPlainData(f"SETITEM on {_kind(target)}")
+            raise NotPlainData(f"SETITEM on {kind(target)}")
         if id(target) in self.sealed:
             raise _changed_after_shared(target)
         if len(items) % 2:
@@ -287,7 +182,7 @@ class _Reader:
             key = items[i]
             # Only str keys: their hashes are randomised, so no upload can make them collide.
             if key.__class__ is not str:
-                raise NotPlainData(f"a dict key is {_kind(key)}, not text")
+                raise NotPlainData(f"a dict key is {kind(key)}, not text")
             height = self.value(items[i + 1], height)
             target[key] = items[i + 1]
         self.heights[id(target)] = height
@@ -334,8 +229,8 @@ class _Reader:
         if len(items) > _MAX_TUPLE:
             raise NotPlainData(f"a tuple of {len(items)} items")
         for item in items:
-            if not isinstance(item, (*_LEAVES, _Global, _Dtype)):
-                raise NotPlainData(f"a tuple holds {_kind(item)}")
+            if not isinstance(item, (*_LEAVES, Global, Dtype)):
+                raise NotPlainData(f"a tuple holds {kind(item)}")
         return tuple(items)
 
     # -- the opcodes ----------------------------------------------------------
@@ -426,7 +321,7 @@ class _Reader:
                     raise PickleError("SETITEMS without a dict")
                 target = stack[-1]
                 if target.__class__ is not dict or id(target) not in heights:
-                    raise NotPlainData(f"SETITEM on {_kind(target)}")
+                    raise NotPlainData(f"SETITEM on {kind(target)}")
                 if sealed and id(target) in sealed:
                     raise _changed_after_shared(target)
                 if len(items) % 2:
@@ -436,7 +331,7 @@ class _Reader:
                     key, item = items[i], items[i + 1]
                     # Only str keys: their hashes are randomised, so no upload can make them collide.
                     if key.__class__ is not str:
-                        raise NotPlainData(f"a dict key is {_kind(key)}, not text")
+                        raise NotPlainData(f"a dict key is {kind(key)}, not text")
                     if item.__class__ not in scalars:
                         height = self.value(item, height)
                     target[key] = item
@@ -527,7 +422,7 @@ class _Reader:
 
 
 def _changed_after_shared(target: Any) -> NotPlainData:
-    return NotPlainData(f"{_kind(target)} is changed after the memo handed it out again: "
+    return NotPlainData(f"{kind(target)} is changed after the memo handed it out again: "
                         "a container inside itself, which station data never is")
 
 
@@ -630,7 +525,7 @@ def _op_stack_global(r: _Reader, stack: list, memo: dict) -> None:
 
 
 def _push_global(stack: list, module: str, name: str) -> None:
-    found = _GLOBALS.get((module, name))
+    found = GLOBALS.get((module, name))
     if found is None:
         raise NotPlainData(f"pickle names {module[:60]}.{name[:60]}, which is not plain data")
     stack.append(found)
@@ -640,14 +535,14 @@ def _op_reduce(r: _Reader, stack: list, memo: dict) -> None:
     if len(stack) < 2:
         raise PickleError("REDUCE on a short stack")
     args = stack.pop()
-    stack[-1] = _reduce(stack[-1], args)
+    stack[-1] = reduce(stack[-1], args)
 
 
 def _op_build(r: _Reader, stack: list, memo: dict) -> None:
     if len(stack) < 2:
         raise PickleError("BUILD on a short stack")
     state = stack.pop()
-    _build(stack[-1], state)
+    build(stack[-1], state)
 
 
 def _put(r: _Reader, memo: dict, index: int) -> None:
@@ -700,5 +595,5 @@ def load_plain(data: bytes, max_depth: int) -> Any:
     except (ValueError, TypeError, OverflowError, IndexError, struct.error, UnicodeError) as exc:
         raise PickleError(f"garbled pickle near byte {reader.pos}: {type(exc).__name__}") from None
     if result.__class__ not in _SCALAR_TYPES and id(result) not in reader.heights:
-        raise NotPlainData(f"pickle holds {_kind(result)}")
+        raise NotPlainData(f"pickle holds {kind(result)}")
     return result
