@@ -19,6 +19,7 @@ from hisparc_datastore.storage.layout import DayFile
 from hisparc_datastore.testing.helpers import event, queue_uploads, read_station, settings_for, store
 from hisparc_datastore.writer import recovery
 from hisparc_datastore.writer import service as writer_module
+from hisparc_datastore.writer.journal import Journal
 
 MOMENT = datetime.datetime(2024, 2, 29, 12, 0, 0)
 
@@ -172,7 +173,7 @@ def test_a_day_file_held_open_by_a_reader_is_waited_for_not_healed(tmp_path, fas
     crashed = subprocess.run([sys.executable, "-m", "hisparc_datastore.cli", "writer", str(config),
                               "--once"], env={**os.environ, "DATASTORE_CRASH_AT": "table-appended"})
     assert crashed.returncode == -9
-    assert writer_module.Journal(tmp_path).read().state == "applying"
+    assert Journal(tmp_path).read().state == "applying"
     reader = subprocess.Popen([sys.executable, "-c", (
         "import sys, tables, time\n"
         f"f = tables.open_file({str(path)!r}, 'r'); print('reading', flush=True); sys.stdin.readline()")],

@@ -4,6 +4,7 @@
 ``service``   ``Writer``: claims uploads and stores them batch by batch, retrying, isolating
 ``batch``     stores one batch exactly once: decode, screen, rows, journal, append, release
 ``journal``   the transaction record: which uploads are being applied, and to what
+``context``   the settings, queue, journal and open day files batch and recovery share
 ``prepare``   one claimed queue file into rows per day, blobs and refused events
 ``prefetch``  prepares the next batches in a second process while this one is appended
 ``rows``      a station's events into one record array per table (the hot path)

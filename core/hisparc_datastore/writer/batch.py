@@ -28,9 +28,9 @@ from hisparc_datastore.storage.layout import (
     snapshot_path,
     station_path,
 )
-from hisparc_datastore.storage.openfiles import OpenFiles
 from hisparc_datastore.util import faults
-from hisparc_datastore.writer.journal import APPLIED, APPLYING, NEW, Journal, Transaction
+from hisparc_datastore.writer.context import StoreContext
+from hisparc_datastore.writer.journal import APPLIED, APPLYING, NEW, Transaction
 from hisparc_datastore.writer.prepare import MAX_REASON_LINES as MAX_REASON_LINES  # the tests read it here
 from hisparc_datastore.writer.prepare import (
     Bounds,
@@ -110,20 +110,18 @@ class BatchStore:
     adds nodes to it.
     """
 
-    def __init__(self, settings: Settings, registry: Registry, queue: Queue, journal: Journal,
-                 files: OpenFiles, tally: Tally, state: WriterState, stop: threading.Event,
-                 held: HeldFiles | None = None, undo_copies: bool = True) -> None:
+    def __init__(self, context: StoreContext, registry: Registry, tally: Tally, state: WriterState,
+                 stop: threading.Event, held: HeldFiles | None = None, undo_copies: bool = True) -> None:
         self.undo_copies = undo_copies
-        self.settings = settings
+        self.context = context
+        self.settings = context.settings
         self.registry = registry
-        self.queue = queue
-        self.journal = journal
-        self.files = files
+        self.queue, self.journal, self.files = context.queue, context.journal, context.files
         self.tally = tally
         self.state = state
         self.stop = stop
         self.held = held
-        self.screen = Screen(registry, Bounds.of(settings))
+        self.screen = Screen(registry, Bounds.of(context.settings))
 
     def store(self, names: list[str], prepared: list[PreparedUpload | None] | None = None) -> None:
         """Store the claimed uploads ``names`` exactly once (see docs/exactly-once.md).

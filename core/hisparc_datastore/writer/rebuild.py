@@ -25,10 +25,9 @@ from hisparc_datastore.plugin.registry import load_registry
 from hisparc_datastore.queue.folders import Queue, read_archived
 from hisparc_datastore.storage.contents import compare, read_contents
 from hisparc_datastore.storage.layout import day_file_path
-from hisparc_datastore.storage.openfiles import OpenFiles
 from hisparc_datastore.util.durable import fsync_dir
 from hisparc_datastore.writer.batch import BatchStore, Tally, claimed_batches
-from hisparc_datastore.writer.journal import Journal
+from hisparc_datastore.writer.context import StoreContext
 from hisparc_datastore.writer.lock import WriterLock
 from hisparc_datastore.writer.state import WriterState
 
@@ -73,10 +72,10 @@ def rebuild_day(settings: Settings, date: datetime.date, scratch: Path, progress
 def _store_all(settings: Settings, tally: Tally) -> None:
     """Store every upload queued in ``settings.data_dir`` once, as the writer's batches do;
     any error propagates (a rebuild that heals itself would hide what went wrong)."""
-    queue = Queue(settings.data_dir, fsync=settings.fsync)
-    files = OpenFiles()
-    store = BatchStore(settings, load_registry(), queue, Journal(settings.data_dir, fsync=settings.fsync),
-                       files, tally, WriterState(settings.data_dir), threading.Event(), undo_copies=False)
+    context = StoreContext.open(settings)
+    queue, files = context.queue, context.files
+    store = BatchStore(context, load_registry(), tally, WriterState(settings.data_dir), threading.Event(),
+                       undo_copies=False)
     with WriterLock(settings.data_dir):
         try:
             while names := queue.claim(settings.batch_uploads):

@@ -13,13 +13,13 @@ from pathlib import Path
 import tables
 
 from hisparc_datastore.codec.decoding import Upload, parse_queue_file
-from hisparc_datastore.config import ConfigError, Settings
-from hisparc_datastore.queue.folders import REASON_SUFFIX, Queue
+from hisparc_datastore.config import ConfigError
+from hisparc_datastore.queue.folders import REASON_SUFFIX
 from hisparc_datastore.storage.errors import StorageError, describe, disk_full, held_by_another
 from hisparc_datastore.storage.layout import copy_day_file_tmp, date_of_day_file, drop_copies
-from hisparc_datastore.storage.openfiles import OpenFiles
 from hisparc_datastore.util.durable import fsync_dir
-from hisparc_datastore.writer.journal import APPLIED, APPLYING, NEW, Journal
+from hisparc_datastore.writer.context import StoreContext
+from hisparc_datastore.writer.journal import APPLIED, APPLYING, NEW
 from hisparc_datastore.writer.rebuild import rebuild_day
 
 log = logging.getLogger(__name__)
@@ -32,12 +32,11 @@ class Recovery:
     without ``resilient`` (a rebuild) nothing is healed and errors propagate.
     """
 
-    def __init__(self, settings: Settings, queue: Queue, journal: Journal, files: OpenFiles,
-                 screen: Callable[[Upload], tuple[list, set]], resilient: bool = True) -> None:
-        self.settings = settings
-        self.queue = queue
-        self.journal = journal
-        self.files = files
+    def __init__(self, context: StoreContext, screen: Callable[[Upload], tuple[list, set]],
+                 resilient: bool = True) -> None:
+        self.context = context
+        self.settings = context.settings
+        self.queue, self.journal, self.files = context.queue, context.journal, context.files
         self.screen = screen
         self.resilient = resilient
         self.suspects: set[Path] = set()  # day files open when a batch failed

@@ -21,12 +21,11 @@ import tables
 
 from hisparc_datastore.config import Settings
 from hisparc_datastore.plugin.registry import Registry
-from hisparc_datastore.queue.folders import REASON_SUFFIX, Queue
+from hisparc_datastore.queue.folders import REASON_SUFFIX
 from hisparc_datastore.storage.errors import StorageError, describe, held_by_another
 from hisparc_datastore.storage.heldfiles import HeldFiles
-from hisparc_datastore.storage.openfiles import OpenFiles
 from hisparc_datastore.writer.batch import BatchStore, Interrupted, Tally, claimed_batches
-from hisparc_datastore.writer.journal import Journal
+from hisparc_datastore.writer.context import StoreContext
 from hisparc_datastore.writer.lock import WriterLock
 from hisparc_datastore.writer.prefetch import AHEAD, Preparer
 from hisparc_datastore.writer.prepare import MAX_REASON, Bounds
@@ -51,17 +50,14 @@ class Writer:
         self.settings = settings
         self.registry = registry
         self.resilient = resilient
-        self.queue = Queue(settings.data_dir, fsync=settings.fsync)
-        self.journal = Journal(settings.data_dir, fsync=settings.fsync)
+        self.context = StoreContext.open(settings)
+        self.queue, self.journal, self.files = self.context.queue, self.context.journal, self.context.files
         self.tally = Tally()
         self.state = WriterState(settings.data_dir, fsync=settings.fsync)  # for `datastore status`
         self.held = HeldFiles()  # day files a reader holds open, and the uploads waiting for them
-        self.files = OpenFiles()
         self._stop = threading.Event()
-        self.batches = BatchStore(settings, registry, self.queue, self.journal, self.files,
-                                  self.tally, self.state, self._stop, self.held)
-        self.recovery = Recovery(settings, self.queue, self.journal, self.files,
-                                 self.batches.screen, resilient)
+        self.batches = BatchStore(self.context, registry, self.tally, self.state, self._stop, self.held)
+        self.recovery = Recovery(self.context, self.batches.screen, resilient)
         self.tidier = ArchiveTidier(settings, self.queue, self._stop)
         self.preparer = Preparer(self.queue.partial, registry, Bounds.of(settings),
                                  enabled=settings.prepare_process)
