@@ -155,6 +155,11 @@ class Oracle:
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=open(root / "deployed.err", "ab"))  # noqa: SIM115
         self.ours = ServeProcess(self.configs["ours"], log=root / "ours.err")
         wait_listening(self.deployed_port, self.deployed)
+        # The deployed receiver reads its config and station list at its first request, into
+        # globals, without a lock: requests arriving together before that are answered HTTP 500
+        # (NoSectionError). uWSGI runs it one request per process, so production never sees
+        # this; here one request of an unknown station (206) comes first.
+        assert post(self.deployed_port, form(STATIONS, b"warm-up")) == "206"
         self.ours.wait_ready()
 
     def close(self) -> None:
@@ -681,8 +686,9 @@ def check_round(oracle: Oracle, tally: Tally, generated: list) -> None:
 
 def our_reason(oracle: Oracle, outcome) -> str:
     """The reason our receiver keeps with a refused upload (its quarantine's reason files)."""
+    # a refusal is kept once per station and bytes, as STATION-MD5.refused with its reason beside it
     texts = [path.read_text(errors="replace")
-             for path in (oracle.dirs["ours"] / "quarantine").glob(f"*-{outcome.station}-*{REASON_SUFFIX}")]
+             for path in (oracle.dirs["ours"] / "quarantine").glob(f"{outcome.station}-*{REASON_SUFFIX}")]
     return "\n".join(text for text in texts if text.startswith(f"station {outcome.station} cluster"))
 
 

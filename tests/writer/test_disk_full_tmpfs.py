@@ -196,7 +196,8 @@ def test_the_writer_waits_for_room_and_says_so_in_status(small_disk, monkeypatch
         assert every_row(data_dir) == before  # nothing tried: no half batch to undo
         filler.unlink()
         assert wait_for(lambda: writer.tally.uploads == 1, timeout=120)
-        assert collect(settings)["no_room"] is None
+        # the tally counts the upload a moment before writer-state.json is written
+        assert wait_for(lambda: collect(settings)["no_room"] is None, timeout=60)
     finally:
         writer.stop()
         service.join(timeout=60)
