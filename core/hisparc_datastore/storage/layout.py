@@ -14,7 +14,7 @@ import tables
 
 from hisparc_datastore.plugin.eventtype import EventType
 from hisparc_datastore.storage import vlblobs
-from hisparc_datastore.util.durable import fsync_dir
+from hisparc_datastore.util.durable import fsync_dir, fsync_file
 
 BLOBS = "blobs"
 BLOBS_TITLE = "HiSPARC binary data"
@@ -66,11 +66,7 @@ def copy_day_file(source: Path, target: Path, fsync: bool = True) -> None:
         if not cloned:
             shutil.copyfile(source, tmp)  # sendfile(2) on Linux
         if fsync:
-            fd = os.open(tmp, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+            fsync_file(tmp)
         os.replace(tmp, target)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -143,11 +139,7 @@ def open_day_file(path: Path, fsync: bool = True) -> tables.File:
         tmp = path.with_name(f".{path.name}.new")
         tables.open_file(str(tmp), "w").close()
         if fsync:
-            fd = os.open(tmp, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+            fsync_file(tmp)
         os.replace(tmp, path)
         if fsync:
             fsync_dir(path.parent)
@@ -239,13 +231,7 @@ class DayFile:
     def flush(self, fsync: bool) -> None:
         self.h5.flush()
         if fsync:
-            # PyTables exposes no descriptor; fsync through one of our own
-            # flushes the same inode's pages to disk.
-            fd = os.open(self.path, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+            fsync_file(self.path)
 
     def close(self) -> None:
         if self.h5.isopen:

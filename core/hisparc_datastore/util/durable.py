@@ -8,7 +8,17 @@ from pathlib import Path
 
 def fsync_dir(directory: str | os.PathLike) -> None:
     """Make a rename or unlink in ``directory`` survive a power cut."""
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    _fsync(directory, os.O_RDONLY | os.O_DIRECTORY)
+
+
+def fsync_file(path: str | os.PathLike) -> None:
+    """Make the data of the file at ``path`` survive a power cut, when whoever wrote it (HDF5,
+    a copy) keeps no descriptor we could fsync: one of our own reaches the same inode's pages."""
+    _fsync(path, os.O_RDONLY)
+
+
+def _fsync(path: str | os.PathLike, flags: int) -> None:
+    fd = os.open(path, flags)
     try:
         os.fsync(fd)
     finally:

@@ -25,7 +25,7 @@ from hisparc_datastore.plugin.registry import load_registry
 from hisparc_datastore.queue.folders import Queue, read_archived
 from hisparc_datastore.storage.contents import compare, read_contents
 from hisparc_datastore.storage.layout import day_file_path
-from hisparc_datastore.util.durable import fsync_dir
+from hisparc_datastore.util.durable import fsync_dir, fsync_file
 from hisparc_datastore.writer.batch import BatchStore, Tally, claimed_batches
 from hisparc_datastore.writer.context import StoreContext
 from hisparc_datastore.writer.lock import WriterLock
@@ -90,11 +90,7 @@ def replace_day_file(settings: Settings, rebuilt: Path, current: Path) -> Path |
     with WriterLock(settings.data_dir):
         kept = None
         current.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(rebuilt, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        fsync_file(rebuilt)
         if current.exists():
             stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
             kept = current.with_name(f"{current.name}.before-rebuild-{stamp}")
