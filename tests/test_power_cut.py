@@ -107,6 +107,36 @@ def test_the_model_makes_exactly_the_states_its_rules_allow(tmp_path):
     assert any("synced" not in files for files in after(3))
 
 
+COPY = """
+import os, shutil
+d = {root!r}
+shutil.copyfile(d + "/day.h5", d + "/.day.h5.before.tmp")  # sendfile(2): no bytes pass the process
+fd = os.open(d + "/.day.h5.before.tmp", os.O_RDONLY)
+os.fsync(fd)
+os.close(fd)
+os.rename(d + "/.day.h5.before.tmp", d + "/.day.h5.before")
+"""
+
+
+def test_the_model_takes_a_copy_made_by_sendfile_from_the_source_as_it_stood(tmp_path):
+    """The writer copies a day file before it adds a group (shutil.copyfile, which is sendfile
+    on Linux): strace shows no bytes, so the model must take them from the source. Before it
+    did, every state held an empty copy, and recovery put that empty copy back."""
+    root = tmp_path / "root"
+    root.mkdir()
+    original = os.urandom(70_000)
+    (root / "day.h5").write_bytes(original)
+    ops = record(tmp_path, [sys.executable, "-c", COPY.format(root=str(root))], root,
+                 snapshot_of(root, tmp_path))
+    assert "copy" in [op.kind for op in ops]
+    states = list(every_state(root, tmp_path / "snapshot", ops))
+    copies = [state.files[".day.h5.before"] for state in states if ".day.h5.before" in state.files]
+    assert copies and all(copy == original for copy in copies)  # fsynced before its rename
+    unsynced = {state.files.get(".day.h5.before.tmp") for state in states} - {None}
+    assert original in unsynced and all(original.startswith(part) or len(part) == len(original)
+                                        for part in unsynced)
+
+
 def test_the_model_replays_a_recording_of_the_real_processes_to_the_disk_they_left(tmp_path):
     """The whole of a real receiver's and writer's records, all kept, is the disk as it is."""
     data = tmp_path / "data"

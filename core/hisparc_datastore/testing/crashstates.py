@@ -48,7 +48,8 @@ SECTOR = 512
 #: name, makes it durable, or tells which file an fd is.
 TRACED = ("open,openat,creat,write,pwrite64,writev,pwritev,pwritev2,fsync,fdatasync,sync,syncfs,"
           "rename,renameat,renameat2,unlink,unlinkat,mkdir,mkdirat,rmdir,link,linkat,truncate,"
-          "ftruncate,fallocate,close,dup,dup2,dup3,fcntl,lseek,clone,clone3,fork,vfork,utimensat")
+          "ftruncate,fallocate,close,dup,dup2,dup3,fcntl,lseek,clone,clone3,fork,vfork,utimensat,"
+          "sendfile,copy_file_range,ioctl")
 CLONE_FILES = "CLONE_FILES"
 
 
@@ -63,7 +64,9 @@ def strace_command(output: str | os.PathLike) -> list[str]:
 class Op:
     """One recorded operation on the modelled tree; ``kind`` says which fields matter.
 
-    kinds: ``write`` (path, offset (None: at the fd's position), data, append), ``truncate``
+    kinds: ``write`` (path, offset (None: at the fd's position), data, append), ``copy``
+    (path, offset, and ``size`` bytes from ``source_offset`` of the file at target, as the page
+    cache held it: sendfile), ``clone`` (path becomes a copy of target: FICLONE), ``truncate``
     (path, size), ``create`` / ``mkdir`` / ``unlink`` / ``rmdir`` (path), ``rename`` / ``link``
     (path, target), ``fsync`` (path), ``open`` (path, fd, trunc), ``close`` / ``seek`` (fd),
     ``mark`` (data: a line a process logged, to tell when something was answered).
@@ -78,6 +81,8 @@ class Op:
     table: int = 0  # which fd table (process) the fd belongs to
     time: float = 0.0
     flag: bool = False  # open: O_TRUNC; write: O_APPEND
+    source_offset: int = 0  # copy: where in target the bytes come from
+    size: int = 0  # copy: how many
 
 
 _LINE = re.compile(r"^(\d+)\s+(\d+\.\d+)\s+(.*)$")
@@ -258,6 +263,34 @@ class _Parser:
                 op("write", path=path, offset=position, data=data)
                 if entry is not None:
                     entry[1] = position + len(data)
+            return
+        if name == "sendfile":
+            # shutil.copyfile's way on Linux: the bytes never pass through the process, so
+            # the model takes them from the source file as it stands at this point.
+            fd, path = self._fd(args[0], tid)
+            _, source = self._fd(args[1], tid)
+            if not self._inside(path) or ret == 0:
+                return
+            start = re.match(r"\[(\d+)\]", args[2])
+            if start is None or not self._inside(source):
+                raise ValueError(f"sendfile without an offset or from outside the model: {body}")
+            entry = self.fds[table].get(fd)
+            position = entry[1] if entry is not None else 0
+            op("copy", path=path, target=source, offset=position, source_offset=int(start.group(1)), size=ret)
+            if entry is not None:
+                entry[1] = position + ret
+            return
+        if name == "ioctl":
+            if "FICLONE" in args_text and ret == 0:
+                _, path = self._fd(args[0], tid)
+                _, source = self._fd(args[2], tid)
+                if self._inside(path):
+                    op("clone", path=path, target=source)
+            return
+        if name == "copy_file_range":
+            _, path = self._fd(args[2], tid)
+            if self._inside(path):
+                raise ValueError(f"copy_file_range not modelled: {body}")
             return
         if name in ("fsync", "fdatasync"):
             _, path = self._fd(args[0], tid)
@@ -450,13 +483,23 @@ class Model:
         if op.kind == "mkdir":
             self._dirop(("mkdir", rel, self._add(rel, _Inode(True))))
             return
-        if op.kind in ("write", "truncate", "extend"):
+        if op.kind in ("write", "truncate", "extend", "copy", "clone"):
             ino = self.names.get(rel)
             if ino is None:
                 return  # an fd of a file unlinked meanwhile: its data can never be seen
             if op.kind == "write":
                 offset = len(self.inodes[ino].data) if op.offset is None else op.offset
                 self._change(ino, ("w", offset, op.data), op)
+            elif op.kind in ("copy", "clone"):
+                source = self.names.get(self._rel(op.target))
+                if source is None:
+                    raise ValueError(f"a copy from a file the model does not hold: {op}")
+                data = bytes(self.inodes[source].data)
+                if op.kind == "clone":
+                    self._change(ino, ("t", 0), op)
+                    self._change(ino, ("w", 0, data), op)
+                else:
+                    self._change(ino, ("w", op.offset, data[op.source_offset:op.source_offset + op.size]), op)
             elif op.kind == "extend":
                 if op.offset > len(self.inodes[ino].data):
                     self._change(ino, ("t", op.offset), op)
