@@ -171,6 +171,9 @@ def make_server(app: ReceiverApp, host: str = "127.0.0.1", port: int = 0,
         "channel_timeout": CHANNEL_TIMEOUT,
         "connection_limit": connection_limit(settings.max_connections),
         "cleanup_interval": 1,  # look for requests past their deadline every second
+        # waitress would drop X-Forwarded-For (it trusts one proxy address at most); the app
+        # reads it only from the peers in [Receiver] trusted_proxies (app.client_address).
+        "clear_untrusted_proxy_headers": not app.trusted_proxies,
         **adjustments,
     }
     adj = Adjustments(**options)
