@@ -24,6 +24,7 @@ from xmlrpc.server import SimpleXMLRPCRequestHandler, SimpleXMLRPCServer
 
 from hisparc_datastore.config import ConfigError, Settings, load_settings
 from hisparc_datastore.ops.logsetup import configure_logging
+from hisparc_datastore.ops.logsetup import reopen as reopen_logs
 from hisparc_datastore.stations.sync import StationListRefused, reload_from_publicdb
 
 log = logging.getLogger(__name__)
@@ -71,7 +72,15 @@ class _Server(socketserver.ThreadingMixIn, SimpleXMLRPCServer):
 
     def __init__(self, *args: Any, max_clients: int = MAX_CLIENTS, **kwargs: Any) -> None:
         self._slots = threading.BoundedSemaphore(max_clients)
+        self.hangups: list[int] = []
         super().__init__(*args, **kwargs)
+
+    def service_actions(self) -> None:
+        # serve_forever's loop, between two polls: a SIGHUP's work is done here, not in the handler
+        if self.hangups:
+            self.hangups.clear()
+            reopen_logs()
+            log.info("SIGHUP: log reopened")
 
     def process_request(self, request: Any, client_address: Any) -> None:
         if not self._slots.acquire(blocking=False):  # full: never block the accepting loop
@@ -116,13 +125,14 @@ def make_config_server(settings: Settings, host: str = "127.0.0.1", port: int = 
     return server
 
 
-def config_server_command(config: str | os.PathLike, bind: str = DEFAULT_BIND) -> int:
-    """Serve until SIGTERM or SIGINT; returns the exit status (0)."""
+def config_server_command(config: str | os.PathLike, bind: str = DEFAULT_BIND,
+                          also_stderr: bool = True) -> int:
+    """Serve until SIGTERM or SIGINT; returns the exit status (0). SIGHUP reopens the log."""
     from hisparc_datastore.ops.http import parse_bind
 
     settings = load_settings(config)
     host, port = parse_bind(bind)
-    configure_logging(settings, also_stderr=True)
+    configure_logging(settings, also_stderr=also_stderr)
     if not settings.station_list_url:
         raise ConfigError(f"{settings.source}: [General] station_list_url is not set: "
                           "reload_datastore() would have nothing to fetch")
@@ -137,6 +147,7 @@ def config_server_command(config: str | os.PathLike, bind: str = DEFAULT_BIND) -
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, on_signal)
+    signal.signal(signal.SIGHUP, lambda signum, frame: server.hangups.append(signum))
     host, port = server.server_address[:2]
     log.info("config server on http://%s:%s%s: reload_datastore() fetches %s into %s",
              host, port, RPC_PATH, settings.station_list_url, settings.station_list)
