@@ -15,6 +15,8 @@ from hisparc_datastore.writer.lock import WriterAlreadyRunning
 
 log = logging.getLogger("hisparc_datastore")
 
+QUARANTINE_LINES = 4  # reason lines `datastore quarantine` shows per file
+
 
 def cmd_writer(args: argparse.Namespace) -> int:
     from hisparc_datastore.ops.logsetup import configure_logging
@@ -79,9 +81,14 @@ def cmd_quarantine(args: argparse.Namespace) -> int:
     queue = Queue(load_settings(args.config).data_dir)
     entries = queue.quarantined()
     for name, reason in entries:
-        first, _, rest = reason.partition("\n")
-        more = f" (+{rest.count(chr(10)) + 1} more lines)" if rest else ""
-        print(f"{name}: {first}{more}")
+        # A refused upload's reason starts with 'station N cluster NAME' and a crash's with the
+        # file name: the reason proper is on the lines after, so they are shown too.
+        lines = reason.splitlines() or [""]
+        print(f"{name}: {lines[0]}")
+        for line in lines[1:QUARANTINE_LINES]:
+            print(f"    {line}")
+        if len(lines) > QUARANTINE_LINES:
+            print(f"    (+{len(lines) - QUARANTINE_LINES} more lines in {name}.reason)")
     print(f"{len(entries)} quarantined file(s) in {queue.quarantine}")
     return 0
 

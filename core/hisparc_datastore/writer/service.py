@@ -25,7 +25,7 @@ from hisparc_datastore import __version__
 from hisparc_datastore.config import Settings
 from hisparc_datastore.ops.logsetup import reopen as reopen_logs
 from hisparc_datastore.plugin.registry import Registry
-from hisparc_datastore.queue.folders import REASON_SUFFIX
+from hisparc_datastore.queue.folders import REASON_SUFFIX, events_name
 from hisparc_datastore.storage.errors import StorageError, describe, held_by_another
 from hisparc_datastore.storage.heldfiles import HeldFiles
 from hisparc_datastore.writer.batch import BatchStore, Interrupted, Tally, claimed_batches
@@ -242,7 +242,7 @@ class Writer:
         if not (self.queue.partial / name).exists():
             return  # the attempt got as far as storing it
         # The whole file goes to quarantine: a copy of its rejected events would be a second copy.
-        stale = self.queue.quarantine / f"{name}.events"
+        stale = self.queue.quarantine / events_name(name)
         stale.unlink(missing_ok=True)
         stale.with_name(stale.name + REASON_SUFFIX).unlink(missing_ok=True)
         reason = f"{name}: cannot be stored, unexpected error:\n{error[-MAX_REASON:]}"
