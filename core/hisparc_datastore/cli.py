@@ -15,6 +15,8 @@ from hisparc_datastore.writer.lock import WriterAlreadyRunning
 
 log = logging.getLogger("hisparc_datastore")
 
+QUARANTINE_LINES = 4  # reason lines `datastore quarantine` shows per file
+
 
 def cmd_writer(args: argparse.Namespace) -> int:
     from hisparc_datastore.ops.logsetup import configure_logging
@@ -79,9 +81,14 @@ def cmd_quarantine(args: argparse.Namespace) -> int:
     queue = Queue(load_settings(args.config).data_dir)
     entries = queue.quarantined()
     for name, reason in entries:
-        first, _, rest = reason.partition("\n")
-        more = f" (+{rest.count(chr(10)) + 1} more lines)" if rest else ""
-        print(f"{name}: {first}{more}")
+        # A refused upload's reason starts with 'station N cluster NAME' and a crash's with the
+        # file name: the reason proper is on the lines after, so they are shown too.
+        lines = reason.splitlines() or [""]
+        print(f"{name}: {lines[0]}")
+        for line in lines[1:QUARANTINE_LINES]:
+            print(f"    {line}")
+        if len(lines) > QUARANTINE_LINES:
+            print(f"    (+{len(lines) - QUARANTINE_LINES} more lines in {name}.reason)")
     print(f"{len(entries)} quarantined file(s) in {queue.quarantine}")
     return 0
 
@@ -119,7 +126,7 @@ def cmd_requeue(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     from hisparc_datastore.receiver.server import serve
 
-    return serve(args.config, args.bind, threads=args.threads)
+    return serve(args.config, args.bind, threads=args.threads, also_stderr=not args.quiet)
 
 
 def cmd_rebuild(args: argparse.Namespace) -> int:
@@ -140,7 +147,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 def cmd_config_server(args: argparse.Namespace) -> int:
     from hisparc_datastore.stations.configserver import config_server_command
 
-    return config_server_command(args.config, args.bind)
+    return config_server_command(args.config, args.bind, also_stderr=not args.quiet)
 
 
 def cmd_fetch_stations(args: argparse.Namespace) -> int:
@@ -187,6 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bind", default="127.0.0.1:8080", help="HOST:PORT (default %(default)s)")
     p.add_argument("--threads", type=int, default=8,
                    help="requests handled at once (default %(default)s; the deployed uWSGI ran 9 workers)")
+    p.add_argument("--quiet", action="store_true", help="log only to the configured log file")
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("rebuild", help="regenerate a day file from the archived uploads")
@@ -218,6 +226,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="answer publicdb's reload_datastore() over XML-RPC at /RPC2")
     p.add_argument("config")
     p.add_argument("--bind", default="127.0.0.1:8002", help="HOST:PORT (default %(default)s)")
+    p.add_argument("--quiet", action="store_true", help="log only to the configured log file")
     p.set_defaults(func=cmd_config_server)
 
     p = sub.add_parser("fetch-stations",

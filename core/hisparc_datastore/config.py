@@ -35,7 +35,9 @@ class Setting:
 
 
 SETTINGS: tuple[Setting, ...] = (
-    Setting("log", "General", None, Path, "log file, rotated daily at UTC midnight; none: standard error"),
+    Setting("log", "General", None, Path,
+            "log file, shared by the services and rotated by logrotate (docs/operations.md); none: "
+            "standard error"),
     Setting("loglevel", "General", "info", str, "`debug`, `info`, `warning`, `error` or `critical`"),
     Setting("station_list", "General", REQUIRED, Path, "one `number,cluster,password` line per station"),
     Setting("data_dir", "General", REQUIRED, Path, "the queue, the day files and the writer's state"),
@@ -81,6 +83,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("max_connections", "Receiver", 1000, int,
             "open connections; at the limit the one silent longest without a request in service is "
             "closed (capped by the open-file limit)"),
+    Setting("trusted_proxies", "Receiver", None, str,
+            "addresses of reverse proxies (comma-separated): from them the station's address is the last "
+            "one in `X-Forwarded-For`, for the log and the password guard; from any other peer the "
+            "header is ignored"),
 )
 
 

@@ -4,8 +4,10 @@ receiver uses a new list without a restart."""
 
 import hashlib
 import http.server
+import os
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import threading
@@ -21,7 +23,13 @@ from hisparc_datastore.cli import main
 from hisparc_datastore.config import load_settings
 from hisparc_datastore.receiver.app import build_app
 from hisparc_datastore.receiver.server import ServerThread
-from hisparc_datastore.stations.sync import StationListRefused, check_station_list
+from hisparc_datastore.stations.configserver import make_config_server
+from hisparc_datastore.stations.sync import (
+    StationListRefused,
+    check_station_list,
+    fetch_station_list,
+    install_station_list,
+)
 
 DATASTORE = Path(sys.executable).parent / "datastore"
 OLD = "99,amsterdam,old_password\n"
@@ -196,3 +204,144 @@ def test_check_accepts_blank_lines_and_counts_stations():
     assert check_station_list("\n501,amsterdam,a\n\n502,utrecht,b\n", "list") == 2
     with pytest.raises(StationListRefused, match="list line 1: station 501 has no password"):
         check_station_list("501,amsterdam,\n", "list")
+
+
+# -- issue 18: more than one connection, time-outs, bounds, the list's mode ------------------
+
+class _TimeoutTransport(xmlrpc.client.Transport):
+    def __init__(self, timeout: float) -> None:
+        super().__init__()
+        self.timeout = timeout
+
+    def make_connection(self, host):
+        connection = super().make_connection(host)
+        connection.timeout = self.timeout
+        return connection
+
+
+def test_an_idle_connection_blocks_neither_reload_datastore_nor_sigterm(tmp_path):
+    """One idle TCP connection held the single-threaded server: publicdb's call waited for
+    it (30 to 120 s) and so did SIGTERM."""
+    with PublicDB() as publicdb:
+        config = write_config(tmp_path, publicdb.url)
+        process, rpc_url = start_config_server(config)
+        port = urllib.parse.urlsplit(rpc_url).port
+        idle = socket.create_connection(("127.0.0.1", port), timeout=30)
+        half = socket.create_connection(("127.0.0.1", port), timeout=30)
+        half.sendall(b"POST /RPC2 HTTP/1.1\r\nHost: x\r\nContent-Length: 500\r\n\r\n<?xml")
+        try:
+            proxy = xmlrpc.client.ServerProxy(rpc_url, transport=_TimeoutTransport(20))
+            assert proxy.reload_datastore() is True
+            assert (tmp_path / "stations.csv").read_text() == NEW
+            process.send_signal(signal.SIGTERM)
+            try:
+                assert process.wait(timeout=20) == 0
+            except subprocess.TimeoutExpired:
+                pytest.fail("SIGTERM did not stop the config-server while a connection was idle")
+        finally:
+            process.kill()
+            process.wait()
+            idle.close()
+            half.close()
+
+
+def test_idle_and_slow_clients_are_disconnected(tmp_path):
+    settings = load_settings(write_config(tmp_path, "http://127.0.0.1:9/none"))
+    server = make_config_server(settings, "127.0.0.1", 0, client_timeout=1.0)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)
+    thread.start()
+    try:
+        port = server.server_address[1]
+        with socket.create_connection(("127.0.0.1", port), timeout=60) as idle:
+            started = time.monotonic()
+            assert idle.recv(100) == b""  # closed by the server, not by our time-out
+            assert time.monotonic() - started < 50
+        with socket.create_connection(("127.0.0.1", port), timeout=60) as slow:
+            slow.sendall(b"POST /RPC2 HTTP/1.1\r\nHost: x\r\nContent-Length: 200\r\n\r\n<?xml")
+            answer = b""
+            while chunk := slow.recv(4096):  # the server gives up on the body and closes
+                answer += chunk
+            assert answer == b"" or answer.startswith(b"HTTP/1.0 500"), answer
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_huge_body_is_refused_from_its_header_before_it_is_read(tmp_path):
+    """A 400 MB POST to /RPC2 cost 854 MB: the server read it whole before looking."""
+    with PublicDB() as publicdb:
+        config = write_config(tmp_path, publicdb.url)
+        process, rpc_url = start_config_server(config)
+        port = urllib.parse.urlsplit(rpc_url).port
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+                sock.sendall(b"POST /RPC2 HTTP/1.1\r\nHost: x\r\nContent-Type: text/xml\r\n"
+                             b"Content-Length: 400000000\r\n\r\n" + b"<" * 65536)
+                reply = sock.recv(200)
+            assert reply.startswith(b"HTTP/1.0 413") or reply.startswith(b"HTTP/1.1 413"), reply
+            # and an ordinary call still works
+            proxy = xmlrpc.client.ServerProxy(rpc_url, transport=_TimeoutTransport(20))
+            assert proxy.reload_datastore() is True
+        finally:
+            process.send_signal(signal.SIGTERM)
+            assert process.wait(timeout=30) == 0, process.stderr.read()
+
+
+def test_the_station_list_keeps_its_mode_and_owner_across_a_push(tmp_path):
+    """Every push rewrote the list as 0644: station passwords readable by every user."""
+    path = tmp_path / "stations.csv"
+    path.write_text(OLD)
+    path.chmod(0o600)
+    owner = (os.getuid(), os.getgid())
+    if os.geteuid() == 0:
+        owner = (65534, 65534)
+        os.chown(path, *owner)
+    install_station_list(path, NEW, "test")
+    assert path.read_text() == NEW
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert (path.stat().st_uid, path.stat().st_gid) == owner
+    previous = tmp_path / "stations.csv.previous"
+    assert previous.read_text() == OLD
+    assert stat.S_IMODE(previous.stat().st_mode) == 0o600
+    # and the other side: a list set 0640 stays 0640 (group-readable by the receiver)
+    path.chmod(0o640)
+    install_station_list(path, OLD, "test")
+    assert stat.S_IMODE(path.stat().st_mode) == 0o640
+
+
+class _Trickle(http.server.BaseHTTPRequestHandler):
+    """Promises 5,000 bytes and sends one every 0.2 s, for at most 60 s."""
+
+    def do_GET(self):
+        self.send_response(200)
+        self.send_header("Content-Type", "text/plain")
+        self.send_header("Content-Length", "5000")
+        self.end_headers()
+        started = time.monotonic()
+        try:
+            while time.monotonic() - started < 60:
+                self.wfile.write(b"9")
+                self.wfile.flush()
+                time.sleep(0.2)
+        except OSError:
+            pass
+
+    def log_message(self, *args):
+        pass
+
+
+def test_a_trickling_station_list_url_is_given_up_at_the_total_time_out():
+    """The fetch time-out was per read: a server trickling its body took 290 s against a
+    promised 30 s."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Trickle)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/config/datastore"
+        started = time.monotonic()
+        with pytest.raises(StationListRefused, match=r"not complete after 2 s"):
+            fetch_station_list(url, timeout=2.0)
+        assert time.monotonic() - started < 30
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -5,6 +5,7 @@ import pickle
 
 import tables
 
+from hisparc_datastore.cli import main
 from hisparc_datastore.codec.decoding import Upload, parse_queue_file
 from hisparc_datastore.config import Settings
 from hisparc_datastore.plugin.registry import load_registry
@@ -104,3 +105,45 @@ def test_an_upload_whose_every_event_is_refused_makes_no_day_file(tmp_path):
     assert tally.events == 0 and sum(tally.quarantined_events.values()) == 2
     assert not list(tmp_path.glob("2024/**/*.h5"))
     assert len(list((tmp_path / "quarantine").glob("*.events"))) == 1
+
+
+# -- issue 18 -------------------------------------------------------------------------------
+
+def test_requeued_names_do_not_grow(tmp_path):
+    """Quarantined again after a requeue (minimum_year not lowered, or the writer not
+    restarted), the name gained a prefix and a suffix each round:
+    requeued-T-requeued-T-NAME.events.events."""
+    old = singles(datetime.datetime(2017, 2, 26, 7, 27, 11))
+    store(tmp_path, [Upload(501, "Utrecht", [old])], minimum_year=2020)
+    queue = Queue(tmp_path)
+    (first, _), = queue.quarantined()
+    assert first.endswith(".events")
+    base = first[:-len(".events")]
+    for _ in range(2):
+        (name, _), = queue.quarantined()
+        target = queue.requeue(name)
+        assert target.name.count("requeued-") == 1
+        store(tmp_path, [], minimum_year=2020)  # still refused: quarantined again
+    (name, reason), = queue.quarantined()
+    assert name.count("requeued-") == 1 and name.endswith(f"-{base}.events"), name
+    assert not name.endswith(".events.events")
+    assert "before minimum_year 2020" in reason
+    queue.requeue(name)
+    tally = store(tmp_path, [], minimum_year=2016)  # lowered, and a writer started on it
+    assert tally.stored["SIN"] == 1
+
+
+def test_quarantine_shows_the_reason_not_a_count_of_lines(tmp_path, capsys):
+    """A refused upload's reason file starts with 'station N cluster NAME'; the command
+    showed that line and '(+2 more lines)' where the reason is."""
+    (tmp_path / "stations.csv").write_text("501,Utrecht,pw\n")
+    config = tmp_path / "config.ini"
+    config.write_text(f"[General]\nstation_list={tmp_path}/stations.csv\ndata_dir={tmp_path}\n")
+    queue = Queue(tmp_path)
+    queue.keep_refused(b"\x80\x02garbage", 501, "Utrecht", "cannot be unpickled: truncated pickle")
+    assert main(["quarantine", str(config)]) == 0
+    out = capsys.readouterr().out
+    assert "cannot be unpickled: truncated pickle" in out
+    assert "refused 1 time(s)" in out
+    assert "more lines" not in out
+    assert "1 quarantined file(s)" in out

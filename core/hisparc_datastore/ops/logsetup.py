@@ -1,4 +1,12 @@
-"""Logging as the deployed datastore configures it: the ``log`` file, rotated daily."""
+"""Logging for the three services: the ``log`` file, rotated by the operator's logrotate.
+
+Receiver, writer and config-server may all name the same ``[General] log``. Each appends to
+it (``O_APPEND``: whole lines, in any order) and none rotates it: a rotating handler in each
+of three processes deletes what another one just rotated (a forced rollover lost 4 of 6
+lines). ``WatchedFileHandler`` notices when logrotate has renamed the file and opens a new
+one at the path before the next line; SIGHUP makes every service reopen at once
+(:func:`reopen`).
+"""
 
 from __future__ import annotations
 
@@ -20,12 +28,28 @@ def configure_logging(settings: Settings, also_stderr: bool = True) -> None:
     formatter = logging.Formatter(FORMAT)
     if settings.log is not None:
         settings.log.parent.mkdir(parents=True, exist_ok=True)
-        handler = logging.handlers.TimedRotatingFileHandler(
-            settings.log, when="midnight", utc=True, backupCount=30
-        )
+        handler = logging.handlers.WatchedFileHandler(settings.log, encoding="utf-8")
         handler.setFormatter(formatter)
         root.addHandler(handler)
     if also_stderr or settings.log is None:
         stream = logging.StreamHandler(sys.stderr)
         stream.setFormatter(formatter)
         root.addHandler(stream)
+
+
+def reopen() -> int:
+    """Close and reopen every log file now (after SIGHUP); the number reopened."""
+    reopened = 0
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.acquire()
+            try:
+                if handler.stream is not None:
+                    handler.stream.close()
+                handler.stream = handler._open()
+                if isinstance(handler, logging.handlers.WatchedFileHandler):
+                    handler._statstream()
+            finally:
+                handler.release()
+            reopened += 1
+    return reopened

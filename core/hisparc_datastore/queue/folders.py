@@ -35,6 +35,7 @@ QUEUE_DIRS = ("tmp", "incoming", "partial", "suspicious", "quarantine", "archive
 REASON_SUFFIX = ".reason"
 #: Queue files ``requeue`` put back: an operator chose to store them, bounds per upload or not.
 REQUEUED_PREFIX = "requeued-"
+EVENTS_SUFFIX = ".events"  # events of an upload kept in quarantine
 UPLOADS = "uploads"  # archive/uploads/: each stored upload once, with its dates beside it
 DATES_SUFFIX = ".dates"
 RELIST_S = 2.0  # seconds a listing of incoming/ is used for claims before incoming/ is listed again
@@ -184,7 +185,7 @@ class Queue:
 
     def quarantine_events(self, name: str, payload: bytes, reasons: Iterable[str]) -> Path:
         """Keep the events of an upload that cannot be stored, as a queue file of their own."""
-        target = self.quarantine / f"{name}.events"
+        target = self.quarantine / events_name(name)
         write_atomically(target.with_name(target.name + REASON_SUFFIX),
                          "\n".join(reasons).encode() + b"\n", fsync=self.fsync)
         write_atomically(target, payload, fsync=self.fsync)
@@ -242,7 +243,7 @@ class Queue:
         for directory in (self.quarantine, self.suspicious):
             source = directory / name
             if source.exists():
-                target = self.incoming / f"{REQUEUED_PREFIX}{int(time.time())}-{name}"
+                target = self.incoming / requeued_name(name)
                 move(source, target, fsync=self.fsync)
                 (directory / (name + REASON_SUFFIX)).unlink(missing_ok=True)
                 return target
@@ -270,7 +271,7 @@ class Queue:
             raise DecodeError(f"{source} still cannot be decoded: {exc}") from exc
         payload = Upload(station_id, cluster, events).to_queue_bytes()
         checksum = hashlib.md5(data).hexdigest()
-        target = self.incoming / f"{REQUEUED_PREFIX}{int(time.time())}-{name[:-len(REFUSED_SUFFIX)]}"
+        target = self.incoming / requeued_name(name[:-len(REFUSED_SUFFIX)])
         dates = {moment.date() for moment in map(event_datetime, events) if moment is not None}
         archived = self._archived_copy(payload, dates)
         if archived is not None:
@@ -456,6 +457,22 @@ def read_archived(path: Path) -> bytes:
 def compress(payload: bytes) -> bytes:
     """The archive's format: gzip at the fastest level, with no timestamp, so equal uploads compress equal."""
     return gzip.compress(payload, compresslevel=1, mtime=0)
+
+
+def requeued_name(name: str) -> str:
+    """``requeued-TIME-NAME``, with NAME as first queued: one prefix however often a file
+    goes round (it grew to ``requeued-T-requeued-T-NAME``)."""
+    parts = name.split("-", 2)
+    while len(parts) == 3 and parts[0] + "-" == REQUEUED_PREFIX and parts[1].isdigit():
+        name = parts[2]
+        parts = name.split("-", 2)
+    return f"{REQUEUED_PREFIX}{int(time.time())}-{name}"
+
+
+def events_name(name: str) -> str:
+    """The quarantine name of the events kept from the upload ``name``: ``NAME.events``, and
+    no second suffix when those events come round again."""
+    return name if name.endswith(EVENTS_SUFFIX) else name + EVENTS_SUFFIX
 
 
 def station_of(name: str) -> str:

@@ -11,6 +11,7 @@ unpickling; nothing from an unauthenticated request is unpickled.
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import logging
 import re
 import sqlite3
@@ -22,7 +23,7 @@ from typing import Any
 import attrs
 
 from hisparc_datastore.codec.decoding import DecodeError, Upload, parse_event_list
-from hisparc_datastore.config import Settings
+from hisparc_datastore.config import ConfigError, Settings
 from hisparc_datastore.ops.http import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from hisparc_datastore.queue.folders import DB_NAME
 from hisparc_datastore.receiver.claims import DUPLICATE, IN_FLIGHT, NEW, Dedup
@@ -128,6 +129,43 @@ def unquote_plus(text: bytes) -> bytes:
     return bytes(out)
 
 
+def parse_trusted_proxies(settings: Settings) -> frozenset[str]:
+    """``[Receiver] trusted_proxies`` as normalised addresses; a bad one is a ConfigError."""
+    addresses = set()
+    for word in (settings.trusted_proxies or "").replace(",", " ").split():
+        try:
+            addresses.add(str(ipaddress.ip_address(word)))
+        except ValueError:
+            raise ConfigError(f"{settings.source}: [Receiver] trusted_proxies: {word!r} is not an "
+                              "IP address") from None
+    return frozenset(addresses)
+
+
+def client_address(environ: dict, trusted: frozenset[str]) -> str:
+    """The peer's address or, when the peer is a trusted proxy, the last address in
+    ``X-Forwarded-For`` that is not one of the trusted proxies: the one the proxy saw.
+    Addresses further left were written by the client and could be anything."""
+    peer = environ.get("REMOTE_ADDR", "?")
+    if not trusted or _normal(peer) not in trusted:
+        return peer
+    address = peer
+    for hop in reversed(environ.get("HTTP_X_FORWARDED_FOR", "").split(",")):
+        hop = _normal(hop.strip())
+        if not hop:
+            break
+        address = hop
+        if hop not in trusted:
+            break
+    return address
+
+
+def _normal(address: str) -> str:
+    try:
+        return str(ipaddress.ip_address(address))
+    except ValueError:
+        return ""
+
+
 class ReceiverApp:
     """The receiver as a WSGI callable; one instance serves all threads."""
 
@@ -140,9 +178,13 @@ class ReceiverApp:
         self.dedup = dedup
         self.metrics = metrics or Metrics()
         self.guard = guard or PasswordGuard()
+        self.trusted_proxies = parse_trusted_proxies(settings)
 
     def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
-        to_metrics = environ.get("PATH_INFO", "").rstrip("/").endswith("/metrics")
+        # Everything below (the log, the password guard) sees the station's own address.
+        environ["REMOTE_ADDR"] = client_address(environ, self.trusted_proxies)
+        # Exactly /metrics, as the proxy's `location = /metrics` admits it (/foo/metrics got past).
+        to_metrics = environ.get("PATH_INFO", "") == "/metrics"
         if to_metrics and environ.get("REQUEST_METHOD") in ("GET", "HEAD"):
             return self._respond(start_response, self.metrics.render(), METRICS_CONTENT_TYPE)
         started = time.perf_counter()

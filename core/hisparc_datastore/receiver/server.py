@@ -19,6 +19,7 @@ import resource
 import signal
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from waitress.adjustments import Adjustments
@@ -30,6 +31,7 @@ from waitress.utilities import RequestEntityTooLarge
 from hisparc_datastore.config import ConfigError, load_settings
 from hisparc_datastore.ops.http import parse_bind
 from hisparc_datastore.ops.logsetup import configure_logging
+from hisparc_datastore.ops.logsetup import reopen as reopen_logs
 from hisparc_datastore.receiver.app import RC_INVALID_POST, ReceiverApp, build_app
 
 log = logging.getLogger(__name__)
@@ -171,6 +173,9 @@ def make_server(app: ReceiverApp, host: str = "127.0.0.1", port: int = 0,
         "channel_timeout": CHANNEL_TIMEOUT,
         "connection_limit": connection_limit(settings.max_connections),
         "cleanup_interval": 1,  # look for requests past their deadline every second
+        # waitress would drop X-Forwarded-For (it trusts one proxy address at most); the app
+        # reads it only from the peers in [Receiver] trusted_proxies (app.client_address).
+        "clear_untrusted_proxy_headers": not app.trusted_proxies,
         **adjustments,
     }
     adj = Adjustments(**options)
@@ -200,7 +205,8 @@ def connection_limit(wanted: int) -> int:
     return max(min(wanted, soft - _SPARE_FILES), 2)
 
 
-def run_until(server: Any, stop: threading.Event, drain_seconds: float = DRAIN_SECONDS) -> None:
+def run_until(server: Any, stop: threading.Event, drain_seconds: float = DRAIN_SECONDS,
+              between: Callable[[], None] | None = None) -> None:
     """Serve until ``stop`` is set, then finish the requests in progress and close everything.
 
     waitress's own ``run()`` can only be left by an exception in its loop;
@@ -210,6 +216,8 @@ def run_until(server: Any, stop: threading.Event, drain_seconds: float = DRAIN_S
     try:
         while not stop.is_set():
             server.asyncore.loop(timeout=1.0, map=server._map, use_poll=True, count=1)
+            if between is not None:
+                between()
     finally:
         _shut_down(server, drain_seconds)
 
@@ -287,11 +295,12 @@ class ServerThread:
 
 
 def serve(config_path: str | os.PathLike, bind: str = "127.0.0.1:8080",
-          threads: int = DEFAULT_THREADS) -> int:
-    """Receive uploads until SIGTERM or SIGINT; returns the exit status (0)."""
+          threads: int = DEFAULT_THREADS, also_stderr: bool = True) -> int:
+    """Receive uploads until SIGTERM or SIGINT; returns the exit status (0). SIGHUP reopens
+    the log (after logrotate) and re-reads the station list."""
     settings = load_settings(config_path)
     host, port = parse_bind(bind)
-    configure_logging(settings, also_stderr=True)
+    configure_logging(settings, also_stderr=also_stderr)
     try:
         app = build_app(settings)
     except FileNotFoundError as exc:
@@ -315,14 +324,28 @@ def serve(config_path: str | os.PathLike, bind: str = "127.0.0.1:8080",
             stop.set()
             _wake(server)
 
+    hangups: list[int] = []
+
+    def on_hangup(signum: int, frame: object) -> None:
+        hangups.append(signum)  # acted on in the serving loop, between two of its turns
+        _wake(server)
+
+    def between() -> None:
+        if hangups:
+            hangups.clear()
+            reopen_logs()
+            log.info("SIGHUP: log reopened, station list re-read")
+            app.stations.reload()
+
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+    previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, on_hangup)
     log.info("receiving uploads on http://%s:%s/ with %d threads; %d station(s); queue in %s",
              server.effective_host, server.effective_port, threads, len(app.stations), settings.data_dir)
     sweeper = threading.Thread(target=_recover_now_and_then, args=(app, stop), name="recover",
                                daemon=True)
     sweeper.start()
     try:
-        run_until(server, stop)
+        run_until(server, stop, between=between)
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)

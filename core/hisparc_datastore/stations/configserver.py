@@ -7,8 +7,8 @@ file names port 8002, the deployed daemon served ``/RPC2``). The answer is
 whose message says why, which publicdb raises after its own change is saved,
 so the operator sees it there and in our log.
 
-One request at a time (the standard library's server is single-threaded):
-two pushes never write the list at once.
+A thread per connection, each with a time-out, so one idle client blocks nobody;
+a lock keeps two pushes from writing the list at once.
 """
 
 from __future__ import annotations
@@ -16,12 +16,15 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import socketserver
 import threading
 import xmlrpc.client
+from typing import Any
 from xmlrpc.server import SimpleXMLRPCRequestHandler, SimpleXMLRPCServer
 
 from hisparc_datastore.config import ConfigError, Settings, load_settings
 from hisparc_datastore.ops.logsetup import configure_logging
+from hisparc_datastore.ops.logsetup import reopen as reopen_logs
 from hisparc_datastore.stations.sync import StationListRefused, reload_from_publicdb
 
 log = logging.getLogger(__name__)
@@ -31,11 +34,69 @@ RPC_PATH = "/RPC2"
 FAULT_REFUSED = 1  # the fault code publicdb sees when a list is refused
 
 
+# A call of reload_datastore() takes ~200 bytes; anything much larger is not publicdb's.
+MAX_REQUEST_BYTES = 64 * 1024
+# Seconds a client may stay silent (idle, or sending slowly) before its connection is closed.
+CLIENT_TIMEOUT = 30.0
+# Connections served at once; more wait in the listen backlog.
+MAX_CLIENTS = 16
+
+
 class _Handler(SimpleXMLRPCRequestHandler):
     rpc_paths = (RPC_PATH,)
+    timeout = CLIENT_TIMEOUT  # StreamRequestHandler applies it to every read of the socket
+
+    def do_POST(self) -> None:
+        try:
+            length = int(self.headers.get("Content-Length", ""))
+        except ValueError:
+            length = -1
+        if not 0 <= length <= MAX_REQUEST_BYTES:
+            # Refused from the header, before the body is read (a 400 MB POST cost 854 MB).
+            self.send_error(413 if length > 0 else 411,
+                            f"a request body of at most {MAX_REQUEST_BYTES} bytes with Content-Length")
+            self.close_connection = True
+            return
+        super().do_POST()
 
     def log_message(self, format: str, *args: object) -> None:
         log.info("%s %s", self.address_string(), format % args)
+
+
+class _Server(socketserver.ThreadingMixIn, SimpleXMLRPCServer):
+    """A thread per connection, at most MAX_CLIENTS at once: one idle or slow client holds
+    only its own thread (it held publicdb's call and SIGTERM for as long as it stayed)."""
+
+    daemon_threads = True
+    block_on_close = False  # stopping does not wait for a silent client
+
+    def __init__(self, *args: Any, max_clients: int = MAX_CLIENTS, **kwargs: Any) -> None:
+        self._slots = threading.BoundedSemaphore(max_clients)
+        self.hangups: list[int] = []
+        super().__init__(*args, **kwargs)
+
+    def service_actions(self) -> None:
+        # serve_forever's loop, between two polls: a SIGHUP's work is done here, not in the handler
+        if self.hangups:
+            self.hangups.clear()
+            reopen_logs()
+            log.info("SIGHUP: log reopened")
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._slots.acquire(blocking=False):  # full: never block the accepting loop
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
 
 
 class ConfigService:
@@ -43,31 +104,35 @@ class ConfigService:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        self._one_at_a_time = threading.Lock()  # two pushes never write the list at once
 
     def reload_datastore(self) -> bool:
-        try:
-            reload_from_publicdb(self.settings)
-        except (StationListRefused, ConfigError) as exc:
-            raise xmlrpc.client.Fault(FAULT_REFUSED, f"station list not replaced: {exc}") from None
+        with self._one_at_a_time:
+            try:
+                reload_from_publicdb(self.settings)
+            except (StationListRefused, ConfigError) as exc:
+                raise xmlrpc.client.Fault(FAULT_REFUSED, f"station list not replaced: {exc}") from None
         return True
 
 
-def make_config_server(settings: Settings, host: str = "127.0.0.1", port: int = 0) -> SimpleXMLRPCServer:
+def make_config_server(settings: Settings, host: str = "127.0.0.1", port: int = 0, *,
+                       client_timeout: float = CLIENT_TIMEOUT) -> SimpleXMLRPCServer:
     """An XML-RPC server (not yet serving) offering ``reload_datastore`` at ``/RPC2``."""
-    server = SimpleXMLRPCServer((host, port), requestHandler=_Handler, logRequests=True,
-                                allow_none=False)
+    handler = type("Handler", (_Handler,), {"timeout": client_timeout})
+    server = _Server((host, port), requestHandler=handler, logRequests=True, allow_none=False)
     server.register_function(ConfigService(settings).reload_datastore, "reload_datastore")
     server.register_introspection_functions()
     return server
 
 
-def config_server_command(config: str | os.PathLike, bind: str = DEFAULT_BIND) -> int:
-    """Serve until SIGTERM or SIGINT; returns the exit status (0)."""
+def config_server_command(config: str | os.PathLike, bind: str = DEFAULT_BIND,
+                          also_stderr: bool = True) -> int:
+    """Serve until SIGTERM or SIGINT; returns the exit status (0). SIGHUP reopens the log."""
     from hisparc_datastore.ops.http import parse_bind
 
     settings = load_settings(config)
     host, port = parse_bind(bind)
-    configure_logging(settings, also_stderr=True)
+    configure_logging(settings, also_stderr=also_stderr)
     if not settings.station_list_url:
         raise ConfigError(f"{settings.source}: [General] station_list_url is not set: "
                           "reload_datastore() would have nothing to fetch")
@@ -82,6 +147,7 @@ def config_server_command(config: str | os.PathLike, bind: str = DEFAULT_BIND) -
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, on_signal)
+    signal.signal(signal.SIGHUP, lambda signum, frame: server.hangups.append(signum))
     host, port = server.server_address[:2]
     log.info("config server on http://%s:%s%s: reload_datastore() fetches %s into %s",
              host, port, RPC_PATH, settings.station_list_url, settings.station_list)

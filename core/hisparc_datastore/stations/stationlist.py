@@ -135,6 +135,13 @@ class StationList:
             self._missing_reported = False
             log.info("station list %s: %d station(s)", self.path, len(stations))
 
+    def reload(self) -> None:
+        """Re-read the file now, changed or not (SIGHUP): an edit within the same second
+        and of the same size leaves the signature alone."""
+        with self._lock:
+            self._signature = None
+        self.refresh()
+
     def get(self, number: int) -> Station | None:
         self.refresh()
         return self._stations.get(number)

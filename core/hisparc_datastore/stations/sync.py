@@ -10,9 +10,12 @@ receiver notices the replaced file by itself (``stations/stationlist.py``).
 
 from __future__ import annotations
 
+import http.client
 import logging
 import os
 import sys
+import threading
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -51,16 +54,31 @@ def check_station_list(text: str, source: str) -> int:
 
 
 def fetch_station_list(url: str, timeout: float = FETCH_TIMEOUT) -> str:
-    """The text at ``url``; an HTTP error, an HTML page or undecodable bytes are refused."""
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as reply:
-            content_type = reply.headers.get_content_type()
-            body = reply.read(MAX_BYTES + 1)
-    except urllib.error.HTTPError as exc:
-        raise StationListRefused(f"{url}: HTTP {exc.code} {exc.reason}") from None
-    except (urllib.error.URLError, OSError) as exc:
+    """The text at ``url``; an HTTP error, an HTML page or undecodable bytes are refused, and
+    so is an answer not complete within ``timeout`` seconds in all.
+
+    urllib's time-out bounds each read, so a server sending a byte now and then held the
+    fetch (and publicdb's call) for minutes. The fetch runs in a thread of its own and is
+    given up at the deadline however the server trickles; the thread stops reading at its
+    next byte.
+    """
+    deadline = time.monotonic() + timeout
+    outcome: list = []
+    worker = threading.Thread(target=_fetch, args=(url, timeout, deadline, outcome),
+                              name="fetch-stations", daemon=True)
+    worker.start()
+    worker.join(timeout)
+    if not outcome:
+        raise StationListRefused(f"{url}: not complete after {timeout:g} s, given up")
+    if isinstance(outcome[0], BaseException):
+        exc = outcome[0]
+        if isinstance(exc, urllib.error.HTTPError):
+            raise StationListRefused(f"{url}: HTTP {exc.code} {exc.reason}") from None
+        if isinstance(exc, StationListRefused):
+            raise exc
         reason = getattr(exc, "reason", None) or exc
         raise StationListRefused(f"{url}: cannot fetch: {reason}") from None
+    content_type, body = outcome[0]
     if len(body) > MAX_BYTES:
         raise StationListRefused(f"{url}: more than {MAX_BYTES} bytes, not a station list")
     if content_type == "text/html":
@@ -71,20 +89,40 @@ def fetch_station_list(url: str, timeout: float = FETCH_TIMEOUT) -> str:
         raise StationListRefused(f"{url}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
 
 
+def _fetch(url: str, timeout: float, deadline: float, outcome: list) -> None:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as reply:
+            content_type = reply.headers.get_content_type()
+            parts, size = [], 0
+            while size <= MAX_BYTES:
+                if time.monotonic() > deadline:
+                    raise StationListRefused(f"{url}: not complete after {timeout:g} s, given up")
+                chunk = reply.read1(65536)  # returns what one read gives: the deadline is seen
+                if not chunk:
+                    break
+                parts.append(chunk)
+                size += len(chunk)
+        outcome.append((content_type, b"".join(parts)))
+    except (OSError, http.client.HTTPException, StationListRefused) as exc:
+        outcome.append(exc if not isinstance(exc, http.client.HTTPException)
+                       else OSError(f"broken HTTP answer: {exc!r}"))
+
+
 def install_station_list(path: Path, text: str, source: str) -> Reloaded:
     """Check ``text`` and replace ``path`` with it atomically, keeping the old list as
     ``path.previous``; a refused text leaves both alone."""
     count = check_station_list(text, source)
     data = text.encode("utf-8") if text.endswith("\n") else (text + "\n").encode("utf-8")
     try:
-        current = path.read_bytes()
+        current, status = path.read_bytes(), path.stat()
     except FileNotFoundError:
-        current = None
+        current, status = None, None
     if current == data:
         return Reloaded(path, count, changed=False)  # leave the receiver's copy untouched
+    # Both keep the mode and owner the operator gave the list: it holds the passwords.
     if current is not None:
-        write_atomically(path.with_name(path.name + PREVIOUS_SUFFIX), current)
-    write_atomically(path, data)
+        write_atomically(path.with_name(path.name + PREVIOUS_SUFFIX), current, like=status)
+    write_atomically(path, data, like=status)
     return Reloaded(path, count, changed=True)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import stat
 from pathlib import Path
 
 
@@ -25,16 +26,23 @@ def _fsync(path: str | os.PathLike, flags: int) -> None:
         os.close(fd)
 
 
-def write_atomically(target: Path, data: bytes, tmp_dir: Path | None = None, fsync: bool = True) -> None:
+def write_atomically(target: Path, data: bytes, tmp_dir: Path | None = None, fsync: bool = True,
+                     like: os.stat_result | None = None) -> None:
     """Write ``data`` to a temporary file, fsync it, then rename it onto ``target``.
 
     ``tmp_dir`` must be on the same file system as ``target``; by default the
-    temporary file sits beside the target with a leading dot.
+    temporary file sits beside the target with a leading dot. ``like``: the new file
+    gets this mode and, as far as this user may give them, this owner and group
+    (the station list keeps the 0600 an operator set: it holds passwords); it is
+    private from its first byte.
     """
     tmp_dir = tmp_dir or target.parent
     tmp = tmp_dir / f".{target.name}.{os.getpid()}.tmp"
     try:
-        with open(tmp, "wb") as fh:
+        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
+        with open(os.open(tmp, flags, 0o600 if like is not None else 0o666), "wb") as fh:
+            if like is not None:
+                _take_owner_and_mode(fh.fileno(), like)
             fh.write(data)
             if fsync:
                 fh.flush()
@@ -45,6 +53,16 @@ def write_atomically(target: Path, data: bytes, tmp_dir: Path | None = None, fsy
         raise
     if fsync:
         fsync_dir(target.parent)
+
+
+def _take_owner_and_mode(fd: int, like: os.stat_result) -> None:
+    for uid, gid in ((like.st_uid, like.st_gid), (-1, like.st_gid)):
+        try:
+            os.fchown(fd, uid, gid)
+            break
+        except PermissionError:
+            continue  # not root: the group, if this user is in it; else this user's own
+    os.fchmod(fd, stat.S_IMODE(like.st_mode))
 
 
 def move(source: Path, target: Path, fsync: bool = True) -> None:

@@ -25,6 +25,8 @@ from hisparc_datastore.queue.folders import FOLDERS, folder_usage
 
 log = logging.getLogger(__name__)
 
+CLIENT_TIMEOUT = 10.0  # seconds a scrape may stay silent before its connection is closed
+
 
 def render(writer: Any, now: float | None = None) -> str:
     """The metrics of ``writer`` (a running :class:`~hisparc_datastore.writer.service.Writer`)."""
@@ -77,7 +79,8 @@ class MetricsServer:
 
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_GET(self) -> None:
-                if self.path.rstrip("/") not in ("/metrics", ""):
+                # Exactly /metrics: a proxy's `location = /metrics` then admits nothing else.
+                if self.path.split("?", 1)[0] != "/metrics":
                     self.send_error(404)
                     return
                 body = render(owner).encode()
@@ -90,7 +93,12 @@ class MetricsServer:
             def log_message(self, format: str, *args: object) -> None:
                 pass  # one line per scrape would drown the writer's log
 
-        self.server = http.server.HTTPServer((host, port), Handler)
+        # A thread per connection, each with a time-out: one idle or slow client must not
+        # hold up the scrapes (monitoring would report the writer down).
+        Handler.timeout = CLIENT_TIMEOUT
+        self.server = http.server.ThreadingHTTPServer((host, port), Handler)
+        self.server.daemon_threads = True
+        self.server.block_on_close = False
         self._thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.5},
                                         name="writer-metrics", daemon=True)
 

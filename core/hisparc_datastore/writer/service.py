@@ -11,17 +11,21 @@ from __future__ import annotations
 
 import collections
 import logging
+import os
 import signal
 import threading
+import time
 import traceback
 from collections.abc import Iterator
 from pathlib import Path
 
 import tables
 
+from hisparc_datastore import __version__
 from hisparc_datastore.config import Settings
+from hisparc_datastore.ops.logsetup import reopen as reopen_logs
 from hisparc_datastore.plugin.registry import Registry
-from hisparc_datastore.queue.folders import REASON_SUFFIX
+from hisparc_datastore.queue.folders import REASON_SUFFIX, events_name
 from hisparc_datastore.storage.errors import StorageError, describe, held_by_another
 from hisparc_datastore.storage.heldfiles import HeldFiles
 from hisparc_datastore.writer.batch import BatchStore, Interrupted, Tally, claimed_batches
@@ -56,6 +60,7 @@ class Writer:
         self.state = WriterState(settings.data_dir, fsync=settings.fsync)  # for `datastore status`
         self.held = HeldFiles()  # day files a reader holds open, and the uploads waiting for them
         self._stop = threading.Event()
+        self._hangups: list[int] = []
         self.batches = BatchStore(self.context, registry, self.tally, self.state, self._stop, self.held)
         self.recovery = Recovery(self.context, self.batches.screen, resilient)
         self.tidier = ArchiveTidier(settings, self.queue, self._stop)
@@ -66,9 +71,13 @@ class Writer:
         """Drain the queue; with ``once`` stop when it is empty, else on SIGTERM/SIGINT."""
         with WriterLock(self.settings.data_dir):
             previous = self._install_signal_handlers()
+            log.info("writer started: hisparc-datastore %s; plugins %s; data_dir %s; %d waiting in "
+                     "incoming/", __version__, ", ".join(sorted(set(self.registry.owners.values())))
+                     or "none", self.settings.data_dir, _count(self.queue.incoming))
             try:
                 self._drain(self.queue.claimed(), recover=True)
                 while not self._stop.is_set():
+                    self._reopen_log_if_asked()
                     if self.held.due():
                         free = self.held.released(self._still_held)
                         if free:
@@ -114,7 +123,18 @@ class Writer:
             log.info("received %s: finishing the batch in hand", signal.Signals(signum).name)
             self._stop.set()
 
-        return {signum: signal.signal(signum, handle) for signum in (signal.SIGTERM, signal.SIGINT)}
+        def hangup(signum, frame):
+            self._hangups.append(signum)  # the log is reopened between batches
+
+        previous = {signum: signal.signal(signum, handle) for signum in (signal.SIGTERM, signal.SIGINT)}
+        previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, hangup)
+        return previous
+
+    def _reopen_log_if_asked(self) -> None:
+        if self._hangups:
+            self._hangups.clear()
+            reopen_logs()
+            log.info("SIGHUP: log reopened")
 
     def _drain(self, names: list[str], recover: bool = False, more: bool = False) -> None:
         """Store ``names`` in batches; with ``more``, go on with what arrives meanwhile.
@@ -160,7 +180,7 @@ class Writer:
                         self.recovery.recover(suspect=failures >= 2)  # undo what a failed attempt left
                         recover = False
                     if batch:
-                        self.batches.store(batch, prepared)
+                        self._store_and_log(batch, prepared)
                     return True
                 except (StorageError, OSError, tables.HDF5ExtError) as exc:
                     if not self.resilient:
@@ -199,6 +219,13 @@ class Writer:
         finally:
             self.recovery.suspects.clear()
 
+    def _store_and_log(self, batch: list[str], prepared: list | None) -> None:
+        uploads, events, started = self.tally.uploads, self.tally.events, time.monotonic()
+        self.batches.store(batch, prepared)
+        log.info("batch stored: %d uploads, %d events in %.2f s; %d left in incoming/",
+                 self.tally.uploads - uploads, self.tally.events - events,
+                 time.monotonic() - started, _count(self.queue.incoming))
+
     def _isolate(self, batch: list[str], error: str) -> None:
         """A batch failed in a way no storage error explains: something in an upload that no
         check foresaw. Undo the attempt and store the uploads one at a time; the one that
@@ -215,7 +242,7 @@ class Writer:
         if not (self.queue.partial / name).exists():
             return  # the attempt got as far as storing it
         # The whole file goes to quarantine: a copy of its rejected events would be a second copy.
-        stale = self.queue.quarantine / f"{name}.events"
+        stale = self.queue.quarantine / events_name(name)
         stale.unlink(missing_ok=True)
         stale.with_name(stale.name + REASON_SUFFIX).unlink(missing_ok=True)
         reason = f"{name}: cannot be stored, unexpected error:\n{error[-MAX_REASON:]}"
@@ -234,3 +261,12 @@ class Writer:
             log.warning("%d uploads wait for day files held by another process or not writable; "
                         "they stay claimed in %s and the next run stores them", len(names),
                         self.queue.partial)
+
+
+def _count(folder: Path) -> int:
+    """Queue files in ``folder`` (a dot file is one being written)."""
+    try:
+        with os.scandir(folder) as entries:
+            return sum(1 for entry in entries if not entry.name.startswith("."))
+    except OSError:
+        return 0
