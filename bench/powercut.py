@@ -112,8 +112,12 @@ def _stderr(trace: Path) -> str:
 
 
 def _traced_child(tracer: subprocess.Popen, program: str, timeout: float = 60.0) -> int:
-    """The pid of the command strace runs: its child whose command line names ``program``
-    (strace forks short-lived children of its own at start-up to probe the kernel)."""
+    """The pid of the command strace runs: its child whose command line names ``program``.
+
+    strace forks short-lived children of its own at start-up to probe the kernel, and the
+    command's child is strace until it execs: both carry strace's command line, which names
+    ``program`` too. Taking one of them (more likely on a busy machine, where they live longer)
+    sent the stop signal to a process that was gone, and the receiver never stopped."""
     deadline = time.monotonic() + timeout
     path = Path(f"/proc/{tracer.pid}/task/{tracer.pid}/children")
     while time.monotonic() < deadline:
@@ -122,6 +126,8 @@ def _traced_child(tracer: subprocess.Popen, program: str, timeout: float = 60.0)
                 command = Path(f"/proc/{child}/cmdline").read_bytes().split(b"\0")
             except OSError:
                 continue
+            if Path(os.fsdecode(command[0])).name == "strace":
+                continue  # not exec'd yet, or one of strace's own probes
             if any(part.endswith(program.encode()) for part in command):
                 return int(child)
         time.sleep(0.05)
