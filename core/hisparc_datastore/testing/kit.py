@@ -326,7 +326,7 @@ def _match(event_type: EventType, events: list, rows: np.ndarray, blobs: list, w
         for i, expected in enumerate(wanted):
             row = rows[offset + i]
             if row["event_id"] != offset + i + 1:
-                problems.append(f"{where}: row {offset + i} has event_id {row['event_id']}")
+                problems.append(f"{where}: row {offset + i} has event_id {int(row['event_id'])}")
             for name, value in expected.items():
                 dtype = rows.dtype[name]
                 if dtype.shape and isinstance(value, list):
@@ -347,4 +347,4 @@ def _describe(where: str, i: int, column: str, found: object, wanted: object, bl
         index = int(found)
         got = blobs[index] if 0 <= index < len(blobs) else f"blob index {index}"
         return f"{where}, event {i}: {column} holds {got!r}, expected the blob {wanted[1]!r}"
-    return f"{where}, event {i}: {column} is {found!r}, expected {wanted!r}"
+    return f"{where}, event {i}: {column} is {np.asarray(found).tolist()!r}, expected {wanted!r}"
