@@ -120,8 +120,11 @@ def test_the_fixtures_are_opt_in():
     assert not [value for value in registered if value.startswith("hisparc_datastore")]
 
 
-def test_a_station_in_two_clusters_is_read_where_the_receiver_put_it(gauges):
+def test_a_station_listed_while_the_receiver_runs_is_read_where_it_put_it(gauges):
+    assert gauges.post(501, [gauge(level=1.0)]) == "100"
     assert gauges.post(7001, [gauge()], cluster="Groningen") == "100"
     gauges.store()
     assert gauges.read_station(7001, MOMENT.date())["blobs"] == [b"fine"]
     assert np.asarray(gauges.read("gauge", 7001)["level"]).tolist() == [2.5]
+    assert np.asarray(gauges.read("gauge", 501)["level"]).tolist() == [1.0]
+    assert (gauges.data_dir / "2026/3/2026_3_1.h5").exists()
