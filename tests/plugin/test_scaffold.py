@@ -5,6 +5,7 @@ tests/plugin/test_new_plugin.py)."""
 import datetime
 import importlib.util
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -75,3 +76,29 @@ def test_an_existing_folder_or_a_claimed_code_is_refused(tmp_path, monkeypatch, 
     assert main(["new-plugin", "muon", "--directory", "elsewhere"]) == 0
     assert (tmp_path / "elsewhere/datastore_muon/__init__.py").is_file()
     assert "wrote hisparc-datastore-muon into elsewhere/" in capsys.readouterr().out
+
+
+GUIDE = Path(__file__).resolve().parents[2] / "docs/plugin-guide.md"
+
+
+def test_the_guides_edit_adds_a_column_the_writer_fills(tmp_path, datastore, monkeypatch):
+    guide = " ".join(GUIDE.read_text(encoding="utf-8").split())
+    column_line, code_entry = "pressure = tables.Float32Col(dflt=-1, pos=8)", '"MUO_PRESSURE": "pressure"'
+    assert f"(`{column_line}`)" in guide and f"(`{code_entry}`)" in guide
+    write_plugin(tmp_path / "muon", plugin_names("muon"))
+    path = tmp_path / "muon/datastore_muon/__init__.py"
+    source = path.read_text()
+    source = source.replace("    message = tables.Int32Col(dflt=-1, pos=7)\n",
+                            f"    message = tables.Int32Col(dflt=-1, pos=7)\n    {column_line}\n", 1)
+    source = source.replace('        "MUO_MESSAGE": "message",\n',
+                            f'        "MUO_MESSAGE": "message",\n        {code_entry},\n', 1)
+    path.write_text(source)
+    spec = importlib.util.spec_from_file_location("datastore_muon", path)
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "datastore_muon", module)
+    spec.loader.exec_module(module)
+    datastore.register(module)
+    sent = [event("MUO", datetime.datetime(2026, 3, 1, 12), {"MUO_PRESSURE": 1013.25, "MUO_COUNT": 4})]
+    datastore.store(sent)
+    datastore.assert_stored(sent)
+    assert datastore.read("muon", 501)["pressure"].tolist() == [1013.25]
