@@ -56,7 +56,6 @@ from hypothesis import strategies as st
 from hisparc_datastore.plugin.registry import load_registry
 from hisparc_datastore.queue.folders import REASON_SUFFIX
 from hisparc_datastore.testing.helpers import sample_values
-from hisparc_datastore.testing.pytest_plugin import _shared
 from hisparc_datastore.testing.serveprocess import ServeProcess, free_port
 
 DATASTORE = Path(sys.executable).with_name("datastore")
@@ -512,8 +511,8 @@ REGISTRY_TYPES = ("CIC", "ERR", "CFG", "CMP", "SIN", "SAT", "WTR", "WER", "WCG",
 
 
 @pytest.fixture(scope="module")
-def oracle(request, tmp_path_factory):
-    reference = _shared(request.config) / "reference"
+def oracle(shared, tmp_path_factory):
+    reference = shared / "reference"
     if not (reference / "deployed-receiver").is_dir():
         pytest.fail(f"the deployed datastore is not at {reference} (set HISPARC_SHARED)")
     oracle = Oracle(tmp_path_factory.mktemp("oracle"), reference)

@@ -6,28 +6,11 @@ configured to find them (PyPI or a local mirror).
 """
 
 import subprocess
-import sys
 import venv
 from pathlib import Path
 
-import pytest
-
 ROOT = Path(__file__).resolve().parents[1]
 PLUGINS = ("hisparc", "weather", "lightning")
-
-
-@pytest.fixture(scope="module")
-def wheels(tmp_path_factory) -> Path:
-    dist = tmp_path_factory.mktemp("dist")
-    build = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--verbose", "--no-deps", "--no-build-isolation",
-         "--wheel-dir", str(dist), str(ROOT), *(str(ROOT / "plugins" / p) for p in PLUGINS)],
-        capture_output=True, text=True, timeout=600)
-    assert build.returncode == 0, build.stdout + build.stderr
-    output = build.stdout + build.stderr
-    # project.license as a table was deprecated by setuptools 77
-    assert "BuildBackendWarning" not in output and "deprecated" not in output.lower(), output
-    return dist
 
 
 def test_make_dist_builds_the_core_and_every_plugin(wheels):

@@ -95,7 +95,7 @@ def test_every_module_imports_alone():
         "        del sys.modules[loaded]\n"
         "    importlib.import_module(name)\n"
     )
-    names = [name for name in modules() if not name.endswith("pytest_plugin")]
+    names = modules()
     subprocess.run([sys.executable, "-c", script, *names], check=True, timeout=600)
 
 
@@ -119,7 +119,8 @@ def wrong_way(edges: dict[str, set[str]]) -> list[tuple[str, str]]:
         for other in imported:
             here, there = layer(module), layer(other)
             reaches_up = here in LOW and there in (*SERVICES, "ops", "sim")
-            uses_sim = there == "sim" and here != "sim" and module != COMMAND_LINE
+            # the testing kit posts as a station does, as the simulator's client
+            uses_sim = there == "sim" and here not in ("sim", "testing") and module != COMMAND_LINE
             uses_view = other in VIEWS and here != "ops" and module != COMMAND_LINE
             if reaches_up or uses_sim or uses_view:
                 found.append((module, other))

@@ -162,6 +162,13 @@ def cmd_summary(args: argparse.Namespace) -> int:
     return summary_command(args.data_dir)
 
 
+def cmd_new_plugin(args: argparse.Namespace) -> int:
+    from hisparc_datastore.plugin.scaffold import new_plugin_command
+
+    return new_plugin_command(args.name, code=args.code, distribution=args.distribution,
+                              title=args.title, directory=args.directory)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="datastore", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -237,6 +244,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("summary", help="print what the day files hold per station and table")
     p.add_argument("data_dir")
     p.set_defaults(func=cmd_summary)
+
+    p = sub.add_parser("new-plugin", help="write a new detector plugin, ready to install and test")
+    p.add_argument("name", help="lower case: the table, the module datastore_NAME and the folder")
+    p.add_argument("--code", help="the upload code its stations send (default: NAME's first three "
+                                  "letters in upper case)")
+    p.add_argument("--distribution", help="the project name (default: hisparc-datastore-NAME)")
+    p.add_argument("--title", help="the table's title (default: 'Name detector events')")
+    p.add_argument("--directory", help="the new folder to write (default: ./NAME)")
+    p.set_defaults(func=cmd_new_plugin)
     return parser
 
 

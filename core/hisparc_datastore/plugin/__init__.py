@@ -7,12 +7,21 @@ registry that finds the installed plugins (entry-point group ``hisparc_datastore
 ``stationevent``  ``station_event``: an event dict as the station software builds it
 """
 
-from hisparc_datastore.plugin.eventtype import EventType, base64_blob, text_blob
+from hisparc_datastore.plugin.eventtype import (
+    BOOLEAN,
+    EventType,
+    OneOf,
+    Range,
+    base64_blob,
+    boolean_checks,
+    text_blob,
+)
 from hisparc_datastore.plugin.hookspecs import SimulatedStation, hookimpl, hookspec
 from hisparc_datastore.plugin.registry import PluginConflict, Registry, get_plugin_manager, load_registry
 from hisparc_datastore.plugin.stationevent import station_event
 
 __all__ = [
-    "EventType", "PluginConflict", "Registry", "SimulatedStation", "base64_blob",
+    "BOOLEAN", "EventType", "OneOf", "PluginConflict", "Range", "Registry", "SimulatedStation",
+    "base64_blob", "boolean_checks",
     "get_plugin_manager", "hookimpl", "hookspec", "load_registry", "station_event", "text_blob",
 ]

@@ -15,7 +15,7 @@ import tables
 #: Turns the value a station sent for a blob code into the bytes stored in ``blobs``.
 BlobDecoder = Callable[[Any], bytes]
 
-_UPLOAD_CODE = re.compile(r"^[A-Z][A-Z0-9]{2}$")
+UPLOAD_CODE = re.compile(r"^[A-Z][A-Z0-9]{2}$")
 _TRAILING_DIGITS = re.compile(r"(\d+)$")
 
 
@@ -41,6 +41,58 @@ def text_blob(value: Any) -> bytes:
     raise TypeError(f"expected text, got {type(value).__name__}")
 
 
+#: A value check: why the value a station sent for a column is refused, or None.
+ValueCheck = Callable[[Any], "str | None"]
+
+
+@attrs.frozen
+class Range:
+    """A value from ``low`` to ``high``, both included (None: no bound). Not a number (NaN)
+    is refused unless both are None."""
+
+    low: float | None = None
+    high: float | None = None
+
+    def __call__(self, value: Any) -> str | None:
+        try:
+            inside = (self.low is None or value >= self.low) and (self.high is None or value <= self.high)
+        except TypeError:
+            inside = False
+        return None if inside else f"is outside {self}"
+
+    def __str__(self) -> str:
+        low = "" if self.low is None else f"{self.low:g}"
+        high = "" if self.high is None else f"{self.high:g}"
+        return f"{low}..{high}"
+
+
+@attrs.frozen
+class OneOf:
+    """One of ``values`` (compared as numbers: ``True == 1``, ``1.0 == 1``)."""
+
+    values: frozenset = attrs.field(converter=frozenset)
+
+    def __call__(self, value: Any) -> str | None:
+        try:
+            known = value in self.values
+        except TypeError:  # unhashable
+            known = False
+        return None if known else f"is not one of {self}"
+
+    def __str__(self) -> str:
+        return "{" + ", ".join(sorted(map(repr, self.values))) + "}"
+
+
+#: The check of a flag: False or True (0 or 1). numpy would store any number at all as True.
+BOOLEAN = OneOf({False, True})
+
+
+def boolean_checks(description: type[tables.IsDescription]) -> dict[str, OneOf]:
+    """:data:`BOOLEAN` for every boolean column of ``description``."""
+    return {name: BOOLEAN for name, column in description.columns.items()
+            if isinstance(column, tables.BoolCol)}
+
+
 def _frozen_mapping(value: Mapping) -> Mapping:
     return MappingProxyType(dict(value))
 
@@ -55,7 +107,7 @@ class ColumnSlot:
 
 
 def _check_upload_code(instance: EventType, attribute: attrs.Attribute, value: str) -> None:
-    if not _UPLOAD_CODE.match(value):
+    if not UPLOAD_CODE.match(value):
         raise ValueError(f"upload code {value!r} is not three upper-case characters")
 
 
@@ -67,7 +119,9 @@ class EventType:
     that ends in a digit N and names an array column fills element N-1.
     ``blobs`` maps the codes whose value is stored as a row of the station's
     ``blobs`` array (the column then holds that row's index) to the function
-    that turns the value into bytes.
+    that turns the value into bytes. ``checks`` maps a column to a value check
+    (:class:`Range`, :class:`OneOf` or any function of the value sent that returns
+    why it is refused, or None): an event with a value it refuses is quarantined.
     """
 
     upload_code: str = attrs.field(validator=_check_upload_code)
@@ -77,6 +131,7 @@ class EventType:
     columns: Mapping[str, str] = attrs.field(converter=_frozen_mapping)
     blobs: Mapping[str, BlobDecoder] = attrs.field(converter=_frozen_mapping, factory=dict)
     extended_time: bool = False
+    checks: Mapping[str, ValueCheck] = attrs.field(converter=_frozen_mapping, factory=dict)
     slots: Mapping[str, ColumnSlot] = attrs.field(init=False, eq=False, repr=False)
     dtype: np.dtype = attrs.field(init=False, eq=False, repr=False)
 
@@ -117,4 +172,11 @@ class EventType:
             if blob is not None and fields[column][0].base.kind not in "iu":
                 raise ValueError(f"{where}: blob code {code} needs an integer column")
             slots[code] = ColumnSlot(column, index, blob)
+        filled = {slot.column for slot in slots.values()}
+        for column, check in self.checks.items():
+            if column not in filled:
+                raise ValueError(f"{where}: a check names column {column!r}, which no data code fills")
+            if not callable(check):
+                raise ValueError(f"{where}: the check of column {column!r} is a "
+                                 f"{type(check).__name__}, not a function of the value")
         return slots

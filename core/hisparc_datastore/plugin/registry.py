@@ -39,11 +39,14 @@ class Registry:
         return len(self.by_code)
 
 
-def get_plugin_manager(extra_plugins: Iterable[object] = ()) -> pluggy.PluginManager:
-    """Build the plugin manager: hook specs, entry-point plugins, then ``extra_plugins``."""
+def get_plugin_manager(extra_plugins: Iterable[object] = (), *,
+                       load_installed: bool = True) -> pluggy.PluginManager:
+    """Build the plugin manager: hook specs, entry-point plugins (unless not
+    ``load_installed``: a test of one plugin alone), then ``extra_plugins``."""
     pm = pluggy.PluginManager(ENTRY_POINT_GROUP)
     pm.add_hookspecs(hookspecs)
-    pm.load_setuptools_entrypoints(ENTRY_POINT_GROUP)
+    if load_installed:
+        pm.load_setuptools_entrypoints(ENTRY_POINT_GROUP)
     for plugin in (*DEFAULT_PLUGINS, *extra_plugins):
         pm.register(plugin)
     return pm

@@ -171,7 +171,7 @@ def _prepare(name: str, upload: Upload, screen: Screen) -> PreparedUpload:
             rows = by_day[moment.date()] = StationRows()
         event_type = screen.registry.get(header["eventtype_uploadcode"])
         try:
-            reason = rows.add(event_type, event, moment)
+            reason = rows.add(event_type, event, moment, screen.registry.owners.get(event_type.upload_code))
         except Exception as exc:  # noqa: BLE001 - one odd event must not stop the writer
             # add() changes nothing before it succeeds, so the event is simply left out.
             reason = f"{event_type.upload_code} event cannot be stored: {describe(exc)}"

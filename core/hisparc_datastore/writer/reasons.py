@@ -19,6 +19,7 @@ _PATTERNS = (
     ("bad_nanoseconds", r"header nanoseconds "),
     ("bad_datalist", r"datalist is \w+, not a list"),
     ("bad_data_item", r"data item .* lacks data_uploadcode or data"),
+    ("failed_check", r"value check of "),
     ("bad_blob", r"blob .* cannot be decoded: "),
     ("not_a_number", r".* value .* is a \w+, not a number"),
     ("value_does_not_fit", r".* value does not fit its column: "),

@@ -36,6 +36,7 @@ class RowPlan:
     positions: dict  # data code -> flat position
     blob_decoders: dict  # data code -> decoder, for blob codes only
     blob_positions: tuple  # flat positions that hold blob indices
+    checks: dict  # data code -> (column, value check), for the codes of checked columns only
     timestamp: int
     nanoseconds: int | None
     ext_timestamp: int | None
@@ -80,6 +81,8 @@ def row_plan(event_type: EventType) -> RowPlan:
         positions=positions,
         blob_decoders=blob_decoders,
         blob_positions=tuple(sorted({positions[code] for code in blob_decoders})),
+        checks={code: (slot.column, event_type.checks[slot.column])
+                for code, slot in event_type.slots.items() if slot.column in event_type.checks},
         timestamp=start["timestamp"],
         nanoseconds=start["nanoseconds"] if event_type.extended_time else None,
         ext_timestamp=start["ext_timestamp"] if event_type.extended_time else None,
@@ -115,8 +118,10 @@ class StationRows:
     def __len__(self) -> int:
         return sum(len(rows) for rows in self._rows.values())
 
-    def add(self, event_type: EventType, event: dict, moment: datetime.datetime) -> str | None:
-        """Add one event; return the reason it cannot be stored, or None."""
+    def add(self, event_type: EventType, event: dict, moment: datetime.datetime,
+            owner: str | None = None) -> str | None:
+        """Add one event; return the reason it cannot be stored, or None. ``owner``: the
+        plugin that declares ``event_type``, named in the reason when a value check fails."""
         plan = row_plan(event_type)
         row = plan.defaults.copy()
         timestamp = unix_timestamp(moment)
@@ -133,6 +138,7 @@ class StationRows:
         if not isinstance(datalist, list):
             return f"datalist is {type(datalist).__name__}, not a list"
         positions = plan.positions
+        checks = plan.checks
         new_blobs = []
         for item in datalist:
             try:
@@ -144,6 +150,12 @@ class StationRows:
             if position is None:
                 self.unknown_codes[(event_type.upload_code, code)] += 1
                 continue
+            if checks and code in checks:
+                column, check = checks[code]
+                problem = check(value)
+                if problem is not None:
+                    return (f"value check of {owner or event_type.upload_code}: {event_type.upload_code} "
+                            f"column {column!r} value {brief(value)} (data code {code}) {clip(str(problem))}")
             decoder = plan.blob_decoders.get(code)
             if decoder is not None:
                 try:

@@ -1,6 +1,6 @@
 """hisparc-datastore plugin for HiSPARC scintillator stations: CIC ERR CFG CMP SIN SAT."""
 
-from hisparc_datastore import EventType, base64_blob, hookimpl, text_blob
+from hisparc_datastore import EventType, base64_blob, boolean_checks, hookimpl, text_blob
 
 from . import descriptions as d
 from .simulate import simulate_station
@@ -15,6 +15,8 @@ EVENTS = EventType(
     table_name="events",
     table_title="HiSPARC event data",
     description=d.HisparcEvent,
+    # a flag is 0 or 1: numpy would store any other number as True
+    checks=boolean_checks(d.HisparcEvent),
     columns={
         "RED": "data_reduction",
         "EVENTRATE": "event_rate",
@@ -80,6 +82,7 @@ CONFIG = EventType(
     table_name="config",
     table_title="HiSPARC configuration messages",
     description=d.HisparcConfiguration,
+    checks=boolean_checks(d.HisparcConfiguration),
     columns=CONFIG_COLUMNS,
     blobs={code: text_blob for code in
            ("CFG_MAS_VERSION", "CFG_SLV_VERSION", "CFG_PASSWORD", "CFG_BUFFER")},

@@ -4,35 +4,31 @@ and sapphire, the downstream reader, processes what we write."""
 import base64
 import calendar
 import datetime
-import shutil
 import zlib
 
 import numpy as np
 import pytest
 import tables
 
-from hisparc_datastore.decoding import Upload, parse_event_list
-from hisparc_datastore.plugins import load_registry
-from hisparc_datastore.testing import read_station, settings_for, store
-from hisparc_datastore.writer import Writer
+from hisparc_datastore.testing import queue_file_events, upload_events
 
 DAY = datetime.date(2017, 2, 26)
+# the test data is from 2017
+pytestmark = pytest.mark.datastore(minimum_year=2016)
 
 
-def store_queue_file(tmp_path, path):
+def store_queue_file(datastore, path):
     # the queue file goes in as the receiver wrote it, byte for byte
-    incoming = tmp_path / "incoming"
-    incoming.mkdir()
-    shutil.copyfile(path, incoming / path.name)
-    tally = Writer(settings_for(tmp_path, minimum_year=2016), load_registry()).run(once=True)
+    datastore.queue_file(path)
+    tally = datastore.store()
     assert tally.events == 1 and tally.quarantined_files == 0
-    return read_station(tmp_path, DAY, "Amsterdam", 99)
+    return datastore.read_station(99, DAY)
 
 
 @pytest.mark.parametrize("python", ["py2", "py3"])
-def test_coincidence_queue_file(tmp_path, testdata, python):
+def test_coincidence_queue_file(datastore, testdata, python):
     path = testdata / "queue" / f"writer_{python}_CIC"
-    nodes = store_queue_file(tmp_path, path)
+    nodes = store_queue_file(datastore, path)
     row = nodes["events"][0]
     assert row["timestamp"] == 1488093964
     assert row["nanoseconds"] == 130245552
@@ -40,21 +36,15 @@ def test_coincidence_queue_file(tmp_path, testdata, python):
     assert list(row["pulseheights"]) == [625, 972, 923, 724]
     assert list(row["traces"]) == [0, 1, 2, 3]
     assert len(nodes["blobs"]) == 4
-    tr1 = next(d["data"] for d in _events_of_queue_file(path)[0]["datalist"]
+    tr1 = next(d["data"] for d in queue_file_events(path)[0]["datalist"]
                if d["data_uploadcode"] == "TR1")
     assert tr1.startswith("eJxtkFkOAyEMQy/kD7KH+1+sBmZppU")
     assert nodes["blobs"][0] == base64.decodebytes(tr1.encode())
 
 
-def _events_of_queue_file(path):
-    from hisparc_datastore.decoding import parse_queue_file
-
-    return parse_queue_file(path.read_bytes()).event_list
-
-
 @pytest.mark.parametrize("python", ["py2", "py3"])
-def test_singles_queue_file(tmp_path, testdata, python):
-    nodes = store_queue_file(tmp_path, testdata / "queue" / f"writer_{python}_SIN")
+def test_singles_queue_file(datastore, testdata, python):
+    nodes = store_queue_file(datastore, testdata / "queue" / f"writer_{python}_SIN")
     row = nodes["singles"][0]
     assert row["timestamp"] == 1488094031
     assert (row["mas_ch1_low"], row["mas_ch1_high"]) == (345, 98)
@@ -63,8 +53,8 @@ def test_singles_queue_file(tmp_path, testdata, python):
 
 
 @pytest.mark.parametrize("python", ["py2", "py3"])
-def test_configuration_queue_file(tmp_path, testdata, python):
-    nodes = store_queue_file(tmp_path, testdata / "queue" / f"writer_{python}_CFG")
+def test_configuration_queue_file(datastore, testdata, python):
+    nodes = store_queue_file(datastore, testdata / "queue" / f"writer_{python}_CFG")
     row = nodes["config"][0]
     assert row["timestamp"] == 1488125225
     assert row["mas_ch1_thres_high"] == 320
@@ -77,10 +67,11 @@ def test_configuration_queue_file(tmp_path, testdata, python):
 
 
 @pytest.mark.parametrize("name", ["py2event", "py3event"])
-def test_single_event_uploads_from_both_pythons(tmp_path, testdata, name):
-    events = parse_event_list((testdata / "uploads" / name).read_bytes())
-    store(tmp_path, [Upload(99, "Amsterdam", events)], minimum_year=2016)
-    nodes = read_station(tmp_path, datetime.date(2017, 2, 22), "Amsterdam", 99)
+def test_single_event_uploads_from_both_pythons(datastore, testdata, name):
+    events = upload_events(testdata / "uploads" / name)
+    datastore.store(events, station=99)
+    datastore.assert_stored(events, station=99)
+    nodes = datastore.read_station(99, datetime.date(2017, 2, 22))
     row = nodes["events"][0]
     assert row["timestamp"] == 1487769897  # 13:24:57.656, fraction dropped
     assert row["nanoseconds"] == 731509026
@@ -92,19 +83,22 @@ def test_single_event_uploads_from_both_pythons(tmp_path, testdata, name):
     assert [zlib.decompress(blob) for blob in nodes["blobs"]] == [b"0,1,2,3,4,5,6,7,8,9"] * 2
 
 
-def test_pysparc_configuration_without_date_keys(tmp_path, testdata):
-    events = parse_event_list((testdata / "uploads" / "py2_pysparc_config").read_bytes())
-    store(tmp_path, [Upload(99, "Amsterdam", events)], minimum_year=2016)
-    row = read_station(tmp_path, DAY, "Amsterdam", 99)["config"][0]
+def test_pysparc_configuration_without_date_keys(datastore, testdata):
+    events = upload_events(testdata / "uploads" / "py2_pysparc_config")
+    datastore.store(events, station=99)
+    datastore.assert_stored(events, station=99)
+    row = datastore.read("config", 99, DAY)[0]
     assert row["timestamp"] == 1488125225  # 16:07:05.667, fraction dropped
     assert (row["mas_ch1_thres_low"], row["mas_ch1_thres_high"]) == (250, 320)
     assert row["trig_high_signals"] == 1
 
 
-def test_hundred_event_batch(tmp_path, testdata):
-    events = parse_event_list((testdata / "uploads" / "py2_s510_100events").read_bytes())
-    store(tmp_path, [Upload(510, "Amsterdam", events)], minimum_year=2016)
-    nodes = read_station(tmp_path, DAY, "Amsterdam", 510)
+def test_hundred_event_batch(datastore, testdata):
+    events = upload_events(testdata / "uploads" / "py2_s510_100events")
+    assert datastore.post(510, events) == "100"
+    datastore.store()
+    datastore.assert_stored(events, station=510)
+    nodes = datastore.read_station(510, DAY)
     assert len(nodes["events"]) == 36
     assert len(nodes["singles"]) == 64
     assert len(nodes["blobs"]) == 36 * 4
@@ -115,12 +109,12 @@ def test_hundred_event_batch(tmp_path, testdata):
     assert list(nodes["events"]["ext_timestamp"]) == sent
 
 
-def test_sapphire_processes_the_station_group_we_wrote(tmp_path, testdata):
+def test_sapphire_processes_the_station_group_we_wrote(datastore, testdata):
     from sapphire.analysis.process_events import ProcessEvents
 
-    events = parse_event_list((testdata / "uploads" / "py2_s510_100events").read_bytes())
-    store(tmp_path, [Upload(510, "Amsterdam", events)], minimum_year=2016)
-    with tables.open_file(tmp_path / "2017/2/2017_2_26.h5", "a") as h5:
+    events = upload_events(testdata / "uploads" / "py2_s510_100events")
+    datastore.store(events, station=510)
+    with tables.open_file(datastore.day_file(DAY), "a") as h5:
         process = ProcessEvents(h5, "/hisparc/cluster_amsterdam/station_510", progress=False)
         process.process_and_store_results()
         results = h5.get_node("/hisparc/cluster_amsterdam/station_510/events").read()

@@ -5,7 +5,7 @@ LST_SEVERE_ALARM to columns that do not exist and so lost every LIT, LCG and
 LST message; here they fill the columns the seed defines.
 """
 
-from hisparc_datastore import EventType, hookimpl, text_blob
+from hisparc_datastore import EventType, boolean_checks, hookimpl, text_blob
 
 from . import descriptions as d
 from .simulate import simulate_station
@@ -40,6 +40,8 @@ LIGHTNING_CONFIG = EventType(
     table_name="lightning_config",
     table_title="HiSPARC lightning configuration messages",
     description=d.LightningConfig,
+    # a flag is 0 or 1: numpy would store any other number as True
+    checks=boolean_checks(d.LightningConfig),
     columns={**_CONFIG_COLUMNS, "LCG_SQUELCH_SETTING": "squelch_seting"},
     blobs={"LCG_HELP_URL": text_blob, "LCG_DATABASE_NAME": text_blob},
 )
@@ -49,6 +51,7 @@ LIGHTNING_STATUS = EventType(
     table_name="lightning_status",
     table_title="HiSPARC lightning status messages",
     description=d.LightningStatus,
+    checks=boolean_checks(d.LightningStatus),
     columns={
         "LST_CLOSE_RATE": "close_rate",
         "LST_TOTAL_RATE": "total_rate",

@@ -11,21 +11,16 @@ import numpy as np
 import pytest
 
 import datastore_lightning as plugin
-from hisparc_datastore.decoding import Upload
-from hisparc_datastore.testing import (
-    description_columns,
-    event,
-    sample_values,
-    seed_columns,
-    store_and_read,
-)
+from hisparc_datastore.testing import description_columns, event, sample_values, seed_columns
 
 MOMENT = datetime.datetime(2023, 6, 30, 23, 59, 59)
 TIMESTAMP = 1688169599
 
 
-def store_events(tmp_path, events):
-    return store_and_read(tmp_path, Upload(8001, "Aarhus", events), MOMENT.date())
+def store_events(datastore, events):
+    datastore.store(events, station=8001, cluster="Aarhus")
+    datastore.assert_stored(events, station=8001)
+    return datastore.read_station(8001, MOMENT.date())
 
 
 @pytest.mark.parametrize("event_type", plugin.EVENT_TYPES, ids=lambda t: t.upload_code)
@@ -44,8 +39,8 @@ def test_the_plugin_declares_the_five_lightning_types():
     }
 
 
-def test_strikes_keep_both_angles(tmp_path):
-    nodes = store_events(tmp_path, [event("LIT", MOMENT, {
+def test_strikes_keep_both_angles(datastore):
+    nodes = store_events(datastore, [event("LIT", MOMENT, {
         "LIT_CORR_DIST": 12, "LIT_UNCORR_DIST": 14, "LIT_UNCORR_ANGLE": 271.5, "LIT_CORR_ANGLE": 273.0})])
     row = nodes["lightning"][0]
     assert (row["event_id"], row["timestamp"]) == (1, TIMESTAMP)
@@ -53,8 +48,8 @@ def test_strikes_keep_both_angles(tmp_path):
     assert (row["uncorr_angle"], row["corr_angle"]) == (np.float32(271.5), np.float32(273.0))
 
 
-def test_status_fills_the_seeds_sever_alarm(tmp_path):
-    nodes = store_events(tmp_path, [event("LST", MOMENT, {
+def test_status_fills_the_seeds_sever_alarm(datastore):
+    nodes = store_events(datastore, [event("LST", MOMENT, {
         "LST_CLOSE_RATE": 3, "LST_TOTAL_RATE": 41, "LST_CLOSE_ALARM": False,
         "LST_SEVERE_ALARM": True, "LST_CURR_HEADING": 182.25})])
     row = nodes["lightning_status"][0]
@@ -64,11 +59,11 @@ def test_status_fills_the_seeds_sever_alarm(tmp_path):
     assert row["current_heading"] == np.float32(182.25)
 
 
-def test_every_configuration_code_fills_its_column(tmp_path):
+def test_every_configuration_code_fills_its_column(datastore):
     values = sample_values(plugin.LIGHTNING_CONFIG)
     assert len(values) == 15  # every column but event_id and timestamp
     assert plugin.LIGHTNING_CONFIG.columns["LCG_SQUELCH_SETTING"] == "squelch_seting"
-    nodes = store_events(tmp_path, [event("LCG", MOMENT, values)])
+    nodes = store_events(datastore, [event("LCG", MOMENT, values)])
     row = nodes["lightning_config"][0]
     for code, column in plugin.LIGHTNING_CONFIG.columns.items():
         if code in plugin.LIGHTNING_CONFIG.blobs:
@@ -77,8 +72,8 @@ def test_every_configuration_code_fills_its_column(tmp_path):
             assert row[column] == values[code], code
 
 
-def test_error_and_noise_messages(tmp_path):
-    nodes = store_events(tmp_path, [
+def test_error_and_noise_messages(datastore):
+    nodes = store_events(datastore, [
         event("LER", MOMENT, {"LER_ERRMSG": "Antenne übersteuert"}),
         event("LNS", MOMENT, {}),
         event("LNS", MOMENT, {}),

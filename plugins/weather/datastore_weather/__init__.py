@@ -1,6 +1,6 @@
 """hisparc-datastore plugin for the weather stations attached to some HiSPARC stations."""
 
-from hisparc_datastore import EventType, hookimpl, text_blob
+from hisparc_datastore import EventType, boolean_checks, hookimpl, text_blob
 
 from . import descriptions as d
 from .simulate import simulate_station
@@ -43,6 +43,8 @@ WEATHER_CONFIG = EventType(
     table_name="weather_config",
     table_title="HiSPARC weather configuration messages",
     description=d.WeatherConfig,
+    # a flag is 0 or 1: numpy would store any other number as True
+    checks=boolean_checks(d.WeatherConfig),
     columns={f"WCG_{column.upper()}": column for column in d.WeatherConfig.columns
              if column not in ("event_id", "timestamp")},
     blobs={"WCG_HELP_URL": text_blob, "WCG_DATABASE_NAME": text_blob},

@@ -1,0 +1,104 @@
+"""`datastore new-plugin`: its names and defaults, what it refuses, and that what it writes is
+a plugin the datastore loads and stores (the full author's path, in a fresh venv, is
+tests/plugin/test_new_plugin.py)."""
+
+import datetime
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+from hisparc_datastore.cli import main
+from hisparc_datastore.plugin.scaffold import ScaffoldError, plugin_names, render, write_plugin
+from hisparc_datastore.testing import event
+
+
+def test_the_defaults_follow_from_the_name():
+    names = plugin_names("cosmic_ray")
+    assert (names.code, names.distribution, names.package, names.title) == (
+        "COS", "hisparc-datastore-cosmic-ray", "datastore_cosmic_ray", "Cosmic ray detector events")
+
+
+@pytest.mark.parametrize("name, code, problem", [
+    ("Muon", None, "plugin name 'Muon': use lower-case letters"),
+    ("2muon", None, "plugin name '2muon'"),
+    ("mu", None, "no upload code follows from 'mu': give one with --code"),
+    ("muon", "MU", "upload code 'MU' is not three upper-case characters"),
+    ("muon", "1MU", "upload code '1MU'"),
+])
+def test_names_a_plugin_cannot_have_are_refused(name, code, problem):
+    with pytest.raises(ScaffoldError, match=problem):
+        plugin_names(name, code)
+
+
+def test_the_options_reach_every_file(tmp_path):
+    names = plugin_names("radon", code="RN1", distribution="school-radon", title="Radon in schools")
+    files = {str(path): text for path, text in render(names).items()}
+    assert sorted(files) == ["README.md", "conftest.py", "datastore_radon/__init__.py", "pyproject.toml",
+                             "tests/test_plugin.py"]
+    assert 'name = "school-radon"' in files["pyproject.toml"]
+    assert '[project.entry-points.hisparc_datastore]\nradon = "datastore_radon"' in files["pyproject.toml"]
+    assert 'upload_code="RN1"' in files["datastore_radon/__init__.py"]
+    assert 'table_title="Radon in schools"' in files["datastore_radon/__init__.py"]
+    assert "${" not in "".join(files.values()) and "$" not in files["datastore_radon/__init__.py"]
+    assert files["conftest.py"].strip().endswith('pytest_plugins = ["hisparc_datastore.testing"]')
+
+
+def test_the_written_module_is_a_plugin_the_writer_stores(tmp_path, datastore, monkeypatch):
+    write_plugin(tmp_path / "muon", plugin_names("muon"))
+    path = tmp_path / "muon/datastore_muon/__init__.py"
+    spec = importlib.util.spec_from_file_location("datastore_muon", path)
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "datastore_muon", module)
+    spec.loader.exec_module(module)
+    datastore.register(module)
+    assert datastore.event_type("MUO").table_name == "muon"
+    moment = datetime.datetime(2026, 3, 1, 12)
+    sent = [event("MUO", moment, {"MUO_COUNT": 3, "MUO_TEMPERATURE1": 20.5, "MUO_MESSAGE": "ok"}),
+            *datastore.simulated_events(501, moment, seconds=600)]
+    sent = [e for e in sent if e["header"]["eventtype_uploadcode"] == "MUO"]
+    assert len(sent) == 11
+    datastore.store(sent)
+    datastore.assert_stored(sent)
+    assert datastore.quarantined() == []
+
+
+def test_an_existing_folder_or_a_claimed_code_is_refused(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "muon").mkdir()
+    assert main(["new-plugin", "muon"]) == 2
+    assert "muon exists already" in capsys.readouterr().err
+    assert main(["new-plugin", "weathervane", "--code", "WTR"]) == 2
+    assert "upload code WTR is declared by hisparc-datastore-weather" in capsys.readouterr().err
+    assert main(["new-plugin", "weather", "--code", "WXX"]) == 2
+    assert "table 'weather' is declared by hisparc-datastore-weather" in capsys.readouterr().err
+    assert main(["new-plugin", "muon", "--directory", "elsewhere"]) == 0
+    assert (tmp_path / "elsewhere/datastore_muon/__init__.py").is_file()
+    assert "wrote hisparc-datastore-muon into elsewhere/" in capsys.readouterr().out
+
+
+GUIDE = Path(__file__).resolve().parents[2] / "docs/plugin-guide.md"
+
+
+def test_the_guides_edit_adds_a_column_the_writer_fills(tmp_path, datastore, monkeypatch):
+    guide = " ".join(GUIDE.read_text(encoding="utf-8").split())
+    column_line, code_entry = "pressure = tables.Float32Col(dflt=-1, pos=8)", '"MUO_PRESSURE": "pressure"'
+    assert f"(`{column_line}`)" in guide and f"(`{code_entry}`)" in guide
+    write_plugin(tmp_path / "muon", plugin_names("muon"))
+    path = tmp_path / "muon/datastore_muon/__init__.py"
+    source = path.read_text()
+    source = source.replace("    message = tables.Int32Col(dflt=-1, pos=7)\n",
+                            f"    message = tables.Int32Col(dflt=-1, pos=7)\n    {column_line}\n", 1)
+    source = source.replace('        "MUO_MESSAGE": "message",\n',
+                            f'        "MUO_MESSAGE": "message",\n        {code_entry},\n', 1)
+    path.write_text(source)
+    spec = importlib.util.spec_from_file_location("datastore_muon", path)
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "datastore_muon", module)
+    spec.loader.exec_module(module)
+    datastore.register(module)
+    sent = [event("MUO", datetime.datetime(2026, 3, 1, 12), {"MUO_PRESSURE": 1013.25, "MUO_COUNT": 4})]
+    datastore.store(sent)
+    datastore.assert_stored(sent)
+    assert datastore.read("muon", 501)["pressure"].tolist() == [1013.25]
