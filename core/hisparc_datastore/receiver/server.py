@@ -27,9 +27,11 @@ from waitress.server import TcpWSGIServer
 from waitress.task import ErrorTask, ThreadedTaskDispatcher
 from waitress.utilities import RequestEntityTooLarge
 
-from hisparc_datastore.config import ConfigError, load_settings
+from hisparc_datastore.config import ConfigError, load_settings, require_data_dir
+from hisparc_datastore.ops.check import receiver_cannot_write
 from hisparc_datastore.ops.http import parse_bind
 from hisparc_datastore.ops.logsetup import configure_logging
+from hisparc_datastore.queue.folders import Queue
 from hisparc_datastore.receiver.app import RC_INVALID_POST, ReceiverApp, build_app
 
 log = logging.getLogger(__name__)
@@ -291,7 +293,13 @@ def serve(config_path: str | os.PathLike, bind: str = "127.0.0.1:8080",
     """Receive uploads until SIGTERM or SIGINT; returns the exit status (0)."""
     settings = load_settings(config_path)
     host, port = parse_bind(bind)
+    require_data_dir(settings)
     configure_logging(settings, also_stderr=True)
+    # A receiver that cannot queue would answer every upload 205 for ever: refuse to start.
+    Queue(settings.data_dir, fsync=False)  # the folders a new data_dir lacks
+    problem = receiver_cannot_write(settings)
+    if problem:
+        raise ConfigError(f"{settings.source} [General] data_dir: '{settings.data_dir}': {problem}")
     try:
         app = build_app(settings)
     except FileNotFoundError as exc:
