@@ -192,3 +192,14 @@ def test_check_accepts_a_port_held_by_our_own_receiver(tmp_path, capsys):
         assert main(["check", str(config), "--serve-bind", f"127.0.0.1:{server.port}",
                      "--config-server-bind", ""]) == 0
     assert f"serve --bind 127.0.0.1:{server.port}: held by our receiver" in capsys.readouterr().out
+
+
+def test_serve_with_a_mistyped_station_list_names_the_setting(tmp_path):
+    (tmp_path / "data").mkdir()
+    config = write_config(tmp_path, station_list=tmp_path / "stations.cvs")
+    rc, out, err = run("serve", config, "--bind", "127.0.0.1:0")
+    assert rc == 2
+    # the log line before it says why (no such file); this one which setting
+    assert err.strip().splitlines()[-1] == (f"datastore serve: {config} [General] station_list: "
+                                            f"'{tmp_path / 'stations.cvs'}': cannot be read")
+    assert "Traceback" not in err
