@@ -5,6 +5,7 @@ import json
 import socket
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ from hisparc_datastore.cli import main
 from hisparc_datastore.config import load_settings
 from hisparc_datastore.receiver.app import build_app
 from hisparc_datastore.receiver.server import ServerThread
+from hisparc_datastore.stations.configserver import make_config_server
 from hisparc_datastore.testing.helpers import wait_for
 
 STATIONS = "501,amsterdam,pw501\n502,utrecht,pw502\n"
@@ -123,6 +125,9 @@ def test_a_second_writer_with_metrics_names_the_writer_holding_the_lock(tmp_path
         assert rc == 2
         assert f"another writer is running on {tmp_path / 'data'} (pid {first.pid} on " in err
         assert "Address already in use" not in err
+        # the port the running writer holds is its own, not a conflict
+        rc, out, err = run("check", config, "--serve-bind", "", "--config-server-bind", "")
+        assert f"ok    [Writer] metrics_bind 127.0.0.1:{port}: held by our writer" in out, out
     finally:
         first.terminate()
         first.wait(60)
@@ -185,13 +190,25 @@ def test_check_passes_on_a_ready_host_and_fails_naming_each_problem(tmp_path, ca
     assert "2 problem(s)" in out
 
 
-def test_check_accepts_a_port_held_by_our_own_receiver(tmp_path, capsys):
-    config = write_config(tmp_path)
+def test_check_accepts_ports_held_by_our_own_receiver_and_config_server(tmp_path, capsys):
+    config = write_config(tmp_path, data_dir=None).read_text()
+    (tmp_path / "config.ini").write_text(config.replace("minimum_year=2016\n",
+                                                        "minimum_year=2016\nstation_list_url=http://127.0.0.1:9/\n"))
+    config = tmp_path / "config.ini"
     assert main(["init", str(config)]) == 0
-    with ServerThread(build_app(load_settings(config))) as server:
-        assert main(["check", str(config), "--serve-bind", f"127.0.0.1:{server.port}",
-                     "--config-server-bind", ""]) == 0
-    assert f"serve --bind 127.0.0.1:{server.port}: held by our receiver" in capsys.readouterr().out
+    settings = load_settings(config)
+    rpc = make_config_server(settings)
+    threading.Thread(target=rpc.serve_forever, daemon=True).start()
+    try:
+        with ServerThread(build_app(settings)) as server:
+            assert main(["check", str(config), "--serve-bind", f"127.0.0.1:{server.port}",
+                         "--config-server-bind", f"127.0.0.1:{rpc.server_address[1]}"]) == 0
+    finally:
+        rpc.shutdown()
+        rpc.server_close()
+    out = capsys.readouterr().out
+    assert f"serve --bind 127.0.0.1:{server.port}: held by our receiver" in out
+    assert f"config-server --bind 127.0.0.1:{rpc.server_address[1]}: held by our config-server" in out
 
 
 def test_serve_with_a_mistyped_station_list_names_the_setting(tmp_path):

@@ -125,3 +125,12 @@ def test_check_names_every_path_the_user_may_not_write(base):
     assert any(line.startswith("FAIL  incoming/:") for line in failed), failed
     assert any(f"[General] log {log}: " in line for line in failed), failed
     assert any("station list" in line and "may not create files in" in line for line in failed), failed
+
+
+def test_init_where_the_user_may_not_create_data_dir_is_one_line(base):
+    config = setup(base)
+    (base / "data").rename(base / "elsewhere")
+    deny_writing(base)
+    done = as_other_user("init", config)
+    assert_one_line(done, "init", str(base / "data"), "permission denied")
+    assert not (base / "data").exists()
