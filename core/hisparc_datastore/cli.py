@@ -279,17 +279,12 @@ def version() -> str:
 
 def describe(exc: OSError) -> str:
     """A missing or forbidden path as one line: the path, what is wrong, and as whom."""
-    import os
-    import pwd
+    from hisparc_datastore.ops.check import user
 
     paths = " -> ".join(str(p) for p in (exc.filename, exc.filename2) if p is not None)
     what = (exc.strerror or str(exc)).lower()
     if isinstance(exc, PermissionError):
-        try:
-            who = pwd.getpwuid(os.geteuid()).pw_name
-        except KeyError:
-            who = f"uid {os.geteuid()}"
-        what += f" (running as {who})"
+        what += f" (running as {user()})"
     return f"{paths}: {what}" if paths else what
 
 
