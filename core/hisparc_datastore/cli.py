@@ -8,10 +8,16 @@ import logging
 import sys
 
 from hisparc_datastore.codec.decoding import DecodeError
-from hisparc_datastore.config import ConfigError, load_settings
+from hisparc_datastore.config import (
+    ConfigError,
+    load_settings,
+    require_data_dir,
+    setting_problem,
+    split_host_port,
+)
 from hisparc_datastore.ops.progress import Progress
 from hisparc_datastore.plugin.registry import PluginConflict, load_registry
-from hisparc_datastore.writer.lock import WriterAlreadyRunning
+from hisparc_datastore.writer.lock import WriterAlreadyRunning, WriterLock
 
 log = logging.getLogger("hisparc_datastore")
 
@@ -23,18 +29,22 @@ def cmd_writer(args: argparse.Namespace) -> int:
     from hisparc_datastore.writer.service import Writer
 
     settings = load_settings(args.config)
+    require_data_dir(settings)
     configure_logging(settings, also_stderr=not args.quiet)
     registry = load_registry()
     if not len(registry):
         raise ConfigError("no detector plugins are installed: nothing could be stored")
-    writer = Writer(settings, registry)
     with contextlib.ExitStack() as stack:
+        # The lock before the metrics port: a second writer is told which writer holds the
+        # data_dir, not that the port is in use.
+        lock = stack.enter_context(WriterLock(settings.data_dir))
+        writer = Writer(settings, registry)
         if settings.metrics_bind:
             stack.enter_context(start_metrics(writer, settings))
         if args.once:
             stack.enter_context(Progress(lambda: f"stored {writer.tally.events} events from "
                                          f"{writer.tally.uploads} uploads"))
-        tally = writer.run(once=args.once)
+        tally = writer.run(once=args.once, lock=lock)
     if args.once:
         print(f"stored {tally.events} events from {tally.uploads} uploads"
               + "".join(f", {code} {n}" for code, n in sorted(tally.stored.items()))
@@ -44,15 +54,14 @@ def cmd_writer(args: argparse.Namespace) -> int:
 
 
 def start_metrics(writer, settings):
-    from hisparc_datastore.ops.http import parse_bind
     from hisparc_datastore.writer.metrics import MetricsServer
 
-    host, port = parse_bind(settings.metrics_bind)
+    host, port = split_host_port(settings.metrics_bind)  # load_settings checked it
     try:
         return MetricsServer(writer, host, port)
     except OSError as exc:
-        raise ConfigError(f"{settings.source}: [Writer] metrics_bind = {settings.metrics_bind}: "
-                          f"cannot listen: {exc.strerror or exc}") from None
+        raise ConfigError(setting_problem(settings.source, "Writer", "metrics_bind", settings.metrics_bind,
+                                          f"cannot listen: {exc.strerror or exc}")) from None
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -78,7 +87,8 @@ def cmd_plugins(args: argparse.Namespace) -> int:
 def cmd_quarantine(args: argparse.Namespace) -> int:
     from hisparc_datastore.queue.folders import Queue
 
-    queue = Queue(load_settings(args.config).data_dir)
+    # Reads only: a missing folder is an empty one, and nothing is created.
+    queue = Queue(require_data_dir(load_settings(args.config)), create=False)
     entries = queue.quarantined()
     for name, reason in entries:
         # A refused upload's reason starts with 'station N cluster NAME' and a crash's with the
@@ -100,7 +110,7 @@ def cmd_requeue(args: argparse.Namespace) -> int:
     from hisparc_datastore.receiver.claims import Dedup
 
     settings = load_settings(args.config)
-    queue = Queue(settings.data_dir)
+    queue = Queue(require_data_dir(settings))
     # The receiver's memory of accepted uploads: a refused upload the station re-sent and
     # had accepted is stored already.
     memory = None
@@ -171,6 +181,7 @@ def cmd_new_plugin(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="datastore", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {version()}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("writer", help="store queued uploads into the day files")
@@ -183,6 +194,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("config")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("check", help="check a configuration and this host: paths, permissions, "
+                       "station list, ports, plugins (exit 1 on any problem)")
+    p.add_argument("config")
+    p.add_argument("--serve-bind", default="127.0.0.1:8080",
+                   help="the receiver's --bind to check (default %(default)s; empty: none)")
+    p.add_argument("--config-server-bind", default="127.0.0.1:8002",
+                   help="config-server's --bind to check (default %(default)s; empty: none)")
+    p.set_defaults(func=cmd_check)
+
+    p = sub.add_parser("init", help="create data_dir and its queue folders, then check them")
+    p.add_argument("config")
+    p.set_defaults(func=cmd_init)
 
     p = sub.add_parser("plugins", help="list installed detector plugins and their tables")
     p.set_defaults(func=cmd_plugins)
@@ -256,12 +280,53 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def cmd_check(args: argparse.Namespace) -> int:
+    from hisparc_datastore.ops.check import check_command
+
+    return check_command(args.config, args.serve_bind or None, args.config_server_bind or None)
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    from hisparc_datastore.ops.check import init_command
+
+    return init_command(args.config)
+
+
+def version() -> str:
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as installed
+
+    try:
+        return installed("hisparc-datastore")
+    except PackageNotFoundError:
+        return "unknown (not installed)"
+
+
+def describe(exc: OSError) -> str:
+    """A missing or forbidden path as one line: the path, what is wrong, and as whom."""
+    from hisparc_datastore.ops.check import user
+
+    paths = " -> ".join(str(p) for p in (exc.filename, exc.filename2) if p is not None)
+    what = (exc.strerror or str(exc)).lower()
+    if isinstance(exc, PermissionError):
+        what += f" (running as {user()})"
+    return f"{paths}: {what}" if paths else what
+
+
+# Paths an operator names or mounts: missing or forbidden, they are a set-up error (exit 2,
+# which the systemd units do not restart), never a traceback.
+_PATH_ERRORS = (PermissionError, FileNotFoundError, NotADirectoryError, IsADirectoryError)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ConfigError, DecodeError, PluginConflict, WriterAlreadyRunning, FileNotFoundError) as exc:
+    except (ConfigError, DecodeError, PluginConflict, WriterAlreadyRunning) as exc:
         print(f"datastore {args.command}: {exc}", file=sys.stderr)
+        return 2
+    except _PATH_ERRORS as exc:
+        print(f"datastore {args.command}: {describe(exc)}", file=sys.stderr)
         return 2
 
 

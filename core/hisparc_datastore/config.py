@@ -8,19 +8,85 @@ checks the README's settings table against it.
 from __future__ import annotations
 
 import configparser
+import datetime
+import difflib
+import math
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import attrs
+
+_LOG_LEVELS = {"debug", "info", "warning", "error", "critical"}
+REQUIRED = object()  # the default of a setting config.ini must give
 
 
 class ConfigError(ValueError):
     """A setting that is missing or cannot be used; the message names it."""
 
 
-_LOG_LEVELS = {"debug", "info", "warning", "error", "critical"}
-REQUIRED = object()  # the default of a setting config.ini must give
+def setting_problem(source: str | os.PathLike, section: str, key: str, raw: object,
+                    problem: str) -> str:
+    """The one line that names a bad setting: ``config.ini [Writer] sleep: 'soon': not a number``."""
+    value = "" if raw is None else f" {str(raw)!r}:"
+    return f"{source} [{section}] {key}:{value} {problem}"
+
+
+@attrs.frozen
+class Range:
+    """The values a number setting may take: ``low`` (excluded when ``open_low``) to ``high``."""
+
+    low: float
+    high: float | None = None
+    open_low: bool = False
+
+    def problem(self, value: float) -> str | None:
+        if not math.isfinite(value):
+            return "must be a finite number"
+        if value < self.low or (self.open_low and value == self.low) or (
+                self.high is not None and value > self.high):
+            return f"must be {self}"
+        return None
+
+    def __str__(self) -> str:
+        low = f"more than {self.low:g}" if self.open_low else f"at least {self.low:g}"
+        return low if self.high is None else f"{low} and at most {self.high:g}"
+
+
+def _this_year() -> int:
+    return datetime.datetime.now(datetime.timezone.utc).year
+
+
+def _loglevel(value: str) -> str | None:
+    return None if value.lower() in _LOG_LEVELS else f"use one of {', '.join(sorted(_LOG_LEVELS))}"
+
+
+def _absolute(value: Path) -> str | None:
+    # Services run from / under systemd: a relative data_dir would land wherever they start.
+    return None if value.is_absolute() else "must be an absolute path (a service's folder is / under systemd)"
+
+
+def _url(value: str) -> str | None:
+    return None if value.startswith(("http://", "https://")) else "expected an http:// or https:// address"
+
+
+def _host_port(value: str) -> str | None:
+    try:
+        split_host_port(value)
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
+def split_host_port(bind: str) -> tuple[str, int]:
+    """``HOST:PORT`` (``[::1]:8080`` for IPv6) as a host and a port number; ValueError if not."""
+    host, sep, port = bind.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError("expected HOST:PORT, e.g. 127.0.0.1:8080")
+    return host, int(port)
+
 
 
 @attrs.frozen
@@ -32,57 +98,71 @@ class Setting:
     default: Any
     type: type
     help: str
+    # the values it may take (numbers), or a check that names a value's problem (None: none)
+    range: Range | None = attrs.field(default=None, kw_only=True)
+    check: Callable[[Any], str | None] | None = attrs.field(default=None, kw_only=True)
 
 
 SETTINGS: tuple[Setting, ...] = (
     Setting("log", "General", None, Path,
             "log file, shared by the services and rotated by logrotate (docs/operations.md); none: "
             "standard error"),
-    Setting("loglevel", "General", "info", str, "`debug`, `info`, `warning`, `error` or `critical`"),
+    Setting("loglevel", "General", "info", str, "`debug`, `info`, `warning`, `error` or `critical`",
+            check=_loglevel),
     Setting("station_list", "General", REQUIRED, Path, "one `number,cluster,password` line per station"),
-    Setting("data_dir", "General", REQUIRED, Path, "the queue, the day files and the writer's state"),
+    Setting("data_dir", "General", REQUIRED, Path, "the queue, the day files and the writer's state",
+            check=_absolute),
     Setting("minimum_year", "General", 2020, int,
-            "events dated earlier are routed to `suspicious/` by the receiver and quarantined by the writer"),
+            "events dated earlier are routed to `suspicious/` by the receiver and quarantined by the writer",
+            range=Range(1970, _this_year() + 1)),
     # Bounds per upload (docs/exactly-once.md); real stations send batches of 100 events
     # spanning minutes to days.
     Setting("max_days_per_upload", "General", 31, int,
             "an upload with events on more distinct UTC dates goes to `suspicious/` with the reason "
-            "(receiver and writer); `requeue` stores it anyway"),
+            "(receiver and writer); `requeue` stores it anyway", range=Range(1, 3660)),
     Setting("max_events_per_upload", "General", 20_000, int,
             "the receiver refuses a larger upload with 208 (kept in quarantine); the writer sets a larger "
-            "queue file aside in `suspicious/`; `requeue` stores it anyway"),
+            "queue file aside in `suspicious/`; `requeue` stores it anyway", range=Range(1, 10**7)),
     Setting("station_list_url", "General", None, str,
-            "publicdb's `/config/datastore` page, for `config-server` and `fetch-stations`"),
-    Setting("sleep", "Writer", 5.0, float, "seconds between looks at an empty queue"),
-    Setting("batch_uploads", "Writer", 50, int, "most uploads stored per journaled batch"),
+            "publicdb's `/config/datastore` page, for `config-server` and `fetch-stations`", check=_url),
+    Setting("sleep", "Writer", 5.0, float, "seconds between looks at an empty queue",
+            range=Range(0, 3600, open_low=True)),
+    Setting("batch_uploads", "Writer", 50, int, "most uploads stored per journaled batch",
+            range=Range(1, 100_000)),
     Setting("batch_bytes", "Writer", 4_000_000, int,
-            "most queue-file bytes per batch (bounds memory: decoded uploads take ~10x their size)"),
+            "most queue-file bytes per batch (bounds memory: decoded uploads take ~10x their size)",
+            range=Range(1, 10**10)),
     Setting("batch_days", "Writer", 100, int,
             "most distinct dates (day files) one batch stores; an upload that would add more goes back to "
-            "`incoming/` for a later batch (the first of a batch always goes)"),
+            "`incoming/` for a later batch (the first of a batch always goes)", range=Range(1, 10_000)),
     Setting("archive_days", "Writer", 14, int,
-            "days a stored upload is kept in `archive/` for `rebuild`; 0 turns the archive off"),
+            "days a stored upload is kept in `archive/` for `rebuild`; 0 turns the archive off",
+            range=Range(0, 3660)),
     Setting("fsync", "Writer", True, bool, "fsync day files, journal and queue moves (off only for tests)"),
     # so a full disk is met between batches, not inside HDF5
     Setting("reserve_mb", "Writer", 100, int,
             "MB left free: the writer waits (logged, unhealthy in `datastore status`) rather than start a "
             "batch that would leave less (about twice the batch's queue files, plus a copy of each day "
-            "file it adds a group or table to)"),
+            "file it adds a group or table to)", range=Range(0, 10**7)),
     Setting("prepare_process", "Writer", True, bool,
             "read and convert the next batches in a second process while the writer appends "
             "(false on a one-core host)"),
     Setting("max_lag_s", "Writer", 600.0, float,
-            "`datastore status` is unhealthy (exit 1) when an upload waits longer in `incoming/`"),
+            "`datastore status` is unhealthy (exit 1) when an upload waits longer in `incoming/`",
+            range=Range(0, open_low=True)),
     Setting("metrics_bind", "Writer", None, str,
-            "`HOST:PORT` where the writer serves Prometheus metrics (`/metrics`)"),
-    Setting("max_body_bytes", "Receiver", 2_000_000, int, "larger uploads are refused with 400 unread"),
+            "`HOST:PORT` where the writer serves Prometheus metrics (`/metrics`)", check=_host_port),
+    Setting("max_body_bytes", "Receiver", 2_000_000, int, "larger uploads are refused with 400 unread",
+            range=Range(1, 2**31)),
     Setting("duplicate_window_hours", "Receiver", 24.0, float,
-            "a re-sent upload (same station and checksum) in this window is answered 100 and queued once"),
+            "a re-sent upload (same station and checksum) in this window is answered 100 and queued once",
+            range=Range(0, 24 * 366)),
     Setting("request_timeout", "Receiver", 60.0, float,
-            "seconds from a request's first byte until it must be whole; a slower one is closed"),
+            "seconds from a request's first byte until it must be whole; a slower one is closed",
+            range=Range(0, 3600, open_low=True)),
     Setting("max_connections", "Receiver", 1000, int,
             "open connections; at the limit the one silent longest without a request in service is "
-            "closed (capped by the open-file limit)"),
+            "closed (capped by the open-file limit)", range=Range(2, 1_000_000)),
     Setting("trusted_proxies", "Receiver", None, str,
             "addresses of reverse proxies (comma-separated): from them the station's address is the last "
             "one in `X-Forwarded-For`, for the log and the password guard; from any other peer the "
@@ -104,29 +184,70 @@ Settings.__doc__ = "Everything the datastore reads from its configuration file (
 Settings.__module__ = __name__
 
 
+_KINDS = {int: "a whole number", float: "a number", bool: "true or false"}
+
+
 def _read(parser: configparser.ConfigParser, setting: Setting, source: Path) -> Any:
     section, key, kind = setting.section, setting.name, setting.type
     if not parser.has_option(section, key):
         if setting.default is REQUIRED:
-            raise ConfigError(f"{source}: [{section}] {key} is required")
+            raise ConfigError(setting_problem(source, section, key, None, "is required"))
         return setting.default
     raw = parser.get(section, key)
-    if setting.default is None and not raw:
-        return None
+    if not raw.strip():
+        if setting.default is None:
+            return None
+        if setting.default is REQUIRED:
+            raise ConfigError(setting_problem(source, section, key, None, "is required, and empty"))
     try:
-        if kind is bool:
-            return parser.getboolean(section, key)
-        return kind(raw)
+        value = parser.getboolean(section, key) if kind is bool else kind(raw.strip())
     except ValueError:
-        raise ConfigError(
-            f"{source}: [{section}] {key} = {raw!r} is not a valid {kind.__name__}"
-        ) from None
+        raise ConfigError(setting_problem(source, section, key, raw,
+                                          f"not {_KINDS.get(kind, kind.__name__)}")) from None
+    problem = (setting.range.problem(value) if setting.range is not None else None) or (
+        setting.check(value) if setting.check is not None else None)
+    if problem:
+        raise ConfigError(setting_problem(source, section, key, raw, problem))
+    return value
+
+
+def _unknown(parser: configparser.ConfigParser, source: Path) -> list[str]:
+    """A line for every section and key that no setting has, naming the nearest that exists."""
+    sections: dict[str, set[str]] = {}
+    for setting in SETTINGS:
+        sections.setdefault(setting.section, set()).add(setting.name)
+    home = {setting.name: setting.section for setting in SETTINGS}
+    problems = []
+    for section in parser.sections():
+        if section not in sections:
+            near = difflib.get_close_matches(section.title(), sections, n=1, cutoff=0.5)
+            hint = f"; did you mean [{near[0]}]?" if near else f"; known: {_listed(sections)}"
+            problems.append(f"{source} [{section}]: unknown section{hint}")
+            continue
+        for key in parser.options(section):
+            if key in sections[section]:
+                continue
+            if key in home:
+                hint = f"; it belongs in [{home[key]}]"
+            else:
+                near = (difflib.get_close_matches(key, sections[section], n=1, cutoff=0.6)
+                        or difflib.get_close_matches(key, home, n=1, cutoff=0.6))
+                hint = f"; did you mean [{home[near[0]]}] {near[0]}?" if near else ""
+            problems.append(setting_problem(source, section, key, None, f"unknown key{hint}"))
+    return problems
+
+
+def _listed(sections: dict[str, set[str]]) -> str:
+    return ", ".join(f"[{name}]" for name in sections)
 
 
 def load_settings(path: str | os.PathLike) -> Settings:
-    """Parse ``path``; unknown keys are ignored, new keys are optional."""
+    """Parse ``path``: every section and key must be one of SETTINGS and every value within its
+    bounds; absent optional keys take their defaults. ConfigError names every problem, one per
+    line, each with the file, section and key."""
     source = Path(path)
-    parser = configparser.ConfigParser(interpolation=None)
+    # No [DEFAULT] magic: its keys would count as given in every section.
+    parser = configparser.ConfigParser(interpolation=None, default_section="\x00")
     try:
         with open(source, encoding="utf-8") as fh:
             parser.read_file(fh)
@@ -134,33 +255,32 @@ def load_settings(path: str | os.PathLike) -> Settings:
         raise ConfigError(f"cannot read configuration {source}: {exc.strerror}") from None
     except configparser.Error as exc:
         raise ConfigError(f"{source}: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{source}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
 
-    values = {setting.name: _read(parser, setting, source) for setting in SETTINGS}
+    unknown = _unknown(parser, source)
+    problems, values = list(unknown), {}
+    for setting in SETTINGS:
+        try:
+            values[setting.name] = _read(parser, setting, source)
+        except ConfigError as exc:
+            # A required key is missing because its section is misspelt: that one line says it.
+            if not (unknown and not parser.has_option(setting.section, setting.name)):
+                problems.append(str(exc))
+    if problems:
+        raise ConfigError("\n".join(problems))
     values["loglevel"] = values["loglevel"].lower()
-    if values["loglevel"] not in _LOG_LEVELS:
-        raise ConfigError(
-            f"{source}: [General] loglevel = {values['loglevel']!r}; use one of {sorted(_LOG_LEVELS)}"
-        )
-    settings = Settings(source=source, **values)
-    for name in ("batch_uploads", "batch_bytes", "batch_days"):
-        if getattr(settings, name) < 1:
-            raise ConfigError(f"{source}: [Writer] {name} must be at least 1")
-    for name in ("max_days_per_upload", "max_events_per_upload"):
-        if getattr(settings, name) < 1:
-            raise ConfigError(f"{source}: [General] {name} must be at least 1")
-    if settings.sleep <= 0:
-        raise ConfigError(f"{source}: [Writer] sleep must be positive")
-    if settings.request_timeout <= 0:
-        raise ConfigError(f"{source}: [Receiver] request_timeout must be positive")
-    if settings.max_connections < 2:
-        raise ConfigError(f"{source}: [Receiver] max_connections must be at least 2")
-    if settings.max_lag_s <= 0:
-        raise ConfigError(f"{source}: [Writer] max_lag_s must be positive")
-    if settings.station_list_url and not settings.station_list_url.startswith(("http://", "https://")):
-        raise ConfigError(f"{source}: [General] station_list_url = {settings.station_list_url!r}: "
-                          "expected an http:// or https:// address")
-    if settings.reserve_mb < 0:
-        raise ConfigError(f"{source}: [Writer] reserve_mb must be 0 (none) or more")
-    if settings.archive_days < 0:
-        raise ConfigError(f"{source}: [Writer] archive_days must be 0 (off) or more")
-    return settings
+    return Settings(source=source, **values)
+
+
+def require_data_dir(settings: Settings) -> Path:
+    """``data_dir``, when it is a folder; ConfigError otherwise. It is never created here: a
+    mistyped or unmounted data_dir would take the uploads into a tree nobody looks at."""
+    data_dir = settings.data_dir
+    if not data_dir.is_dir():
+        what = "not a folder" if data_dir.exists() else "does not exist"
+        raise ConfigError(setting_problem(
+            settings.source, "General", "data_dir", data_dir,
+            f"{what} (a mistyped or unmounted data_dir is not created; "
+            f"`datastore init {settings.source}` creates a new one)"))
+    return data_dir

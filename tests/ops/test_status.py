@@ -28,6 +28,7 @@ def free_port() -> int:
 
 def write_config(tmp_path: Path, extra: str = "") -> Path:
     (tmp_path / "stations.csv").write_text("510,amsterdam,pw510\n511,amsterdam,pw511\n")
+    (tmp_path / "data").mkdir(exist_ok=True)  # no service creates data_dir
     config = tmp_path / "config.ini"
     config.write_text(
         f"[General]\nlog={tmp_path}/log/writer.log\nloglevel=info\nstation_list={tmp_path}/stations.csv\n"

@@ -73,6 +73,7 @@ class Churn:
 @pytest.fixture
 def receiver(tmp_path):
     (tmp_path / "stations.csv").write_text("99,amsterdam,pw99\n")
+    (tmp_path / "data").mkdir(exist_ok=True)  # no service creates data_dir
     config = tmp_path / "config.ini"
     config.write_text(f"[General]\nlog={tmp_path}/receiver.log\nloglevel=info\n"
                       f"station_list={tmp_path}/stations.csv\ndata_dir={tmp_path}/data\n"

@@ -28,6 +28,7 @@ def free_port() -> int:
 
 def write_config(tmp_path: Path) -> Path:
     (tmp_path / "stations.csv").write_text("99,amsterdam,fake_station\n")
+    (tmp_path / "data").mkdir(exist_ok=True)  # no service creates data_dir
     config = tmp_path / "config.ini"
     config.write_text(
         f"[General]\nlog={tmp_path}/log/receiver.log\nloglevel=info\n"

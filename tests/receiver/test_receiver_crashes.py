@@ -39,6 +39,7 @@ LEAVES_TMP = {"receiver-tmp-half", "receiver-tmp-durable", "receiver-committing"
 
 def write_config(tmp_path: Path, archive_days: int = 14) -> Path:
     (tmp_path / "stations.csv").write_text("99,amsterdam,fake_station\n")
+    (tmp_path / "data").mkdir(exist_ok=True)  # no service creates data_dir
     config = tmp_path / "config.ini"
     config.write_text(
         f"[General]\nlog={tmp_path}/log/datastore.log\nloglevel=info\n"

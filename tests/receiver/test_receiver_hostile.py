@@ -34,6 +34,7 @@ TICK = os.sysconf("SC_CLK_TCK")
 def write_config(tmp_path: Path, **receiver: object) -> Path:
     (tmp_path / "stations.csv").write_text("99,amsterdam,fake_station\n")
     extra = "".join(f"{key}={value}\n" for key, value in receiver.items())
+    (tmp_path / "data").mkdir(exist_ok=True)  # no service creates data_dir
     config = tmp_path / "config.ini"
     config.write_text(
         f"[General]\nlog={tmp_path}/log/receiver.log\nloglevel=info\n"

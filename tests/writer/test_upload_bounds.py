@@ -174,10 +174,10 @@ def test_a_requeued_upload_over_the_events_bound_is_stored(tmp_path):
 
 def test_the_bounds_are_settings(tmp_path):
     config = tmp_path / "config.ini"
-    config.write_text("[General]\nstation_list=s.csv\ndata_dir=d\n")
+    config.write_text("[General]\nstation_list=s.csv\ndata_dir=/d\n")
     defaults = load_settings(config)
     assert (defaults.max_days_per_upload, defaults.max_events_per_upload) == (31, 20_000)
-    config.write_text("[General]\nstation_list=s.csv\ndata_dir=d\nmax_days_per_upload=400\n"
+    config.write_text("[General]\nstation_list=s.csv\ndata_dir=/d\nmax_days_per_upload=400\n"
                       "max_events_per_upload=500\n")
     configured = load_settings(config)
     assert (configured.max_days_per_upload, configured.max_events_per_upload) == (400, 500)

@@ -18,6 +18,7 @@ BIN = Path(sys.executable).parent
 
 def start_writer(tmp_path: Path, sleep: float = 0.2) -> subprocess.Popen:
     tmp_path.mkdir(parents=True, exist_ok=True)
+    (tmp_path / "data").mkdir(exist_ok=True)  # no service creates data_dir
     config = tmp_path / "config.ini"
     config.write_text(
         f"[General]\nlog={tmp_path}/log/writer.log\nloglevel=info\n"

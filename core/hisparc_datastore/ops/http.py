@@ -5,18 +5,17 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from hisparc_datastore.config import ConfigError
+from hisparc_datastore.config import ConfigError, split_host_port
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"  # the Prometheus text format
 
 
 def parse_bind(bind: str) -> tuple[str, int]:
-    """``HOST:PORT`` (``[::1]:8080`` for IPv6) as a host and a port number."""
-    host, sep, port = bind.rpartition(":")
-    host = host.strip("[]")
-    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise ConfigError(f"--bind {bind!r}: expected HOST:PORT, e.g. 127.0.0.1:8080")
-    return host, int(port)
+    """A ``--bind HOST:PORT`` option (``[::1]:8080`` for IPv6) as a host and a port number."""
+    try:
+        return split_host_port(bind)
+    except ValueError as exc:
+        raise ConfigError(f"--bind {bind!r}: {exc}") from None
 
 
 def metric(name: str, kind: str, help: str, value: object = None, *,

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from hisparc_datastore.config import Settings, load_settings
+from hisparc_datastore.ops.check import data_dir_findings, station_list_findings
 from hisparc_datastore.queue.folders import DATES_SUFFIX, DB_NAME, FOLDERS, folder_usage
 from hisparc_datastore.stations.stationlist import parse_station_list
 from hisparc_datastore.writer.lock import writer_holding
@@ -103,7 +104,10 @@ def collect(settings: Settings, now: float | None = None) -> dict[str, Any]:
     # Uploads: the dates kept beside each are part of it.
     archive_files, archive_bytes = tree_size(data_dir / "archive", (DATES_SUFFIX,))
 
-    problems = []
+    # What keeps the services from starting at all comes first (data_dir, the station list).
+    problems = [f"{finding.what}: {finding.problem}" for finding in
+                data_dir_findings(settings, writable=False) + station_list_findings(settings)
+                if not finding.ok]
     if holder is None:
         problems.append(f"no writer is running on {data_dir}")
     if oldest_incoming_age_s is not None and oldest_incoming_age_s > settings.max_lag_s:

@@ -76,10 +76,12 @@ FOLDERS = ("incoming", "partial", "suspicious", "quarantine")
 class Queue:
     """The queue directories under ``data_dir``."""
 
-    def __init__(self, data_dir: str | os.PathLike, fsync: bool = True) -> None:
+    def __init__(self, data_dir: str | os.PathLike, fsync: bool = True, create: bool = True) -> None:
+        """``create``: make the queue folders that are missing (not for a reader such as
+        ``datastore quarantine``, which must leave ``data_dir`` as it found it)."""
         self.data_dir = Path(data_dir)
         self.fsync = fsync
-        for name in QUEUE_DIRS:
+        for name in QUEUE_DIRS if create else ():
             (self.data_dir / name).mkdir(parents=True, exist_ok=True)
         self._pending: list[str] = []
         self._listed = 0.0  # time.monotonic() of the listing _pending came from
@@ -222,6 +224,8 @@ class Queue:
     def quarantined(self) -> list[tuple[str, str]]:
         """Every quarantined file with its reason."""
         entries = []
+        if not self.quarantine.is_dir():
+            return entries
         for name in sorted(os.listdir(self.quarantine)):
             if name.endswith(REASON_SUFFIX) or name.startswith("."):
                 continue

@@ -28,10 +28,12 @@ from waitress.server import TcpWSGIServer
 from waitress.task import ErrorTask, ThreadedTaskDispatcher
 from waitress.utilities import RequestEntityTooLarge
 
-from hisparc_datastore.config import ConfigError, load_settings
+from hisparc_datastore.config import ConfigError, load_settings, require_data_dir, setting_problem
+from hisparc_datastore.ops.check import receiver_cannot_write
 from hisparc_datastore.ops.http import parse_bind
 from hisparc_datastore.ops.logsetup import configure_logging
 from hisparc_datastore.ops.logsetup import reopen as reopen_logs
+from hisparc_datastore.queue.folders import Queue
 from hisparc_datastore.receiver.app import RC_INVALID_POST, ReceiverApp, build_app
 
 log = logging.getLogger(__name__)
@@ -300,13 +302,21 @@ def serve(config_path: str | os.PathLike, bind: str = "127.0.0.1:8080",
     the log (after logrotate) and re-reads the station list."""
     settings = load_settings(config_path)
     host, port = parse_bind(bind)
+    require_data_dir(settings)
     configure_logging(settings, also_stderr=also_stderr)
+    # A receiver that cannot queue would answer every upload 205 for ever: refuse to start.
+    Queue(settings.data_dir, fsync=False)  # the folders a new data_dir lacks
+    problem = receiver_cannot_write(settings)
+    if problem:
+        raise ConfigError(setting_problem(settings.source, "General", "data_dir", settings.data_dir, problem))
     try:
         app = build_app(settings)
     except FileNotFoundError as exc:
-        raise ConfigError(f"{settings.source}: [General] station_list: {exc}") from None
+        raise ConfigError(setting_problem(settings.source, "General", "station_list", settings.station_list,
+                                          exc.strerror or "cannot be read")) from None
     except OSError as exc:
-        raise ConfigError(f"{settings.source}: cannot use data_dir {settings.data_dir}: {exc}") from None
+        raise ConfigError(setting_problem(settings.source, "General", "data_dir", settings.data_dir,
+                                          f"cannot use it: {exc}")) from None
     # Before listening: a station's retry then finds its upload settled, not in flight.
     app.recover()
     try:

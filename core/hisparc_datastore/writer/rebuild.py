@@ -20,7 +20,7 @@ from pathlib import Path
 
 import attrs
 
-from hisparc_datastore.config import ConfigError, Settings, load_settings
+from hisparc_datastore.config import ConfigError, Settings, load_settings, require_data_dir
 from hisparc_datastore.plugin.registry import load_registry
 from hisparc_datastore.queue.folders import Queue, read_archived
 from hisparc_datastore.storage.contents import compare, read_contents
@@ -102,6 +102,7 @@ def replace_day_file(settings: Settings, rebuilt: Path, current: Path) -> Path |
 
 def rebuild_command(config_path: str, date: str, replace: bool = False) -> int:
     settings = load_settings(config_path)
+    require_data_dir(settings)
     try:
         day = datetime.date.fromisoformat(date)
     except ValueError:

@@ -10,6 +10,7 @@ the archive, :mod:`hisparc_datastore.storage.openfiles` keeps the day files open
 from __future__ import annotations
 
 import collections
+import contextlib
 import logging
 import os
 import signal
@@ -67,9 +68,10 @@ class Writer:
         self.preparer = Preparer(self.queue.partial, registry, Bounds.of(settings),
                                  enabled=settings.prepare_process)
 
-    def run(self, once: bool = False) -> Tally:
-        """Drain the queue; with ``once`` stop when it is empty, else on SIGTERM/SIGINT."""
-        with WriterLock(self.settings.data_dir):
+    def run(self, once: bool = False, lock: WriterLock | None = None) -> Tally:
+        """Drain the queue; with ``once`` stop when it is empty, else on SIGTERM/SIGINT.
+        ``lock``: the data_dir's lock, when the caller took it already."""
+        with contextlib.nullcontext() if lock is not None else WriterLock(self.settings.data_dir):
             previous = self._install_signal_handlers()
             log.info("writer started: hisparc-datastore %s; plugins %s; data_dir %s; %d waiting in "
                      "incoming/", __version__, ", ".join(sorted(set(self.registry.owners.values())))

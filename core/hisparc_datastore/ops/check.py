@@ -1,0 +1,219 @@
+"""``datastore check CONFIG`` and ``datastore init CONFIG``: is this host ready to run the
+services on this configuration, and the one command that creates a new ``data_dir``.
+
+The services never create ``data_dir`` themselves: a mistyped or unmounted one would take the
+uploads into a fresh tree nobody looks at. ``init`` creates it and its queue folders on
+purpose, then runs the checks that need no running service. ``check`` runs every check as the
+user who runs it (run it as the services' user): the paths exist and that user may write
+them, the station list parses, the ports are free or held by our own services, and a plugin
+is installed. ``datastore status`` reports the same problems of paths and the station list
+(though not of permissions, since a monitoring user often may not write ``data_dir``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import http.client
+import os
+import pwd
+import socket
+import xmlrpc.client
+from pathlib import Path
+
+import attrs
+
+from hisparc_datastore.config import ConfigError, Settings, load_settings, split_host_port
+
+# Files in data_dir the services rewrite in place, as far as they exist.
+_DATA_FILES = ("writer.lock", "writer-state.json", "receiver.sqlite", "receiver.sqlite-wal",
+               "receiver.sqlite-shm")
+# Folders the receiver writes into; without them it can only answer 205.
+RECEIVER_FOLDERS = ("tmp", "incoming", "suspicious", "quarantine")
+PROBE_TIMEOUT = 3.0
+
+
+@attrs.frozen
+class Finding:
+    """One check's outcome: ``problem`` None when it passed."""
+
+    what: str
+    problem: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.problem is None
+
+    def line(self) -> str:
+        return f"ok    {self.what}" if self.ok else f"FAIL  {self.what}: {self.problem}"
+
+
+def user() -> str:
+    try:
+        return pwd.getpwuid(os.geteuid()).pw_name
+    except KeyError:
+        return f"uid {os.geteuid()}"
+
+
+def _writable(path: Path, what: str) -> Finding:
+    """Whether this user may create and rename files in the folder ``path`` (or rewrite the
+    file ``path``)."""
+    if path.is_dir():
+        wanted, kind = os.W_OK | os.X_OK, "create files in"
+    else:
+        wanted, kind = os.R_OK | os.W_OK, "write"
+    if os.access(path, wanted):
+        return Finding(what)
+    return Finding(what, f"user {user()} may not {kind} {path}")
+
+
+def data_dir_findings(settings: Settings, writable: bool = True) -> list[Finding]:
+    """``data_dir`` is a folder and, with ``writable``, this user may write it, its queue folders
+    and the files the services keep in it."""
+    data_dir = settings.data_dir
+    what = f"[General] data_dir {data_dir}"
+    if not data_dir.is_dir():
+        state = "is not a folder" if data_dir.exists() else "does not exist"
+        return [Finding(what, f"{state}; `datastore init {settings.source}` creates a new one")]
+    if not writable:
+        return [Finding(what)]
+    from hisparc_datastore.queue import QUEUE_DIRS
+
+    findings = [_writable(data_dir, what)]
+    for name in QUEUE_DIRS:
+        if (data_dir / name).exists():
+            findings.append(_writable(data_dir / name, f"{name}/"))
+    for name in _DATA_FILES:
+        if (data_dir / name).exists():
+            findings.append(_writable(data_dir / name, name))
+    return findings
+
+
+def station_list_findings(settings: Settings) -> list[Finding]:
+    """The station list can be read and every line of it is a station."""
+    from hisparc_datastore.stations.stationlist import StationListRefused, parse_station_list
+
+    path = settings.station_list
+    what = f"[General] station_list {path}"
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except OSError as exc:
+        return [Finding(what, exc.strerror or str(exc))]
+    except UnicodeDecodeError as exc:
+        return [Finding(what, f"not UTF-8 text ({exc.reason} at byte {exc.start})")]
+    try:
+        stations = parse_station_list(text, str(path), strict=True)
+    except StationListRefused as exc:
+        return [Finding(what, str(exc).removeprefix(f"{path} "))]
+    return [Finding(f"{what}: {len(stations)} stations")]
+
+
+def log_findings(settings: Settings) -> list[Finding]:
+    if settings.log is None:
+        return [Finding("[General] log: none, standard error")]
+    what = f"[General] log {settings.log}"
+    if settings.log.exists():
+        return [_writable(settings.log, what)]
+    if not settings.log.parent.is_dir():
+        return [Finding(what, f"its folder {settings.log.parent} does not exist")]
+    return [_writable(settings.log.parent, what)]
+
+
+def port_finding(what: str, bind: str, ours: str) -> Finding:
+    """``bind`` is free, or held by our own service ``ours`` (``receiver``, ``writer`` or
+    ``config-server``), which answers as only ours would."""
+    try:
+        host, port = split_host_port(bind)
+    except ValueError as exc:
+        return Finding(f"{what} {bind}", str(exc))
+    try:
+        with socket.create_server((host, port), family=_family(host)):
+            return Finding(f"{what} {bind}: free")
+    except OSError as exc:
+        if exc.errno != errno.EADDRINUSE:
+            return Finding(f"{what} {bind}", f"cannot listen: {exc.strerror or exc}")
+    if _answers_as(ours, host, port):
+        return Finding(f"{what} {bind}: held by our {ours}")
+    return Finding(f"{what} {bind}", f"in use by a program that is not our {ours}")
+
+
+def _family(host: str) -> socket.AddressFamily:
+    return socket.AF_INET6 if ":" in host else socket.AF_INET
+
+
+def _answers_as(service: str, host: str, port: int) -> bool:
+    connection = http.client.HTTPConnection(host, port, timeout=PROBE_TIMEOUT)
+    try:
+        if service == "config-server":
+            connection.request("POST", "/RPC2", xmlrpc.client.dumps((), "system.listMethods"),
+                               {"Content-Type": "text/xml"})
+            return b"reload_datastore" in connection.getresponse().read(65536)
+        connection.request("GET", "/metrics")
+        body = connection.getresponse().read(1 << 20)
+        return (b"datastore_writer_" if service == "writer" else b"datastore_uploads_total") in body
+    except (OSError, http.client.HTTPException):
+        return False
+    finally:
+        connection.close()
+
+
+def run_checks(settings: Settings, serve_bind: str | None, config_server_bind: str | None) -> list[Finding]:
+    from hisparc_datastore.plugin.registry import load_registry
+
+    findings = [Finding(f"configuration {settings.source}")]
+    findings += data_dir_findings(settings)
+    findings += station_list_findings(settings)
+    if settings.station_list_url:
+        folder = settings.station_list.parent
+        findings.append(_writable(folder, f"config-server may replace the station list in {folder}"))
+    findings += log_findings(settings)
+    registry = load_registry()
+    findings.append(Finding(f"plugins: {len(registry)} event types") if len(registry)
+                    else Finding("plugins", "none installed: the writer could store nothing"))
+    if serve_bind:
+        findings.append(port_finding("serve --bind", serve_bind, "receiver"))
+    if settings.metrics_bind:
+        findings.append(port_finding("[Writer] metrics_bind", settings.metrics_bind, "writer"))
+    if config_server_bind:
+        findings.append(port_finding("config-server --bind", config_server_bind, "config-server"))
+    return findings
+
+
+def check_command(config: str | os.PathLike, serve_bind: str | None, config_server_bind: str | None) -> int:
+    """Print one line per check; 0 when all pass, 1 when any fails (2: the file itself is bad)."""
+    settings = load_settings(config)
+    findings = run_checks(settings, serve_bind, config_server_bind)
+    for finding in findings:
+        print(finding.line())
+    failed = sum(not finding.ok for finding in findings)
+    print(f"{failed} problem(s)" if failed else f"all {len(findings)} checks passed (as {user()})")
+    return 1 if failed else 0
+
+
+def init_command(config: str | os.PathLike) -> int:
+    """Create ``data_dir`` and its queue folders, then check what the services will write."""
+    from hisparc_datastore.queue import Queue
+
+    settings = load_settings(config)
+    data_dir = settings.data_dir
+    if data_dir.exists() and not data_dir.is_dir():
+        raise ConfigError(f"{settings.source} [General] data_dir: '{data_dir}': not a folder")
+    if not data_dir.exists():
+        data_dir.mkdir(parents=True)
+        print(f"created {data_dir}")
+    with contextlib.suppress(PermissionError):  # reported below, one line per folder
+        Queue(data_dir)
+    findings = data_dir_findings(settings) + station_list_findings(settings) + log_findings(settings)
+    for finding in findings:
+        print(finding.line())
+    failed = sum(not finding.ok for finding in findings)
+    return 1 if failed else 0
+
+
+def receiver_cannot_write(settings: Settings) -> str | None:
+    """Why the receiver could not queue an upload in ``data_dir``, or None."""
+    folders = [settings.data_dir] + [settings.data_dir / name for name in RECEIVER_FOLDERS]
+    denied = [str(folder) for folder in folders if not os.access(folder, os.W_OK | os.X_OK)]
+    if not denied:
+        return None
+    return f"user {user()} may not create files in {', '.join(denied)}: every upload would be answered 205"
