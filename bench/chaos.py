@@ -39,8 +39,8 @@ import receiver_chaos
 from hisparc_datastore.codec.decoding import Upload
 from hisparc_datastore.plugin.registry import load_registry
 from hisparc_datastore.sim.simulate import CONFIG_TEMPLATE, simulated_uploads, stations, write_queue
-from hisparc_datastore.sim.summary import day_files
-from hisparc_datastore.storage.contents import multiset_difference, read_contents
+from hisparc_datastore.sim.summary import read_all
+from hisparc_datastore.storage.contents import multiset_difference
 
 ROOT = Path(__file__).resolve().parents[1]
 DATASTORE = Path(sys.executable).with_name("datastore")
@@ -91,17 +91,6 @@ def run_to_completion(config: Path) -> None:
     if process.returncode != 0:
         sys.exit(f"writer failed ({process.returncode}): {err.decode()[-2000:]}")
 
-
-def read_all(data_dir: Path, registry) -> tuple[dict, list[str]]:
-    """Every day file's rows, keyed by (file name, station, table); and the unreadable files."""
-    rows, unreadable = {}, []
-    for path in day_files(data_dir):
-        try:
-            for (station, table), content in read_contents(path, registry).items():
-                rows[(path.name, station, table)] = content
-        except Exception as exc:  # noqa: BLE001 - any failure to read is what we count
-            unreadable.append(f"{path}: {type(exc).__name__}: {exc}")
-    return rows, unreadable
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -58,8 +58,8 @@ from hisparc_datastore.plugin.registry import load_registry
 from hisparc_datastore.receiver.app import build_app
 from hisparc_datastore.sim.simulate import simulated_uploads, stations
 from hisparc_datastore.sim.stationclient import post_once, station_form
-from hisparc_datastore.sim.summary import day_files
-from hisparc_datastore.storage.contents import multiset_difference, read_contents
+from hisparc_datastore.sim.summary import read_all
+from hisparc_datastore.storage.contents import multiset_difference
 from hisparc_datastore.testing import crashstates
 from hisparc_datastore.testing.serveprocess import free_port
 from hisparc_datastore.writer.service import Writer
@@ -219,16 +219,6 @@ def _take_uploads(tracer: subprocess.Popen, trace: Path, port: int, chosen: dict
         raise RuntimeError(f"the traced receiver ended early ({tracer.returncode}) or a station "
                            f"failed ({failures}): {_stderr(trace)}")
 
-
-def read_all(data_dir: Path, registry) -> tuple[dict, list[str]]:
-    rows, unreadable = {}, []
-    for path in day_files(data_dir):
-        try:
-            for (station, table), content in read_contents(path, registry).items():
-                rows[(path.name, station, table)] = content
-        except Exception as exc:  # noqa: BLE001 - any failure to read is what is counted
-            unreadable.append(f"{path.name}: {type(exc).__name__}: {exc}")
-    return rows, unreadable
 
 
 @attrs.frozen

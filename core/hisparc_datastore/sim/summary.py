@@ -7,6 +7,8 @@ from pathlib import Path
 
 import tables
 
+from hisparc_datastore.storage.contents import read_contents
+
 
 def day_files(data_dir: str | os.PathLike) -> list[Path]:
     """The day files under ``data_dir``, in date order."""
@@ -14,6 +16,19 @@ def day_files(data_dir: str | os.PathLike) -> list[Path]:
         return tuple(int(part) for part in path.stem.split("_"))
 
     return sorted(Path(data_dir).glob("[0-9]*/[0-9]*/[0-9]*_[0-9]*_[0-9]*.h5"), key=date_key)
+
+
+def read_all(data_dir: str | os.PathLike, registry) -> tuple[dict, list[str]]:
+    """Every day file's rows, keyed by (file name, station, table); and the files that could
+    not be read, each with why (the crash harnesses count them)."""
+    rows, unreadable = {}, []
+    for path in day_files(data_dir):
+        try:
+            for (station, table), content in read_contents(path, registry).items():
+                rows[(path.name, station, table)] = content
+        except Exception as exc:  # noqa: BLE001 - any failure to read is what is counted
+            unreadable.append(f"{path}: {type(exc).__name__}: {exc}")
+    return rows, unreadable
 
 
 def station_contents(h5: tables.File) -> dict[str, dict[str, int]]:
