@@ -118,10 +118,9 @@ def test_nothing_half_written_is_visible_between_attempts(tmp_path, monkeypatch,
     assert (tmp_path / "writer.journal").exists() is False or writer.journal.read().state == "applying"
 
 
-def test_hdf5_errors_on_a_disk_with_room_rebuild_the_day_file_from_the_archive(
-        tmp_path, monkeypatch, caplog, fast_backoff):
-    store(tmp_path, [Upload(501, "Utrecht", [coincidence(0, 100), singles(0, 1)])])
-    failures_left = [2]
+def damage_next_appends(monkeypatch, times: int) -> None:
+    """The next ``times`` appends fail as HDF5 does when a kill left a group's metadata torn."""
+    failures_left = [times]
     real_append_rows = DayFile.append_rows
 
     def damaged(self, cluster, station_id, event_type, records):
@@ -131,6 +130,12 @@ def test_hdf5_errors_on_a_disk_with_room_rebuild_the_day_file_from_the_archive(
         real_append_rows(self, cluster, station_id, event_type, records)
 
     monkeypatch.setattr(DayFile, "append_rows", damaged)
+
+
+def test_hdf5_errors_on_a_disk_with_room_rebuild_the_day_file_from_the_archive(
+        tmp_path, monkeypatch, caplog, fast_backoff):
+    store(tmp_path, [Upload(501, "Utrecht", [coincidence(0, 100), singles(0, 1)])])
+    damage_next_appends(monkeypatch, 2)
     queue_uploads(tmp_path, [Upload(501, "Utrecht", [coincidence(1, 201), singles(1, 2)])])
     with caplog.at_level(logging.WARNING):
         run_writer_until(tmp_path, lambda: queue_empty(tmp_path))
@@ -205,16 +210,7 @@ def test_a_heal_that_would_hold_fewer_rows_keeps_the_damaged_file_readable_besid
     assert len(archived) == 2
     archived[1].unlink()
     archived[1].with_name(archived[1].name + ".dates").unlink()
-    failures_left = [2]
-    real_append_rows = DayFile.append_rows
-
-    def damaged(self, cluster, station_id, event_type, records):
-        if failures_left[0] > 0:
-            failures_left[0] -= 1
-            raise tables.HDF5ExtError("Problems closing the Group cluster_utrecht")
-        real_append_rows(self, cluster, station_id, event_type, records)
-
-    monkeypatch.setattr(DayFile, "append_rows", damaged)
+    damage_next_appends(monkeypatch, 2)
     queue_uploads(tmp_path, [Upload(501, "Utrecht", [singles(5, 2)])])
     with caplog.at_level(logging.WARNING):
         run_writer_until(tmp_path, lambda: queue_empty(tmp_path))
