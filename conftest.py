@@ -9,6 +9,8 @@ belong to this repository: a plugin of its own has no ``../shared``.
 from __future__ import annotations
 
 import os
+import subprocess
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -39,3 +41,28 @@ def seed_text(shared: Path) -> str:
     if not path.is_file():
         pytest.fail(f"seed documentation not found at {path} (set HISPARC_SHARED)")
     return path.read_text(encoding="utf-8")
+
+
+@pytest.fixture
+def tmpfs(tmp_path: Path) -> Iterator[Callable[[int], Path]]:
+    """``tmpfs(megabytes)`` mounts a file system that small under tmp_path, to be filled (root
+    only: the test is skipped with the reason otherwise); every mount is undone after."""
+    mounts: list[Path] = []
+
+    def mount(megabytes: int) -> Path:
+        if os.geteuid() != 0:
+            pytest.skip("mounting a small tmpfs to fill needs root")
+        point = tmp_path / f"disk{len(mounts)}"
+        point.mkdir()
+        done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={megabytes}m", "tmpfs", str(point)],
+                              capture_output=True, text=True)
+        if done.returncode != 0:
+            pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
+        mounts.append(point)
+        return point
+
+    try:
+        yield mount
+    finally:
+        for point in mounts:
+            subprocess.run(["umount", "-l", str(point)], check=False)

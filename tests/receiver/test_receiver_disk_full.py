@@ -8,7 +8,6 @@ import hashlib
 import os
 import pickle
 import sqlite3
-import subprocess
 import urllib.parse
 import urllib.request
 
@@ -22,19 +21,8 @@ from hisparc_datastore.testing.helpers import event
 
 
 @pytest.fixture
-def small_disk(tmp_path):
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root")
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount)],
-                          capture_output=True, text=True)
-    if done.returncode:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
-    try:
-        yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
+def small_disk(tmpfs):
+    return tmpfs(4)
 
 
 def fill(disk) -> None:

@@ -3,9 +3,7 @@ table and a day file: every row stored before it is still there, with no archive
 from, and the batch is stored exactly once when space returns (issue 19, item 1)."""
 
 import datetime
-import os
 import shutil
-import subprocess
 import threading
 
 import pytest
@@ -36,20 +34,9 @@ def coincidence(moment, second, ph):
 
 
 @pytest.fixture
-def small_disk(tmp_path):
-    """A 6 MB tmpfs (root only: mounting needs it)."""
-    if os.geteuid() != 0:
-        pytest.skip("mounting a small tmpfs to fill needs root")
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=6m", "tmpfs", str(mount)],
-                          capture_output=True, text=True)
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
-    try:
-        yield mount / "data"
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
+def small_disk(tmpfs):
+    """The data_dir on a 6 MB tmpfs."""
+    return tmpfs(6) / "data"
 
 
 def every_row(data_dir):
