@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+from collections import Counter
 from pathlib import Path
 
 import tables
 
-from hisparc_datastore.storage.contents import read_contents
+from hisparc_datastore.storage.contents import UnreadableBlob, read_contents
+from hisparc_datastore.storage.layout import BLOBS
 
 
 def day_files(data_dir: str | os.PathLike) -> list[Path]:
@@ -19,16 +21,23 @@ def day_files(data_dir: str | os.PathLike) -> list[Path]:
 
 
 def read_all(data_dir: str | os.PathLike, registry) -> tuple[dict, list[str]]:
-    """Every day file's rows, keyed by (file name, station, table); and the files that could
-    not be read, each with why (the crash harnesses count them)."""
+    """Every day file's rows, keyed by (file name, station, table), each station's blobs array
+    among them as table ``blobs`` (every blob read on its own, so compared by content too);
+    and the files that could not be read, each with why (the crash harnesses count them)."""
     rows, unreadable = {}, []
     for path in day_files(data_dir):
         try:
-            for (station, table), content in read_contents(path, registry).items():
+            for (station, table), content in read_contents(path, registry, each_blob=True).items():
                 rows[(path.name, station, table)] = content
         except Exception as exc:  # noqa: BLE001 - any failure to read is what is counted
             unreadable.append(f"{path}: {type(exc).__name__}: {exc}")
     return rows, unreadable
+
+
+def unreadable_blobs(rows: dict) -> Counter:
+    """``{(file name, station): blobs HDF5 could not read}`` of :func:`read_all`'s rows."""
+    return Counter({(name, station): sum(isinstance(blob, UnreadableBlob) for (blob,) in content)
+                    for (name, station, table), content in rows.items() if table == BLOBS}) + Counter()
 
 
 def station_contents(h5: tables.File) -> dict[str, dict[str, int]]:

@@ -2,7 +2,9 @@
 
 A row becomes a tuple of its values without ``event_id``, with every blob
 reference replaced by the blob's bytes, so two files that hold the same
-events compare equal however their blobs were numbered.
+events compare equal however their blobs were numbered. The crash harnesses
+read every blob on its own (``each_blob``): a damaged one is then named
+while the rest still compare, and the blobs arrays are compared as well.
 """
 
 from __future__ import annotations
@@ -28,6 +30,29 @@ def _blob_columns(registry: Registry) -> dict[str, set[str]]:
     }
 
 
+@attrs.frozen
+class UnreadableBlob:
+    """In place of a blob HDF5 could not read: equal to no bytes, so a row that refers to it
+    differs from the row that was expected."""
+
+    station: str
+    index: int
+    error: str = attrs.field(eq=False)
+
+
+def read_each_blob(node: tables.VLArray) -> list[bytes | UnreadableBlob]:
+    """Every row of a blobs array, each read on its own: reading the whole array fails on the
+    first damaged row, which hides how many others are damaged or sound."""
+    blobs = []
+    for index in range(node.nrows):
+        try:
+            blobs.append(node[index])
+        except Exception as exc:  # noqa: BLE001 - HDF5 raises several kinds for a damaged heap
+            blobs.append(UnreadableBlob(node._v_parent._v_pathname, index,
+                                        f"{type(exc).__name__}: {exc}".splitlines()[0]))
+    return blobs
+
+
 def _resolve(value: int | list, blobs: list[bytes]):
     if isinstance(value, list):
         return tuple(_resolve(i, blobs) for i in value)
@@ -38,13 +63,22 @@ def _plain(value):
     return tuple(value) if isinstance(value, list) else value
 
 
-def read_contents(path: str | os.PathLike, registry: Registry) -> Contents:
-    """Every station table of a day file, read fully (which also proves it readable)."""
+def read_contents(path: str | os.PathLike, registry: Registry, *, each_blob: bool = False) -> Contents:
+    """Every station table of a day file, read fully (which also proves it readable).
+
+    With ``each_blob`` the blobs are read one by one (a damaged one becomes an
+    :class:`UnreadableBlob`) and each station's blobs array is given too, as a table
+    ``blobs`` of one-blob rows."""
     blob_columns = _blob_columns(registry)
     contents: Contents = {}
     with tables.open_file(str(path), "r") as h5:
         for group in h5.walk_groups("/hisparc"):
-            blobs = list(group._f_get_child(BLOBS).read()) if BLOBS in group else []
+            blobs = []
+            if BLOBS in group:
+                node = group._f_get_child(BLOBS)
+                blobs = read_each_blob(node) if each_blob else list(node.read())
+                if each_blob:
+                    contents[(group._v_pathname, BLOBS)] = [(blob,) for blob in blobs]
             for node in h5.list_nodes(group, classname="Table"):
                 records = node.read()
                 names = [name for name in records.dtype.names if name != "event_id"]
