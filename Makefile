@@ -31,6 +31,7 @@ bench: venv
 
 chaos: venv
 	$(BIN)/python bench/chaos.py --kills 50
+	$(BIN)/python bench/storm.py --kills 100
 	$(BIN)/python bench/powercut.py --states 300
 
 # The differential test against the deployed datastore, long: 2,000 generated uploads
@@ -46,4 +47,4 @@ dist: venv
 	$(BIN)/python -m pip wheel --quiet --no-deps --wheel-dir dist ./ $(addprefix ./,$(PLUGINS))
 
 clean:
-	rm -rf $(VENV) demo-data bench-data chaos-data powercut-data dist
+	rm -rf $(VENV) demo-data bench-data chaos-data storm-data powercut-data dist

@@ -5,8 +5,11 @@ stored twice: once by an undisturbed writer (the reference) and once by a
 writer that is killed with SIGKILL at random instants and restarted each
 time, then left to drain. Every day file of the second run must open and
 read fully, and its rows, compared one by one with the reference's (blobs
-resolved to their bytes), must show nothing lost and nothing duplicated.
-The reference itself must hold every event that was sent. Every upload with a
+resolved to their bytes), must show nothing lost and nothing duplicated;
+every blob of every station's blobs array must read (each on its own) and
+equal the reference's, and every blob an event refers to must equal the
+bytes its station sent (``sent_blobs``). The reference itself must hold
+every event and every blob that was sent. Every upload with a
 configuration event gets a second one sharing its datalist list, and its queue
 file is written with Python's pickle as the deployed receiver writes it: Python
 writes the shared list once and refers to it again, and nothing may be
@@ -34,13 +37,16 @@ import sys
 import time
 from pathlib import Path
 
+import attrs
 import receiver_chaos
+from sent_blobs import SentBlobs, compare_sent
 
 from hisparc_datastore.codec.decoding import Upload
 from hisparc_datastore.plugin.registry import load_registry
 from hisparc_datastore.sim.simulate import CONFIG_TEMPLATE, simulated_uploads, stations, write_queue
-from hisparc_datastore.sim.summary import read_all
+from hisparc_datastore.sim.summary import read_all, unreadable_blobs
 from hisparc_datastore.storage.contents import multiset_difference
+from hisparc_datastore.storage.layout import BLOBS
 
 ROOT = Path(__file__).resolve().parents[1]
 DATASTORE = Path(sys.executable).with_name("datastore")
@@ -85,6 +91,19 @@ def writer(config: Path, once: bool) -> subprocess.Popen:
     return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
+def read_reference(data_dir: Path, uploads: list[Upload], registry) -> dict:
+    """read_all of the undisturbed run's day files, once they are known to hold every event
+    and every blob that was sent; exits otherwise."""
+    expected, unreadable = read_all(data_dir, registry)
+    stored = sum(len(rows) for (_, _, table), rows in expected.items() if table != BLOBS)
+    sent = sum(len(upload.event_list) for upload in uploads)
+    truth = compare_sent(uploads, data_dir, registry)
+    if unreadable or stored != sent or unreadable_blobs(expected) or truth.differing:
+        sys.exit(f"the undisturbed writer stored {stored} of {sent} events; unreadable: {unreadable}; "
+                 f"{truth}: {list(truth.examples)}")
+    return expected
+
+
 def run_to_completion(config: Path) -> None:
     process = writer(config, once=True)
     _, err = process.communicate()
@@ -122,10 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     began = time.monotonic()
     run_to_completion(reference_config)
     full_run = time.monotonic() - began
-    expected, unreadable = read_all(args.dir / "reference", registry)
-    stored = sum(len(rows) for rows in expected.values())
-    if unreadable or stored != sent:
-        sys.exit(f"the undisturbed writer stored {stored} of {sent} events; unreadable: {unreadable}")
+    expected = read_reference(reference_config.parent, uploads, registry)
 
     # How long a writer takes to start doing anything: kills are spread from
     # before that moment to well into the work.
@@ -153,34 +169,71 @@ def main(argv: list[str] | None = None) -> int:
         idle += drained
     run_to_completion(config)
 
-    lost, duplicated, unreadable = compare(expected, data_dir, registry)
+    found = compare(expected, data_dir, registry, uploads)
     healed = list((data_dir / "quarantine").glob("*.h5.damaged-*Z"))
     kept = set(healed) | {p.with_name(p.name + ".reason") for p in healed}
     left = [p.name for d in ("incoming", "partial", "quarantine") for p in (data_dir / d).iterdir()
             if p not in kept]
     quarantined = [p.name for p in (data_dir / "quarantine").iterdir() if p not in kept]
-    print(f"kills: {kills}, lost: {lost}, duplicated: {duplicated}, unreadable files: {len(unreadable)}")
+    print(f"kills: {kills}, lost: {found.lost}, duplicated: {found.duplicated}, "
+          f"unreadable files: {len(found.unreadable_files)}, {found.blobs_line()}")
     print(f"(kills while a batch was being applied: {mid_batch}, after the queue had drained: {idle}; "
           f"undisturbed run {full_run:.1f} s, "
           f"start-up {startup:.1f} s; day files HDF5 left torn, rebuilt from the archive: {len(healed)}; "
           f"files left in the queue: {len(left)}; journal left: {journal.exists()})", flush=True)
     print(f"quarantined: {len(quarantined)}", flush=True)
-    for line in unreadable:
-        print("unreadable:", line)
-    writer_ok = lost == duplicated == len(unreadable) == len(left) == 0 and not journal.exists()
+    found.print_details()
+    writer_ok = found.ok and not left and not journal.exists()
     receiver_kills = args.kills if args.receiver_kills is None else args.receiver_kills
     return 0 if writer_ok & receiver_run(args, uploads, expected, registry, rng, receiver_kills) else 1
 
 
-def compare(expected: dict, data_dir: Path, registry) -> tuple[int, int, list[str]]:
-    """(rows lost, rows duplicated or unexpected, unreadable files) of data_dir's day files."""
+@attrs.frozen
+class Comparison:
+    """How a crashed run's day files differ from the reference's and from what was sent."""
+
+    lost: int  # rows of the reference absent (blobs resolved to their bytes)
+    duplicated: int  # rows present more often than in the reference, or not in it
+    blobs_arrays: int  # rows of the stations' blobs arrays not matched in the reference's
+    unreadable_files: list[str]
+    unreadable_blobs: dict  # (file name, station) -> the blobs that did not read
+    sent: SentBlobs
+
+    @property
+    def ok(self) -> bool:
+        return not (self.lost or self.duplicated or self.blobs_arrays or self.unreadable_files
+                    or self.unreadable_blobs or self.sent.differing)
+
+    def blobs_line(self) -> str:
+        return (f"unreadable blobs: {sum(map(len, self.unreadable_blobs.values()))}, "
+                f"blobs differing: {self.sent.differing}")
+
+    def print_details(self) -> None:
+        print(f"(every blob read one by one: {self.sent}; blobs array rows differing from the "
+              f"reference: {self.blobs_arrays})")
+        for (name, station), damaged in sorted(self.unreadable_blobs.items()):
+            print(f"unreadable blobs: {name} {station}: {len(damaged)} (the first, row "
+                  f"{damaged[0].index}: {damaged[0].error})")
+        for line in self.unreadable_files:
+            print("unreadable:", line)
+        for line in self.sent.examples:
+            print("differing from what was sent:", line)
+
+
+def compare(expected: dict, data_dir: Path, registry, uploads: list[Upload]) -> Comparison:
+    """How data_dir's day files differ from ``expected`` (read_all of the reference) and
+    from ``uploads``."""
     actual, unreadable = read_all(data_dir, registry)
-    lost = duplicated = 0
+    lost = duplicated = blobs = 0
     for node in set(expected) | set(actual):
         missing, extra = multiset_difference(expected.get(node, []), actual.get(node, []))
-        lost += missing
-        duplicated += extra
-    return lost, duplicated, unreadable
+        if node[2] == BLOBS:
+            blobs += missing + extra
+        else:
+            lost += missing
+            duplicated += extra
+    return Comparison(lost, duplicated, blobs, unreadable, unreadable_blobs(actual),
+                      compare_sent(uploads, data_dir, registry))
 
 
 def receiver_run(args, uploads, expected: dict, registry, rng: random.Random, kills: int) -> bool:
@@ -198,21 +251,22 @@ def receiver_run(args, uploads, expected: dict, registry, rng: random.Random, ki
     began = time.monotonic()
     chaos = receiver_chaos.run(config, uploads, kills, rng, drainer, log)
     run_to_completion(config)
-    lost, duplicated, unreadable = compare(expected, data_dir, registry)
+    found = compare(expected, data_dir, registry, uploads)
     left = [p.name for d in ("incoming", "partial", "quarantine", "suspicious")
             for p in (data_dir / d).iterdir()]
     replies = ", ".join(f"{code or '(empty)'}: {n}" for code, n in chaos.posting.replies.most_common())
     # No disk faults here, so a 205 can only mean a claim kept a station waiting.
     kept_waiting = chaos.posting.replies.get("205", 0)
-    print(f"receiver kills: {chaos.kills}, lost: {lost}, duplicated: {duplicated}, "
-          f"tmp leftovers: {chaos.tmp_leftovers}")
+    print(f"receiver kills: {chaos.kills}, lost: {found.lost}, duplicated: {found.duplicated}, "
+          f"tmp leftovers: {chaos.tmp_leftovers}, {found.blobs_line()}")
     print(f"(receiver killed at a named step of a request: {chaos.at_steps}; uploads answered 100: "
           f"{chaos.posting.delivered}, given up: {chaos.posting.undelivered}; answered 205 (kept "
           f"waiting): {kept_waiting}; replies heard: {replies}; "
-          f"unreadable files: {len(unreadable)}; files left in the queue: {len(left)}; "
+          f"unreadable files: {len(found.unreadable_files)}; files left in the queue: {len(left)}; "
           f"{time.monotonic() - began:.0f} s)", flush=True)
-    return (lost == duplicated == chaos.tmp_leftovers == chaos.posting.undelivered == kept_waiting
-            == len(unreadable) == len(left) == 0)
+    found.print_details()
+    return (found.ok and chaos.tmp_leftovers == chaos.posting.undelivered == kept_waiting
+            == len(left) == 0)
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -41,14 +41,10 @@ from pathlib import Path
 import attrs
 import chaos
 import receiver_chaos
-from sent_blobs import compare_sent
 
 from hisparc_datastore.codec.decoding import Upload, parse_event_list
 from hisparc_datastore.plugin.registry import load_registry
 from hisparc_datastore.sim.simulate import simulated_uploads, stations
-from hisparc_datastore.sim.summary import read_all, unreadable_blobs
-from hisparc_datastore.storage.contents import multiset_difference
-from hisparc_datastore.storage.layout import BLOBS
 from hisparc_datastore.testing.serveprocess import ServeProcess, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -150,19 +146,6 @@ def storm(config: Path, uploads: list[Upload], kills: int, pace: float, rng: ran
     return Storm(killed["writer"], killed["receiver"], mid_batch, posting, time.monotonic() - began)
 
 
-def compare_rows(expected: dict, actual: dict) -> tuple[int, int, int]:
-    """(rows lost, rows duplicated, blobs array rows differing) between two read_all results."""
-    lost = duplicated = blobs = 0
-    for node in set(expected) | set(actual):
-        missing, extra = multiset_difference(expected.get(node, []), actual.get(node, []))
-        if node[2] == BLOBS:
-            blobs += missing + extra
-        else:
-            lost += missing
-            duplicated += extra
-    return lost, duplicated, blobs
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--kills", type=int, default=100, help="SIGKILLs in all, writer and receiver in turn")
@@ -185,22 +168,14 @@ def main(argv: list[str] | None = None) -> int:
     registry = load_registry()
     reference = chaos.make_data_dir(args.dir / "reference", uploads, args.batch_uploads)
     chaos.run_to_completion(reference)
-    expected, unreadable = read_all(reference.parent, registry)
-    stored = sum(len(rows) for (_, _, table), rows in expected.items() if table != BLOBS)
-    truth = compare_sent(uploads, reference.parent, registry)
-    if unreadable or stored != sent or unreadable_blobs(expected) or truth.differing:
-        sys.exit(f"the undisturbed writer stored {stored} of {sent} events; unreadable: {unreadable}; "
-                 f"{truth} {list(truth.examples)}")
+    expected = chaos.read_reference(reference.parent, uploads, registry)
 
     config = chaos.make_data_dir(args.dir / "storm", [], args.batch_uploads)
     data_dir = config.parent
     result = storm(config, uploads, args.kills, args.pace, rng)
     chaos.run_to_completion(config)
 
-    actual, unreadable = read_all(data_dir, registry)
-    lost, duplicated, blobs_arrays = compare_rows(expected, actual)
-    damaged = unreadable_blobs(actual)
-    against_sent = compare_sent(uploads, data_dir, registry)
+    found = chaos.compare(expected, data_dir, registry, uploads)
     healed = [p for p in (data_dir / "quarantine").glob("*.h5.damaged-*Z")]
     kept = set(healed) | {p.with_name(p.name + ".reason") for p in healed}
     left = [p.name for d in ("incoming", "partial", "quarantine", "suspicious", "tmp")
@@ -208,24 +183,20 @@ def main(argv: list[str] | None = None) -> int:
     log = (data_dir / "datastore.log").read_text(errors="replace")
     replies = ", ".join(f"{code or '(empty)'}: {n}" for code, n in result.posting.replies.most_common())
     print(f"storm kills: {result.writer_kills + result.receiver_kills} (writer {result.writer_kills}, "
-          f"receiver {result.receiver_kills}), lost: {lost}, duplicated: {duplicated}, "
-          f"unreadable blobs: {sum(damaged.values())}, blobs differing: {against_sent.differing}, "
-          f"files healed: {len(healed)}")
+          f"receiver {result.receiver_kills}), lost: {found.lost}, duplicated: {found.duplicated}, "
+          f"{found.blobs_line()}, files healed: {len(healed)}")
     print(f"(writer kills while a batch was being applied: {result.mid_batch}; uploads answered 100: "
           f"{result.posting.delivered}, given up: {result.posting.undelivered}; replies heard: {replies}; "
-          f"{against_sent}; blobs array rows differing from the reference: {blobs_arrays}; "
-          f"unreadable files: {len(unreadable)}; files left in the queue: {len(left)}; "
+          f"unreadable files: {len(found.unreadable_files)}; files left in the queue: {len(left)}; "
           f"writer log: batches undone {log.count('undoing an unfinished batch')}, "
           f"could not store {log.count('could not store')}, CRITICAL {log.count('CRITICAL')}; "
           f"storm {result.seconds:.0f} s)",
           flush=True)
-    for (name, station), count in sorted(damaged.items()):
-        print(f"unreadable blobs: {name} {station}: {count}")
-    for line in [*unreadable, *against_sent.examples]:
-        print("  ", line)
-    ok = (lost == duplicated == blobs_arrays == against_sent.differing == len(unreadable) == len(left)
-          == result.posting.undelivered == 0 and not damaged)
-    return 0 if ok else 1
+    found.print_details()
+    journal_left = (data_dir / "writer.journal").exists()
+    if journal_left:
+        print("the writer's journal was left behind")
+    return 0 if found.ok and not left and not journal_left and result.posting.undelivered == 0 else 1
 
 
 if __name__ == "__main__":

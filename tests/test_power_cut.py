@@ -317,9 +317,9 @@ def test_short_power_cut_run_loses_doubles_and_leaves_nothing(tmp_path):
                             capture_output=True, text=True, timeout=1200)
     assert result.returncode == 0, result.stdout + result.stderr
     line = re.search(r"power-cut states: (\d+), lost: (\d+), duplicated: (\d+), unreadable: (\d+), "
-                     r"stuck: (\d+)", result.stdout)
+                     r"stuck: (\d+), blobs differing: (\d+)", result.stdout)
     assert line, result.stdout
-    assert line.groups() == ("20", "0", "0", "0", "0")
+    assert line.groups() == ("20", "0", "0", "0", "0", "0")
     roles = re.search(r"crash points in the receiver: (\d+) states, in the writer: (\d+) states",
                       result.stdout)
     assert roles and int(roles.group(1)) >= 6 and int(roles.group(2)) >= 6, result.stdout

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from collections import Counter
 from pathlib import Path
 
 import tables
@@ -34,10 +33,14 @@ def read_all(data_dir: str | os.PathLike, registry) -> tuple[dict, list[str]]:
     return rows, unreadable
 
 
-def unreadable_blobs(rows: dict) -> Counter:
-    """``{(file name, station): blobs HDF5 could not read}`` of :func:`read_all`'s rows."""
-    return Counter({(name, station): sum(isinstance(blob, UnreadableBlob) for (blob,) in content)
-                    for (name, station, table), content in rows.items() if table == BLOBS}) + Counter()
+def unreadable_blobs(rows: dict) -> dict[tuple[str, str], list[UnreadableBlob]]:
+    """``{(file name, station): the blobs HDF5 could not read}`` of :func:`read_all`'s rows."""
+    found: dict[tuple[str, str], list[UnreadableBlob]] = {}
+    for (name, station, table), content in rows.items():
+        damaged = [blob for (blob,) in content if isinstance(blob, UnreadableBlob)] if table == BLOBS else []
+        if damaged:
+            found[(name, station)] = damaged
+    return found
 
 
 def station_contents(h5: tables.File) -> dict[str, dict[str, int]]:

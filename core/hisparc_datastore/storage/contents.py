@@ -48,9 +48,15 @@ def read_each_blob(node: tables.VLArray) -> list[bytes | UnreadableBlob]:
         try:
             blobs.append(node[index])
         except Exception as exc:  # noqa: BLE001 - HDF5 raises several kinds for a damaged heap
-            blobs.append(UnreadableBlob(node._v_parent._v_pathname, index,
-                                        f"{type(exc).__name__}: {exc}".splitlines()[0]))
+            blobs.append(UnreadableBlob(node._v_parent._v_pathname, index, _innermost(exc)))
     return blobs
+
+
+def _innermost(exc: Exception) -> str:
+    """The deepest step of an HDF5 error's back trace (``bad global heap collection
+    signature``), which says what is damaged; the first line only says there was an error."""
+    steps = [line.strip() for line in str(exc).splitlines() if line.startswith("    ")]
+    return steps[-1] if steps else f"{type(exc).__name__}: {exc}"
 
 
 def _resolve(value: int | list, blobs: list[bytes]):
