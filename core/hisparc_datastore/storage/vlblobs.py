@@ -51,7 +51,9 @@ class _HDF5:
             paths = sorted(set(re.findall(r"\S*/tables\.libs/libhdf5[^\s/]*\.so[^\s/]*", maps.read())))
         if not paths:
             raise ImportError("the libhdf5 that PyTables loaded was not found in /proc/self/maps")
-        lib = ctypes.CDLL(paths[0])
+        # PyDLL keeps the GIL during each call: PyTables holds it too, so no other thread enters
+        # HDF5 (built without thread safety) meanwhile.
+        lib = ctypes.PyDLL(paths[0])
         pointer, herr = ctypes.c_void_p, ctypes.c_int
         for name, result, arguments in [
             ("H5open", herr, []),
