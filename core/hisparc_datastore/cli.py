@@ -172,6 +172,12 @@ def cmd_summary(args: argparse.Namespace) -> int:
     return summary_command(args.data_dir)
 
 
+def cmd_verify(args: argparse.Namespace) -> int:
+    from hisparc_datastore.ops.verify import verify_command
+
+    return verify_command(args.config, args.dates)
+
+
 def cmd_new_plugin(args: argparse.Namespace) -> int:
     from hisparc_datastore.plugin.scaffold import new_plugin_command
 
@@ -268,6 +274,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("summary", help="print what the day files hold per station and table")
     p.add_argument("data_dir")
     p.set_defaults(func=cmd_summary)
+
+    p = sub.add_parser("verify", help="read every node and blob of day files back; name the damaged "
+                                      "(exit 1 if any)")
+    p.add_argument("config")
+    p.add_argument("dates", nargs="*", metavar="DATE", help="YYYY-MM-DD (default: every day file)")
+    p.set_defaults(func=cmd_verify)
 
     p = sub.add_parser("new-plugin", help="write a new detector plugin, ready to install and test")
     p.add_argument("name", help="lower case: the table, the module datastore_NAME and the folder")

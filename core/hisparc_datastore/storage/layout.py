@@ -13,7 +13,7 @@ import numpy as np
 import tables
 
 from hisparc_datastore.plugin.eventtype import EventType
-from hisparc_datastore.storage import vlblobs
+from hisparc_datastore.storage import undo, vlblobs
 from hisparc_datastore.util.durable import fsync_dir, fsync_file
 
 BLOBS = "blobs"
@@ -205,27 +205,21 @@ class DayFile:
         records["event_id"] = np.arange(table.nrows + 1, table.nrows + 1 + len(records))
         table.append(records)
 
-    def truncate(self, sizes: Mapping[str, int | None]) -> None:
-        """Cut nodes back to recorded sizes; remove those that did not exist."""
-        for node_path, size in sizes.items():
+    def truncate(self, sizes: Mapping[str, int | None], reached: Mapping[str, int] | None = None) -> None:
+        """Cut nodes back to recorded sizes, clearing the slots up to ``reached`` (the rows the
+        batch was to reach: see :mod:`.undo`); remove those that did not exist."""
+        for node_path in undo.scrub_nodes(self.h5, sizes, reached or {}):
             try:
                 node = self.h5.get_node(node_path)
             except tables.NoSuchNodeError:
                 continue
-            if size is None:
-                parent = node._v_parent
-                node._f_remove()
-                # Groups made for the removed node go too, so the file is as it was.
-                while parent is not self.h5.root and not parent._v_children:
-                    grandparent = parent._v_parent
-                    parent._f_remove()
-                    parent = grandparent
-            elif node.nrows > size:
-                node.truncate(size)
-                # PyTables' VLArray.truncate leaves the row counter its appends use as it
-                # was: an append through this node object would write past a gap of empty
-                # rows. Closed, the next use fetches it afresh with the true count.
-                node._f_close()
+            parent = node._v_parent
+            node._f_remove()
+            # Groups made for the removed node go too, so the file is as it was.
+            while parent is not self.h5.root and not parent._v_children:
+                grandparent = parent._v_parent
+                parent._f_remove()
+                parent = grandparent
         self._nodes.clear()
 
     def flush(self, fsync: bool) -> None:
