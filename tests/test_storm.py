@@ -8,12 +8,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import tables
 
 from hisparc_datastore.codec.decoding import Upload
 from hisparc_datastore.plugin.registry import load_registry
 from hisparc_datastore.sim.summary import read_all, unreadable_blobs
-from hisparc_datastore.storage.contents import UnreadableBlob
 from hisparc_datastore.testing.kit import upload_events
 
 BENCH = Path(__file__).resolve().parents[1] / "bench"
@@ -64,38 +64,40 @@ def test_every_blob_of_a_sound_file_reads_and_equals_what_was_sent(datastore, te
     assert (found.sent, found.differing) == (144, 0)
 
 
-def test_a_blob_whose_heap_no_longer_reads_is_counted_and_the_others_still_compare(datastore, testdata):
+def test_blobs_whose_heap_no_longer_reads_are_counted_and_the_others_still_compare(datastore, testdata):
     uploads, path = stored_station_510(datastore, testdata)
+    first_run = path.stat().st_size
+    # the same events from a second station, stored by a second writer: heap collections of
+    # its own, past the end of the file the first run left
+    other = Upload(501, datastore.cluster(501), uploads[0].event_list)
+    datastore.store(other.event_list, station=501)
     registry = load_registry()
     before, _ = read_all(datastore.data_dir, registry)
     content = bytearray(path.read_bytes())
-    # the global heap collections that hold the blobs; the first one of the file is spoilt
-    collections = [m.start() for m in re.finditer(b"GCOL", content)]
-    assert collections, "no global heap in the day file"
-    content[collections[0]:collections[0] + 4] = b"LOCG"
+    collections = [m.start() for m in re.finditer(b"GCOL", content) if m.start() >= first_run]
+    assert collections, "the second run made no heap collection of its own"
+    for at in collections:  # station 501's
+        content[at:at + 4] = b"LOCG"
     path.write_bytes(content)
 
     rows, unreadable = read_all(datastore.data_dir, registry)
     assert unreadable == []  # the file and its tables still read: only blobs are damaged
-    damaged = unreadable_blobs(rows)[(path.name, STATION_GROUP)]
-    assert 0 < len(damaged) < 144
-    assert all(isinstance(blob, UnreadableBlob) for blob in damaged)
-    assert "bad global heap collection signature" in damaged[0].error
-    blobs = [blob for (blob,) in rows[(path.name, STATION_GROUP, "blobs")]]
-    sound = [i for i, blob in enumerate(blobs) if isinstance(blob, bytes)]
-    assert len(sound) == 144 - len(damaged)
-    assert [blobs[i] for i in sound] == [before[(path.name, STATION_GROUP, "blobs")][i][0] for i in sound]
-    # the events referring to them differ from what was sent, the others do not
-    found = compare_sent(uploads, datastore.data_dir, registry)
-    assert (found.sent, found.differing) == (144, len(damaged))
-    # read whole, as readers do, the array fails
-    with tables.open_file(str(path)) as h5:
-        try:
-            h5.get_node(STATION_GROUP, "blobs").read()
-        except tables.HDF5ExtError:
-            pass
-        else:
-            raise AssertionError("the whole array read although blobs are damaged")
+    damaged = unreadable_blobs(rows)
+    assert list(damaged) == [(path.name, "/hisparc/cluster_amsterdam/station_501")]
+    [spoilt] = damaged.values()
+    assert 0 < len(spoilt) <= 144
+    assert all(blob.error == "bad global heap collection signature" for blob in spoilt)
+    # station 510's blobs, in the sound collection, still read and compare equal
+    sound = rows[(path.name, STATION_GROUP, "blobs")]
+    assert sound == before[(path.name, STATION_GROUP, "blobs")]
+    assert all(isinstance(blob, bytes) for (blob,) in sound)
+    # the events of 501 that refer to those blobs differ from what was sent, no others
+    found = compare_sent([*uploads, other], datastore.data_dir, registry)
+    assert (found.sent, found.differing) == (288, len(spoilt))
+    assert all("station 501 events" in line for line in found.examples)
+    # read whole, as readers do, station 501's array fails
+    with tables.open_file(str(path)) as h5, pytest.raises(tables.HDF5ExtError):
+        h5.get_node("/hisparc/cluster_amsterdam/station_501", "blobs").read()
 
 
 def test_a_trace_whose_bytes_changed_differs_from_what_was_sent(datastore, testdata):
