@@ -45,6 +45,7 @@ import receiver_chaos
 from hisparc_datastore.codec.decoding import Upload, parse_event_list
 from hisparc_datastore.plugin.registry import load_registry
 from hisparc_datastore.sim.simulate import simulated_uploads, stations
+from hisparc_datastore.storage.verify import damaged_files_set_aside
 from hisparc_datastore.testing.serveprocess import ServeProcess, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -178,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     chaos.run_to_completion(config)
 
     found = chaos.compare(expected, data_dir, registry, uploads)
-    healed = [p for p in (data_dir / "quarantine").glob("*.h5.damaged-*Z")]
+    healed = damaged_files_set_aside(data_dir)  # each damaged day file, rebuilt from the archive
     kept = set(healed) | {p.with_name(p.name + ".reason") for p in healed}
     left = [p.name for d in ("incoming", "partial", "quarantine", "suspicious", "tmp")
             for p in (data_dir / d).iterdir() if p not in kept]
