@@ -33,6 +33,14 @@ def day_file_path(data_dir: str | os.PathLike, date: datetime.date) -> Path:
     return Path(data_dir, str(date.year), str(date.month), f"{date.year}_{date.month}_{date.day}.h5")
 
 
+def day_files(data_dir: str | os.PathLike) -> list[Path]:
+    """The day files under ``data_dir``, in date order."""
+    def date_key(path: Path) -> tuple[int, ...]:
+        return tuple(int(part) for part in path.stem.split("_"))
+
+    return sorted(Path(data_dir).glob("[0-9]*/[0-9]*/[0-9]*_[0-9]*_[0-9]*.h5"), key=date_key)
+
+
 def date_of_day_file(path: str | os.PathLike) -> datetime.date:
     year, month, day = Path(path).stem.split("_")
     return datetime.date(int(year), int(month), int(day))
