@@ -39,8 +39,10 @@ fuzz: venv
 	DIFFERENTIAL_UPLOADS=2000 $(BIN)/pytest tests/test_differential.py -q -rA \
 		-k generated_uploads_are_stored_as_the_deployed
 
-# Wheels of the core and the plugins; install with
-#   pip install --find-links dist 'hisparc-datastore[all]'
+# Wheels of the core and the plugins; install them with their dependencies, never asking an
+# index for our own names (docs/operations.md, "Install"):
+#   pip download --dest wheelhouse dist/*.whl
+#   pip install --no-index --find-links wheelhouse 'hisparc-datastore[all]'
 dist: venv
 	rm -rf dist
 	$(BIN)/python -m pip wheel --quiet --no-deps --wheel-dir dist ./ $(addprefix ./,$(PLUGINS))

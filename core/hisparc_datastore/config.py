@@ -2,7 +2,7 @@
 
 Every setting is one row of :data:`SETTINGS` (key, section, default, type, help): the
 table makes the fields of :class:`Settings` and drives :func:`load_settings`, and a test
-checks the README's settings table against it.
+checks the settings table of docs/operations.md against it.
 """
 
 from __future__ import annotations

@@ -5,6 +5,8 @@ registry that finds the installed plugins (entry-point group ``hisparc_datastore
 ``hookspecs``     the hooks a plugin implements, ``hookimpl``, ``SimulatedStation``
 ``registry``      finds the installed plugins and collects their event types (``Registry``)
 ``stationevent``  ``station_event``: an event dict as the station software builds it
+``scaffold``      ``datastore new-plugin``: a new plugin's distribution, ready to install and test
+``template/``     the files ``scaffold`` fills in: pyproject, package, README, tests
 """
 
 from hisparc_datastore.plugin.eventtype import (

@@ -1,6 +1,6 @@
 """The WSGI application: checks a station's upload and queues it, answering one return code.
 
-The protocol is fixed by the deployed station software (README, "Receiving uploads"):
+The protocol is fixed by the deployed station software (docs/design.md, "Receiving uploads"):
 a form-encoded POST with ``station_id``, ``password``, ``data`` (the pickled
 event list, its bytes sent as latin-1 text) and ``checksum`` (md5 hex digest
 of those bytes), answered with HTTP 200 and a body holding one return code.
