@@ -16,6 +16,42 @@ ROOT = Path(__file__).resolve().parents[1]
 PLUGINS = ("hisparc", "weather", "lightning")
 
 
+# What `make test-fast` leaves out: the tests that start services, kill processes, build and
+# install wheels or fuzz at length. Kept here, one list, rather than a mark in each module.
+SLOW_MODULES = {
+    "test_chaos.py", "test_power_cut.py", "test_differential.py", "test_dist.py", "test_import_cycles.py",
+    "ops/test_check.py", "ops/test_logs.py", "ops/test_permissions.py", "ops/test_status.py",
+    "ops/test_units.py", "ops/test_walkthrough.py",
+    "plugin/test_external_plugin.py", "plugin/test_new_plugin.py",
+    "receiver/test_receiver_churn.py", "receiver/test_receiver_cli.py", "receiver/test_receiver_crashes.py",
+    "receiver/test_receiver_disk_full.py", "receiver/test_receiver_hostile.py",
+    "sim/test_simulate_post.py", "stations/test_config_server.py",
+    "writer/test_crash_points.py", "writer/test_disk_full.py", "writer/test_disk_full_tmpfs.py",
+    "writer/test_fuzz.py", "writer/test_preparer.py", "writer/test_readers.py", "writer/test_rebuild.py",
+    "writer/test_single_writer.py", "writer/test_unwritable_day_file.py", "writer/test_upload_bounds.py",
+    "writer/test_writer_hostile.py", "writer/test_writer_service.py",
+}
+SLOW_TESTS = {
+    "test_simulated_day_spanning_data_is_stored_in_all_fourteen_tables",
+    "test_an_idle_connection_does_not_block_the_writers_scrapes",
+    "test_each_hostile_upload_and_queue_file_is_refused_cheaply",
+    "test_nesting_is_bounded_by_the_shape_of_the_data",
+}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "slow: left out of `make test-fast`")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    here = Path(__file__).parent
+    for item in items:
+        path = Path(item.path)
+        module = path.relative_to(here).as_posix() if here in path.parents else None
+        if module in SLOW_MODULES or item.originalname in SLOW_TESTS:
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture
 def moment() -> datetime.datetime:
     return datetime.datetime(2017, 2, 26, 7, 26, 4)

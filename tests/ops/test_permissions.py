@@ -139,3 +139,17 @@ def test_init_where_the_user_may_not_create_data_dir_is_one_line(as_other_user, 
     done = as_other_user("init", config)
     assert_one_line(done, "init", str(base / "data"), "permission denied")
     assert not (base / "data").exists()
+
+
+def test_the_commands_other_users_run_come_from_outside_the_checkout(world_readable_install):
+    """What makes these tests pass in a checkout in a 0700 folder: the core and the plugins that
+    the other user imports are installed copies, in folders every user may enter."""
+    where = subprocess.run([str(world_readable_install / "python"), "-c",
+                            "import hisparc_datastore, datastore_hisparc; print(hisparc_datastore.__file__)"],
+                           capture_output=True, text=True, timeout=120, cwd="/")
+    assert where.returncode == 0, where.stderr
+    module = Path(where.stdout.strip())
+    checkout = Path(__file__).resolve().parents[2]
+    assert checkout not in module.parents, module
+    for folder in module.parents:
+        assert folder.stat().st_mode & 0o005 == 0o005, f"{folder} is closed to other users"
