@@ -16,7 +16,7 @@ from hisparc_datastore.config import (
     split_host_port,
 )
 from hisparc_datastore.ops.progress import Progress
-from hisparc_datastore.plugin.registry import PluginConflict, load_registry
+from hisparc_datastore.plugin.registry import PluginError, load_registry
 from hisparc_datastore.writer.lock import WriterAlreadyRunning, WriterLock
 
 log = logging.getLogger("hisparc_datastore")
@@ -322,7 +322,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ConfigError, DecodeError, PluginConflict, WriterAlreadyRunning) as exc:
+    except (ConfigError, DecodeError, PluginError, WriterAlreadyRunning) as exc:
         print(f"datastore {args.command}: {exc}", file=sys.stderr)
         return 2
     except _PATH_ERRORS as exc:

@@ -4,6 +4,7 @@ tests/plugin/test_new_plugin.py)."""
 
 import datetime
 import importlib.util
+import subprocess
 import sys
 from pathlib import Path
 
@@ -78,7 +79,8 @@ def test_an_existing_folder_or_a_claimed_code_is_refused(tmp_path, monkeypatch, 
     assert "wrote hisparc-datastore-muon into elsewhere/" in capsys.readouterr().out
 
 
-GUIDE = Path(__file__).resolve().parents[2] / "docs/plugin-guide.md"
+ROOT = Path(__file__).resolve().parents[2]
+GUIDE = ROOT / "docs/plugin-guide.md"
 
 
 def test_the_guides_edit_adds_a_column_the_writer_fills(tmp_path, datastore, monkeypatch):
@@ -102,3 +104,43 @@ def test_the_guides_edit_adds_a_column_the_writer_fills(tmp_path, datastore, mon
     datastore.store(sent)
     datastore.assert_stored(sent)
     assert datastore.read("muon", 501)["pressure"].tolist() == [1013.25]
+
+
+def test_the_printed_next_steps_install_pytest_and_work_with_any_folder(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(["new-plugin", "muon"]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == "next: pip install -e './muon[test]' && pytest ./muon"
+    absolute = tmp_path / "deep" / "my plugins" / "radon"
+    absolute.parent.mkdir(parents=True)
+    assert main(["new-plugin", "radon", "--directory", str(absolute)]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == (
+        f"next: pip install -e '{absolute}[test]' && pytest '{absolute}'")
+    # the test extra the hint names is the one that brings pytest
+    assert 'test = ["pytest' in (absolute / "pyproject.toml").read_text()
+
+
+def test_a_plugin_may_not_be_named_as_a_node_of_the_core(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(["new-plugin", "blobs", "--code", "BLB"]) == 2
+    assert capsys.readouterr().err == ("datastore new-plugin: table 'blobs' is a node the core keeps in "
+                                       "every station group: choose another name\n")
+    assert not (tmp_path / "blobs").exists()
+    assert main(["new-plugin", "blobs_meter", "--code", "BLB"]) == 0
+
+
+def ruff(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([str(Path(sys.executable).with_name("ruff")), "check", "--no-cache",
+                           "--config", str(ROOT / "pyproject.toml"), *args],
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_a_plugin_written_into_plugins_passes_the_repositorys_lint(tmp_path):
+    # as `make lint` sees plugins/NAME: with the repository's ruff settings
+    write_plugin(tmp_path / "plugins" / "muon", plugin_names("muon"))
+    done = ruff(str(tmp_path / "plugins" / "muon"))
+    assert done.returncode == 0, done.stdout + done.stderr
+    # and the check can fail: the imports in the order the templates had before
+    test = tmp_path / "plugins/muon/tests/test_plugin.py"
+    test.write_text(test.read_text().replace("import pytest\n\nimport datastore_muon as plugin\n",
+                                             "import datastore_muon as plugin\nimport pytest\n"))
+    assert "I001" in ruff(str(test)).stdout

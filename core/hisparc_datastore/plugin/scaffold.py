@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import string
 import sys
 from pathlib import Path
@@ -98,6 +99,11 @@ def check_unclaimed(names: PluginNames, registry: Registry) -> None:
     if registry.get(names.code) is not None:
         raise ScaffoldError(f"upload code {names.code} is declared by {registry.owners[names.code]} "
                             "already: choose another with --code")
+    from hisparc_datastore.storage.layout import CORE_NODES
+
+    if names.name in CORE_NODES:
+        raise ScaffoldError(f"table {names.name!r} is a node the core keeps in every station group: "
+                            "choose another name")
     for event_type in registry:
         if event_type.table_name == names.name:
             raise ScaffoldError(f"table {names.name!r} is declared by "
@@ -116,5 +122,13 @@ def new_plugin_command(name: str, code: str | None, distribution: str | None, ti
         return 2
     print(f"wrote {names.distribution} into {target}/: upload code {names.code}, table {names.name}, "
           f"module {names.package}")
-    print(f"next: pip install -e ./{target} && pytest ./{target}")
+    print(f"next: {next_steps(target)}")
     return 0
+
+
+def next_steps(target: Path) -> str:
+    """The commands that install the new plugin with its test extra (pytest), then test it,
+    runnable as printed: a relative folder gets ./ (pip reads a bare name as a project on
+    the index), an absolute one is left alone, and both are quoted for the shell."""
+    folder = str(target) if target.is_absolute() else f"./{target}"
+    return f"pip install -e {shlex.quote(folder + '[test]')} && pytest {shlex.quote(folder)}"
