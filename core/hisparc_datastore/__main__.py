@@ -1,0 +1,7 @@
+"""``python -m hisparc_datastore``: the ``datastore`` command, where its script is not on PATH."""
+
+import sys
+
+from hisparc_datastore.cli import main
+
+sys.exit(main())
