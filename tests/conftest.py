@@ -105,8 +105,12 @@ def world_readable_install(wheels) -> Iterator[Path]:
         env_dir = root / "venv"
         venv.create(env_dir, with_pip=True)
         ours = {"hisparc-datastore", *(f"hisparc-datastore-{p}" for p in PLUGINS)}
-        pins = sorted({f"{d.metadata['Name']}=={d.version}" for d in importlib.metadata.distributions()
-                       if d.metadata["Name"] and d.metadata["Name"].lower() not in ours})
+        versions: dict[str, str] = {}
+        for dist in importlib.metadata.distributions():  # the first found is the one imported
+            name = (dist.metadata["Name"] or "").lower()
+            if name and name not in ours:
+                versions.setdefault(name, dist.version)
+        pins = sorted(f"{name}=={version}" for name, version in versions.items())
         (root / "pins.txt").write_text("\n".join(pins) + "\n")
         done = subprocess.run(
             [str(env_dir / "bin" / "python"), "-m", "pip", "install", "--quiet", "--find-links", str(wheels),
