@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 PLUGINS := plugins/hisparc plugins/weather plugins/lightning
 STAMP := $(VENV)/.installed
 
-.PHONY: venv test lint demo bench chaos fuzz dist clean
+.PHONY: venv test test-fast lint demo bench chaos fuzz dist clean
 
 venv: $(STAMP)
 
@@ -20,6 +20,11 @@ lint: venv
 
 test: lint
 	$(BIN)/pytest tests $(addsuffix /tests,$(PLUGINS))
+
+# The edit loop: the unit tests, without the ones that start services, kill processes,
+# install wheels or fuzz at length (the `slow` list in tests/conftest.py). No lint.
+test-fast: venv
+	$(BIN)/pytest -q -m "not slow" tests $(addsuffix /tests,$(PLUGINS))
 
 demo: venv
 	rm -rf demo-data

@@ -17,7 +17,10 @@ from pathlib import Path
 import hisparc_datastore
 
 ROOT = Path(__file__).resolve().parents[1]
-PLUGINS = ("hisparc", "weather", "lightning")
+# every distribution under plugins/ (the Makefile and pyproject.toml name each; see
+# tests/plugin/test_plugin_guide.py)
+PLUGINS = tuple(sorted(path.name for path in (ROOT / "plugins").iterdir()
+                       if (path / "pyproject.toml").is_file()))
 OURS = ("hisparc-datastore", *(f"hisparc-datastore-{p}" for p in PLUGINS))
 SQUATTED = "99.0"
 

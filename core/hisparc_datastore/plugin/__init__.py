@@ -19,11 +19,19 @@ from hisparc_datastore.plugin.eventtype import (
     text_blob,
 )
 from hisparc_datastore.plugin.hookspecs import SimulatedStation, hookimpl, hookspec
-from hisparc_datastore.plugin.registry import PluginConflict, Registry, get_plugin_manager, load_registry
+from hisparc_datastore.plugin.registry import (
+    PluginConflict,
+    PluginError,
+    PluginLoadError,
+    Registry,
+    get_plugin_manager,
+    load_registry,
+)
 from hisparc_datastore.plugin.stationevent import station_event
 
 __all__ = [
-    "BOOLEAN", "EventType", "OneOf", "PluginConflict", "Range", "Registry", "SimulatedStation",
+    "BOOLEAN", "EventType", "OneOf", "PluginConflict", "PluginError", "PluginLoadError", "Range",
+    "Registry", "SimulatedStation",
     "base64_blob", "boolean_checks",
     "get_plugin_manager", "hookimpl", "hookspec", "load_registry", "station_event", "text_blob",
 ]

@@ -17,6 +17,9 @@ from hisparc_datastore.storage import undo, vlblobs
 from hisparc_datastore.util.durable import fsync_dir, fsync_file
 
 BLOBS = "blobs"
+#: The nodes the core keeps in every station group: no plugin may name its table so, or its
+#: events would be created where the core appends, or appended to as the core's own.
+CORE_NODES = frozenset({BLOBS})
 BLOBS_TITLE = "HiSPARC binary data"
 BLOB_CHUNK = 4096
 # Table and blobs nodes kept open per day file. An open table costs ~100 kB (its
