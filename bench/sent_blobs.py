@@ -19,9 +19,8 @@ import tables
 
 from hisparc_datastore.codec.decoding import Upload
 from hisparc_datastore.plugin.registry import Registry
-from hisparc_datastore.sim.summary import day_files
 from hisparc_datastore.storage.contents import read_each_blob
-from hisparc_datastore.storage.layout import BLOBS
+from hisparc_datastore.storage.layout import BLOBS, day_files
 
 
 @attrs.frozen

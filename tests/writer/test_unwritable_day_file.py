@@ -37,8 +37,21 @@ def immutable(path, on: bool) -> None:
 
 
 def low_values(data_dir, moment, station_id):
-    with tables.open_file(day_file_path(data_dir, moment.date())) as h5:
-        return list(h5.get_node(f"/hisparc/cluster_utrecht/station_{station_id}/singles").col("mas_ch1_low"))
+    """The stored values, read once the writer thread (in this process) has let the file go:
+    PyTables refuses a read-only open of a file this process still has open for writing."""
+    values = []
+
+    def read() -> bool:
+        try:
+            with tables.open_file(day_file_path(data_dir, moment.date())) as h5:
+                node = h5.get_node(f"/hisparc/cluster_utrecht/station_{station_id}/singles")
+                values[:] = node.col("mas_ch1_low")
+        except ValueError:  # "already opened, but not in read-only mode": the writer still has it
+            return False
+        return True
+
+    assert wait_for(read, timeout=60)
+    return list(values)
 
 
 @pytest.fixture

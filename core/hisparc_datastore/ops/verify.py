@@ -7,8 +7,7 @@ import datetime
 import os
 
 from hisparc_datastore.config import ConfigError, load_settings
-from hisparc_datastore.sim.summary import day_files
-from hisparc_datastore.storage.layout import day_file_path
+from hisparc_datastore.storage.layout import day_file_path, day_files
 from hisparc_datastore.storage.verify import verify_day_file
 
 

@@ -17,6 +17,9 @@ from hisparc_datastore.storage import undo, vlblobs
 from hisparc_datastore.util.durable import fsync_dir, fsync_file
 
 BLOBS = "blobs"
+#: The nodes the core keeps in every station group: no plugin may name its table so, or its
+#: events would be created where the core appends, or appended to as the core's own.
+CORE_NODES = frozenset({BLOBS})
 BLOBS_TITLE = "HiSPARC binary data"
 BLOB_CHUNK = 4096
 # Table and blobs nodes kept open per day file. An open table costs ~100 kB (its
@@ -31,6 +34,14 @@ CHUNK_CACHE_SIZE = 0
 def day_file_path(data_dir: str | os.PathLike, date: datetime.date) -> Path:
     """``data_dir/2017/2/2017_2_26.h5``: numbers not zero-padded, as readers expect."""
     return Path(data_dir, str(date.year), str(date.month), f"{date.year}_{date.month}_{date.day}.h5")
+
+
+def day_files(data_dir: str | os.PathLike) -> list[Path]:
+    """The day files under ``data_dir``, in date order."""
+    def date_key(path: Path) -> tuple[int, ...]:
+        return tuple(int(part) for part in path.stem.split("_"))
+
+    return sorted(Path(data_dir).glob("[0-9]*/[0-9]*/[0-9]*_[0-9]*_[0-9]*.h5"), key=date_key)
 
 
 def date_of_day_file(path: str | os.PathLike) -> datetime.date:

@@ -397,7 +397,7 @@ class BatchStore:
     def _quarantine_events(self, item: PreparedUpload) -> None:
         kinds = Counter(kind_of(reason) for _, reason in item.rejected) + item.unnamed_kinds
         reasons = [f"station {item.station_id}, event {i}: {reason}"
-                   for i, (_, reason) in enumerate(item.rejected)]
+                   for i, (_, reason) in zip(item.rejected_at, item.rejected, strict=True)]
         if item.unnamed:
             # A reason file an operator can read: the rest by kind, not a million lines.
             reasons.append(f"... and {len(item.unnamed)} more events: "
