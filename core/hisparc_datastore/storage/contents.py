@@ -3,8 +3,8 @@
 A row becomes a tuple of its values without ``event_id``, with every blob
 reference replaced by the blob's bytes, so two files that hold the same
 events compare equal however their blobs were numbered. The crash harnesses
-read every blob on its own (``each_blob``): a damaged one is then named
-while the rest still compare, and the blobs arrays are compared as well.
+read the blobs so that a damaged one is named while the rest still compare
+(``each_blob``), and compare the blobs arrays as well.
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ def read_each_blob(node: tables.VLArray, step: int = 1024) -> list[bytes | Unrea
         try:
             blobs += node.read(first, last)
             continue
-        except Exception:  # noqa: BLE001, S110 - the rows are read one by one below
+        except Exception:  # noqa: BLE001 - the range is read again row by row below
             pass
         for index in range(first, last):
             try:
@@ -80,9 +80,9 @@ def _plain(value):
 def read_contents(path: str | os.PathLike, registry: Registry, *, each_blob: bool = False) -> Contents:
     """Every station table of a day file, read fully (which also proves it readable).
 
-    With ``each_blob`` the blobs are read one by one (a damaged one becomes an
-    :class:`UnreadableBlob`) and each station's blobs array is given too, as a table
-    ``blobs`` of one-blob rows."""
+    With ``each_blob`` a damaged blob becomes an :class:`UnreadableBlob` instead of failing
+    the file (:func:`read_each_blob`), and each station's blobs array is given too, as a
+    table ``blobs`` of one-blob rows."""
     blob_columns = _blob_columns(registry)
     contents: Contents = {}
     with tables.open_file(str(path), "r") as h5:
