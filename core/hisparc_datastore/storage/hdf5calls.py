@@ -82,6 +82,11 @@ def _lib() -> ctypes.CDLL:
     return lib
 
 
+def H5T_STD_I64LE() -> int:  # noqa: N802 - HDF5's name
+    """HDF5's little-endian 64-bit integer type (a global the library sets when it starts)."""
+    return hid_t.in_dll(_lib(), "H5T_STD_I64LE_g").value
+
+
 def _check(result: int, what: str) -> int:
     if result < 0:
         raise tables.HDF5ExtError(f"HDF5 {what} failed")
@@ -117,7 +122,7 @@ class Dataset:
     Appends do what PyTables' ``Table.append`` does for a record array of the table's own
     dtype (``H5TBOappend_records`` then the ``NROWS`` attribute): extend, write the new
     rows in one ``H5Dwrite`` with the dataset's own type as memory type, then set ``NROWS``
-    by deleting and recreating it, as PyTables' ``H5ATTRset_attribute`` does.
+    (see :meth:`_set_nrows_attribute`).
     """
 
     def __init__(self, h5: tables.File, path: str) -> None:
@@ -170,27 +175,15 @@ class Dataset:
         self.nrows = start + count
 
     def _set_nrows_attribute(self, nrows: int) -> None:
+        # Written in place: PyTables deletes and recreates it, which costs ~0.3 ms and gives
+        # the same attribute: name, type, value and place in the list (tests compare them).
         lib = _lib()
         attribute = _check(lib.H5Aopen(self.id, b"NROWS", H5P_DEFAULT), f"NROWS of {self.path}")
         try:
-            type_id = _check(lib.H5Aget_type(attribute), f"NROWS type of {self.path}")
+            value = np.array(nrows, dtype="<i8")
+            _check(lib.H5Awrite(attribute, H5T_STD_I64LE(), value.ctypes.data), f"NROWS of {self.path}")
         finally:
             lib.H5Aclose(attribute)
-        try:
-            _check(lib.H5Adelete(self.id, b"NROWS"), f"H5Adelete NROWS of {self.path}")
-            scalar = _check(lib.H5Screate(H5S_SCALAR), "H5Screate")
-            try:
-                attribute = _check(lib.H5Acreate2(self.id, b"NROWS", type_id, scalar, H5P_DEFAULT,
-                                                  H5P_DEFAULT), f"H5Acreate2 NROWS of {self.path}")
-                try:
-                    value = np.array(nrows, dtype=np.int64)
-                    _check(lib.H5Awrite(attribute, type_id, value.ctypes.data), "H5Awrite NROWS")
-                finally:
-                    lib.H5Aclose(attribute)
-            finally:
-                lib.H5Sclose(scalar)
-        finally:
-            lib.H5Tclose(type_id)
 
     def close(self) -> None:
         lib = _lib()
