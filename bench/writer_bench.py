@@ -69,6 +69,14 @@ def make_backlog(target: Path, stations: int, seconds: int, seed: int = 7) -> tu
                     if item["data_uploadcode"] in ("TR1", "TR2", "TR3", "TR4"):
                         item["data"] = traces[rng.randrange(len(traces))]
     size = simulate.write_queue(data_dir, uploads)
+    # The times the receiver would have given them: the last hours, in the same order. The
+    # simulator's (2023) made the archive prune at the end of --once delete every upload just
+    # archived, a cost production has two weeks later, when the writer is idle.
+    now = time.time_ns() - 10**9 * len(uploads)
+    for path in (data_dir / "incoming").iterdir():
+        if path.name.startswith("sim-"):
+            index = int(path.name.split("-")[1])
+            os.utime(path, ns=(now + 10**9 * index,) * 2)
     return sum(len(u.event_list) for u in uploads), size
 
 

@@ -1,4 +1,5 @@
-"""A day file keeps a bounded number of tables open, so memory does not grow with stations."""
+"""A day file keeps a bounded number of tables and blobs open, so memory does not grow with
+stations, and loses no row when it lets one go and opens it again."""
 
 from __future__ import annotations
 
@@ -13,8 +14,9 @@ from hisparc_datastore.testing.helpers import event
 from hisparc_datastore.writer.rows import StationRows
 
 
-def test_a_day_file_keeps_at_most_max_nodes_tables_open_and_loses_no_row(tmp_path, monkeypatch):
+def test_a_day_file_keeps_at_most_max_tables_and_max_nodes_open_and_loses_no_row(tmp_path, monkeypatch):
     monkeypatch.setattr(storage, "MAX_NODES", 3)
+    monkeypatch.setattr(storage, "MAX_TABLES", 3)
     singles = load_registry().get("SIN")
     path = tmp_path / "2026_11_24.h5"
     day_file = DayFile(path)
@@ -26,7 +28,12 @@ def test_a_day_file_keeps_at_most_max_nodes_tables_open_and_loses_no_row(tmp_pat
             arrays, rejected = rows.build(0)
             assert not rejected
             day_file.append_rows("Utrecht", station, singles, arrays[singles])
-            assert len(day_file._nodes) <= 3
+            day_file.append_blobs("Utrecht", station, [f"{round_}-{station}".encode()])
+            assert len(day_file._tables) <= 3 and len(day_file._nodes) <= 3
+            path_ = f"/hisparc/cluster_utrecht/station_{station}"
+            assert day_file.node_size(f"{path_}/singles") == round_ + 1
+            assert day_file.node_size(f"{path_}/blobs") == round_ + 1
+    assert day_file.node_size("/hisparc/cluster_utrecht/station_99/singles") is None
     day_file.flush(fsync=False)
     day_file.close()
     with tables.open_file(str(path)) as h5:
@@ -34,3 +41,6 @@ def test_a_day_file_keeps_at_most_max_nodes_tables_open_and_loses_no_row(tmp_pat
             table = h5.get_node(f"/hisparc/cluster_utrecht/station_{station}/singles")
             assert list(table.col("event_id")) == [1, 2, 3]
             assert list(table.col("mas_ch1_low")) == [station, 100 + station, 200 + station]
+            assert table.attrs.NROWS == 3
+            blobs = h5.get_node(f"/hisparc/cluster_utrecht/station_{station}/blobs")
+            assert list(blobs[:]) == [f"{round_}-{station}".encode() for round_ in range(3)]
