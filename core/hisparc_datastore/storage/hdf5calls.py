@@ -48,7 +48,9 @@ def _loaded_libhdf5() -> str:
 
 @functools.cache
 def _lib() -> ctypes.CDLL:
-    lib = ctypes.CDLL(_loaded_libhdf5())
+    # PyDLL keeps the GIL during each call, as PyTables does for most of its own: no other
+    # thread of this process enters HDF5 (not built thread-safe) meanwhile.
+    lib = ctypes.PyDLL(_loaded_libhdf5())
     signatures = {
         "H5Dopen2": (hid_t, [hid_t, ctypes.c_char_p, hid_t]),
         "H5Dclose": (herr_t, [hid_t]),
