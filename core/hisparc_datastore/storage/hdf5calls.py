@@ -4,7 +4,7 @@ PyTables builds a Python object for every node it opens or creates (its
 ``Description``, ``Cols``, ``AttributeSet``): about 5 ms a table, and ~100 kB
 kept for each open one. At the network's size that was most of the writer's
 time (``../shared/research/writer-10x.md``). HDF5 itself creates a table by
-copying an empty one in 0.15 ms and keeps an open dataset for a few kB.
+copying an empty one in 0.15 ms and keeps an open dataset for ~25 kB.
 
 The ids PyTables hands out (``File._get_file_id``, a node's ``_v_objectid``) are
 valid in the same library, so these calls work on the files PyTables has open.
