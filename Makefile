@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 PLUGINS := plugins/hisparc plugins/weather plugins/lightning
 STAMP := $(VENV)/.installed
 
-.PHONY: venv test lint demo bench chaos fuzz dist clean
+.PHONY: venv test test-fast lint demo bench chaos fuzz dist clean
 
 venv: $(STAMP)
 
@@ -20,6 +20,11 @@ lint: venv
 
 test: lint
 	$(BIN)/pytest tests $(addsuffix /tests,$(PLUGINS))
+
+# The edit loop: the unit tests, without the ones that start services, kill processes,
+# install wheels or fuzz at length (the `slow` list in tests/conftest.py). No lint.
+test-fast: venv
+	$(BIN)/pytest -q -m "not slow" tests $(addsuffix /tests,$(PLUGINS))
 
 demo: venv
 	rm -rf demo-data
@@ -39,8 +44,10 @@ fuzz: venv
 	DIFFERENTIAL_UPLOADS=2000 $(BIN)/pytest tests/test_differential.py -q -rA \
 		-k generated_uploads_are_stored_as_the_deployed
 
-# Wheels of the core and the plugins; install with
-#   pip install --find-links dist 'hisparc-datastore[all]'
+# Wheels of the core and the plugins; install them with their dependencies, never asking an
+# index for our own names (docs/operations.md, "Install"):
+#   pip download --dest wheelhouse dist/*.whl
+#   pip install --no-index --find-links wheelhouse 'hisparc-datastore[all]'
 dist: venv
 	rm -rf dist
 	$(BIN)/python -m pip wheel --quiet --no-deps --wheel-dir dist ./ $(addprefix ./,$(PLUGINS))

@@ -81,11 +81,11 @@ def test_operations_keys_are_read_and_checked(tmp_path):
 
 # -- the one settings table -----------------------------------------------------------------------------
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+OPERATIONS = Path(__file__).resolve().parents[1] / "docs" / "operations.md"
 
 
 def shown(default) -> str:
-    """A default as the README writes it."""
+    """A default as docs/operations.md writes it."""
     if default is REQUIRED:
         return "required"
     if default is None:
@@ -97,17 +97,17 @@ def shown(default) -> str:
     return str(default)
 
 
-def readme_settings() -> dict[tuple[str, str], tuple[str, str]]:
-    text = README.read_text()
+def documented_settings() -> dict[tuple[str, str], tuple[str, str]]:
+    text = OPERATIONS.read_text()
     table = text[text.index("Every setting, with its default"):].split("\n\n")[1]
     rows = re.findall(r"^\| `\[(\w+)\] (\w+)` \| ([^|]*) \| (.*) \|$", table, re.MULTILINE)
     return {(section, key): (default.strip(), meaning.strip()) for section, key, default, meaning in rows}
 
 
-def test_the_readme_lists_every_setting_with_the_tables_default_and_help():
+def test_the_operations_guide_lists_every_setting_with_the_tables_default_and_help():
     table = {(s.section, s.name): (shown(s.default), s.help) for s in SETTINGS}
     assert len(table) == len(SETTINGS) > 15
-    assert readme_settings() == table
+    assert documented_settings() == table
 
 
 def test_the_settings_table_makes_the_settings_and_their_defaults(tmp_path):
@@ -206,7 +206,8 @@ def with_setting(section: str, key: str, value: object) -> str:
         ("General", "station_list_url", "publicdb/config", "expected an http:// or https:// address"),
         ("General", "loglevel", "loud", "use one of critical, debug, error, info, warning"),
         ("Writer", "metrics_bind", "127.0.0.1", "expected HOST:PORT"),
-        ("Writer", "metrics_bind", "127.0.0.1:99999", "expected HOST:PORT"),
+        ("Writer", "metrics_bind", "127.0.0.1:99999", "port 99999 is out of range: at most 65535"),
+        ("Writer", "metrics_bind", "127.0.0.1:8²", "expected HOST:PORT"),
         ("Writer", "sleep", "nan", "must be a finite number"),
         ("Writer", "sleep", "inf", "must be a finite number"),
         ("Writer", "sleep", "0", "must be more than 0"),

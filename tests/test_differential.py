@@ -777,6 +777,16 @@ def test_a_retried_upload_is_stored_twice_by_the_deployed_datastore_and_once_by_
     assert len(outcome.switch_rows[key]) == 2  # the deployed queue holds it twice: both are stored
 
 
+def test_an_unknown_station_and_a_wrong_password_are_answered_as_the_deployed_receiver_answers(oracle):
+    # The station software logs the code it gets; its operator is sent by it to the station list
+    # (206) or to the password (203), so both receivers must say the same.
+    payload = pickle.dumps([], protocol=2)
+    unknown = form(STATIONS + 5, payload)  # beyond the listed stations
+    wrong = form(oracle.stations(1)[0], payload).replace(b"password=pw", b"password=xx")
+    answers = [(post(oracle.deployed_port, body), post(oracle.ours.port, body)) for body in (unknown, wrong)]
+    assert answers == [("206", "206"), ("203", "203")]
+
+
 class Shell:
     def __reduce__(self):
         return (os.system, ("touch /tmp/differential-was-here",))

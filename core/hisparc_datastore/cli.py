@@ -1,10 +1,11 @@
-"""The ``datastore`` command."""
+"""The ``datastore`` command: every service and tool of the datastore, one subcommand each."""
 
 from __future__ import annotations
 
 import argparse
 import contextlib
 import logging
+import os
 import sys
 
 from hisparc_datastore.codec.decoding import DecodeError
@@ -16,12 +17,19 @@ from hisparc_datastore.config import (
     split_host_port,
 )
 from hisparc_datastore.ops.progress import Progress
-from hisparc_datastore.plugin.registry import PluginConflict, load_registry
+from hisparc_datastore.plugin.registry import PluginError, load_registry
 from hisparc_datastore.writer.lock import WriterAlreadyRunning, WriterLock
 
 log = logging.getLogger("hisparc_datastore")
 
 QUARANTINE_LINES = 4  # reason lines `datastore quarantine` shows per file
+DESCRIPTION = ("Receive HiSPARC station uploads over HTTP, queue them on disk and store them in one "
+               "HDF5 file per UTC day, with a detector plugin for each kind of event.")
+EPILOG = "Run 'datastore COMMAND --help' for what a command takes. Most take the path of config.ini."
+CONFIG_HELP = "the datastore's config.ini"
+# Exit status of a command whose reader went away (`datastore plugins | head -1`), as a
+# shell reports a process ended by SIGPIPE: 128 + 13.
+EXIT_BROKEN_PIPE = 141
 
 
 def cmd_writer(args: argparse.Namespace) -> int:
@@ -172,6 +180,12 @@ def cmd_summary(args: argparse.Namespace) -> int:
     return summary_command(args.data_dir)
 
 
+def cmd_verify(args: argparse.Namespace) -> int:
+    from hisparc_datastore.ops.verify import verify_command
+
+    return verify_command(args.config, args.dates)
+
+
 def cmd_new_plugin(args: argparse.Namespace) -> int:
     from hisparc_datastore.plugin.scaffold import new_plugin_command
 
@@ -179,69 +193,79 @@ def cmd_new_plugin(args: argparse.Namespace) -> int:
                               title=args.title, directory=args.directory)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="datastore", description=__doc__)
-    parser.add_argument("--version", action="version", version=f"%(prog)s {version()}")
-    sub = parser.add_subparsers(dest="command", required=True)
+def add_command(sub, name: str, help: str) -> argparse.ArgumentParser:
+    """A subcommand whose ``--help`` opens with the line the command list shows."""
+    return sub.add_parser(name, help=help, description=f"{help[0].upper()}{help[1:]}.")
 
-    p = sub.add_parser("writer", help="store queued uploads into the day files")
-    p.add_argument("config", help="the datastore config.ini")
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="datastore", description=DESCRIPTION, epilog=EPILOG)
+    parser.add_argument("--version", action=VersionAction,
+                        help="print the datastore's version and every installed plugin's, then exit")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = add_command(sub, "writer", help="store queued uploads into the day files")
+    p.add_argument("config", help=CONFIG_HELP)
     p.add_argument("--once", action="store_true", help="drain the queue, then exit")
     p.add_argument("--quiet", action="store_true", help="log only to the configured log file")
     p.set_defaults(func=cmd_writer)
 
-    p = sub.add_parser("status", help="is ingestion healthy: writer, queue, stations, disk (exit 1 if not)")
-    p.add_argument("config")
+    p = add_command(sub, "status", help="is ingestion healthy: writer, queue, stations, disk (exit 1 if not)")
+    p.add_argument("config", help=CONFIG_HELP)
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_status)
 
-    p = sub.add_parser("check", help="check a configuration and this host: paths, permissions, "
+    p = add_command(sub, "check", help="check a configuration and this host: paths, permissions, "
                        "station list, ports, plugins (exit 1 on any problem)")
-    p.add_argument("config")
+    p.add_argument("config", help=CONFIG_HELP)
     p.add_argument("--serve-bind", default="127.0.0.1:8080",
                    help="the receiver's --bind to check (default %(default)s; empty: none)")
     p.add_argument("--config-server-bind", default="127.0.0.1:8002",
                    help="config-server's --bind to check (default %(default)s; empty: none)")
     p.set_defaults(func=cmd_check)
 
-    p = sub.add_parser("init", help="create data_dir and its queue folders, then check them")
-    p.add_argument("config")
+    p = add_command(sub, "init", help="create data_dir and its queue folders, then check them")
+    p.add_argument("config", help=CONFIG_HELP)
     p.set_defaults(func=cmd_init)
 
-    p = sub.add_parser("plugins", help="list installed detector plugins and their tables")
+    p = add_command(sub, "plugins", help="list installed detector plugins and their tables")
     p.set_defaults(func=cmd_plugins)
 
-    p = sub.add_parser("quarantine", help="list quarantined files and why")
-    p.add_argument("config")
+    p = add_command(sub, "quarantine", help="list quarantined files and why")
+    p.add_argument("config", help=CONFIG_HELP)
     p.set_defaults(func=cmd_quarantine)
 
-    p = sub.add_parser("requeue", help="put quarantined or suspicious files back into incoming/")
-    p.add_argument("config")
-    p.add_argument("names", nargs="+")
+    p = add_command(sub, "requeue", help="put quarantined or suspicious files back into incoming/")
+    p.add_argument("config", help=CONFIG_HELP)
+    p.add_argument("names", nargs="+", metavar="NAME",
+                   help="a file name in quarantine/ or suspicious/, as `datastore quarantine` lists it")
     p.set_defaults(func=cmd_requeue)
 
-    p = sub.add_parser("serve", help="receive station uploads over HTTP and queue them")
-    p.add_argument("config")
+    p = add_command(sub, "serve", help="receive station uploads over HTTP and queue them")
+    p.add_argument("config", help=CONFIG_HELP)
     p.add_argument("--bind", default="127.0.0.1:8080", help="HOST:PORT (default %(default)s)")
     p.add_argument("--threads", type=int, default=8,
                    help="requests handled at once (default %(default)s; the deployed uWSGI ran 9 workers)")
     p.add_argument("--quiet", action="store_true", help="log only to the configured log file")
     p.set_defaults(func=cmd_serve)
 
-    p = sub.add_parser("rebuild", help="regenerate a day file from the archived uploads")
-    p.add_argument("config")
+    p = add_command(sub, "rebuild", help="regenerate a day file from the archived uploads")
+    p.add_argument("config", help=CONFIG_HELP)
     p.add_argument("date", help="the UTC day, YYYY-MM-DD")
     p.add_argument("--replace", action="store_true",
                    help="replace the day file with the rebuilt one (default: only compare)")
     p.set_defaults(func=cmd_rebuild)
 
-    p = sub.add_parser("simulate", help="queue uploads from simulated stations (demo, benchmarks)")
-    p.add_argument("data_dir")
-    p.add_argument("--stations", type=int, default=5)
-    p.add_argument("--hours", type=float, default=1.0)
+    p = add_command(sub, "simulate", help="queue uploads from simulated stations (demo, benchmarks)")
+    p.add_argument("data_dir", help="a folder for the simulated datastore: its config.ini, station list "
+                                    "and queue (made if missing)")
+    p.add_argument("--stations", type=int, default=5, help="how many stations (default %(default)s)")
+    p.add_argument("--hours", type=float, default=1.0,
+                   help="how long each station's data runs (default %(default)s)")
     p.add_argument("--start", default="2026-11-24T23:30:00",
                    help="UTC start, ISO format (default %(default)s: the data spans two days)")
-    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--seed", type=int, default=1,
+                   help="the same seed simulates the same events and passwords (default %(default)s)")
     p.add_argument("--post", metavar="URL",
                    help="send the uploads to a running receiver over HTTP, as the stations do, "
                         "instead of queueing them directly")
@@ -253,23 +277,29 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --post: stop retrying refused uploads after this long (default %(default)s)")
     p.set_defaults(func=cmd_simulate)
 
-    p = sub.add_parser("config-server",
+    p = add_command(sub, "config-server",
                        help="answer publicdb's reload_datastore() over XML-RPC at /RPC2")
-    p.add_argument("config")
+    p.add_argument("config", help=CONFIG_HELP)
     p.add_argument("--bind", default="127.0.0.1:8002", help="HOST:PORT (default %(default)s)")
     p.add_argument("--quiet", action="store_true", help="log only to the configured log file")
     p.set_defaults(func=cmd_config_server)
 
-    p = sub.add_parser("fetch-stations",
+    p = add_command(sub, "fetch-stations",
                        help="fetch, check and install the station list from station_list_url once")
-    p.add_argument("config")
+    p.add_argument("config", help=CONFIG_HELP)
     p.set_defaults(func=cmd_fetch_stations)
 
-    p = sub.add_parser("summary", help="print what the day files hold per station and table")
-    p.add_argument("data_dir")
+    p = add_command(sub, "summary", help="print what the day files hold per station and table")
+    p.add_argument("data_dir", help="the data_dir of config.ini, with the day files under YEAR/MONTH/")
     p.set_defaults(func=cmd_summary)
 
-    p = sub.add_parser("new-plugin", help="write a new detector plugin, ready to install and test")
+    p = add_command(sub, "verify", help="read every node and blob of day files back; name the damaged "
+                                        "(exit 1 if any)")
+    p.add_argument("config", help=CONFIG_HELP)
+    p.add_argument("dates", nargs="*", metavar="DATE", help="YYYY-MM-DD (default: every day file)")
+    p.set_defaults(func=cmd_verify)
+
+    p = add_command(sub, "new-plugin", help="write a new detector plugin, ready to install and test")
     p.add_argument("name", help="lower case: the table, the module datastore_NAME and the folder")
     p.add_argument("--code", help="the upload code its stations send (default: NAME's first three "
                                   "letters in upper case)")
@@ -302,6 +332,31 @@ def version() -> str:
         return "unknown (not installed)"
 
 
+def versions() -> str:
+    """The core's version and each installed plugin distribution's, one a line. Read from
+    the entry points' metadata, not by importing the plugins: a broken one is listed too."""
+    from importlib.metadata import entry_points
+
+    plugins = {}
+    for entry_point in entry_points(group="hisparc_datastore"):
+        dist = entry_point.dist
+        plugins[dist.name if dist else entry_point.value] = dist.version if dist else "(version unknown)"
+    lines = [f"datastore {version()}"]
+    lines += [f"  {name} {plugins[name]}" for name in sorted(plugins)] or ["  no detector plugins installed"]
+    return "\n".join(lines)
+
+
+class VersionAction(argparse.Action):
+    """``--version``: like argparse's, with the plugins, which decide what can be stored."""
+
+    def __init__(self, option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS, help=None):
+        super().__init__(option_strings, dest=dest, default=default, nargs=0, help=help)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(versions())
+        parser.exit()
+
+
 def describe(exc: OSError) -> str:
     """A missing or forbidden path as one line: the path, what is wrong, and as whom."""
     from hisparc_datastore.ops.check import user
@@ -319,10 +374,17 @@ _PATH_ERRORS = (PermissionError, FileNotFoundError, NotADirectoryError, IsADirec
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
     try:
-        return args.func(args)
-    except (ConfigError, DecodeError, PluginConflict, WriterAlreadyRunning) as exc:
+        args = build_parser().parse_args(argv)
+        status = args.func(args)
+        sys.stdout.flush()  # here, so that a reader gone away is seen below, not at exit
+        return status
+    except BrokenPipeError:
+        # The reader took what it wanted (`| head`): no traceback, and nothing more to write.
+        # stdout points at /dev/null from here, or the interpreter's last flush would fail too.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
+    except (ConfigError, DecodeError, PluginError, WriterAlreadyRunning) as exc:
         print(f"datastore {args.command}: {exc}", file=sys.stderr)
         return 2
     except _PATH_ERRORS as exc:

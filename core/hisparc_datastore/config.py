@@ -2,7 +2,7 @@
 
 Every setting is one row of :data:`SETTINGS` (key, section, default, type, help): the
 table makes the fields of :class:`Settings` and drives :func:`load_settings`, and a test
-checks the README's settings table against it.
+checks the settings table of docs/operations.md against it.
 """
 
 from __future__ import annotations
@@ -83,8 +83,10 @@ def split_host_port(bind: str) -> tuple[str, int]:
     """``HOST:PORT`` (``[::1]:8080`` for IPv6) as a host and a port number; ValueError if not."""
     host, sep, port = bind.rpartition(":")
     host = host.strip("[]")
-    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+    if not sep or not host or not port.isascii() or not port.isdigit():
         raise ValueError("expected HOST:PORT, e.g. 127.0.0.1:8080")
+    if int(port) > 65535:
+        raise ValueError(f"port {int(port)} is out of range: at most 65535 (0: any free port)")
     return host, int(port)
 
 

@@ -143,7 +143,8 @@ def test_version():
     from importlib.metadata import version
 
     rc, out, err = run("--version")
-    assert rc == 0 and out.strip() == f"datastore {version('hisparc-datastore')}"
+    # the plugins follow, one a line (tests/ops/test_command_line.py)
+    assert rc == 0 and out.splitlines()[0] == f"datastore {version('hisparc-datastore')}"
 
 
 # -- status says what is wrong ------------------------------------------------------------------

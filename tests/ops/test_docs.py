@@ -70,3 +70,53 @@ def test_the_docs_say_a_lowered_minimum_year_needs_a_writer_restart():
 def test_the_offline_recipe_says_the_build_host_python_must_match():
     text = " ".join((ROOT / "docs" / "operations.md").read_text().split())
     assert "same Python version" in text and "--python-version" in text
+
+
+def readme_python() -> str:
+    """The README's one Python snippet, "Opening a day file"."""
+    text = (ROOT / "README.md").read_text()
+    section = text[text.index("## Opening a day file"):]
+    return section[section.index("```python\n") + len("```python\n"):section.index("\n```\n")]
+
+
+def channel_values(event: dict) -> dict[str, object]:
+    return {item["data_uploadcode"]: item["data"] for item in event["datalist"]}
+
+
+def test_the_readme_snippet_reads_events_and_a_trace_from_the_quick_starts_day_file(tmp_path, capsys):
+    import base64
+    import calendar
+    import datetime
+    import zlib
+
+    from hisparc_datastore import cli
+    from hisparc_datastore.plugin.registry import load_registry
+    from hisparc_datastore.sim.simulate import simulated_uploads, stations
+    from hisparc_datastore.testing import settings_for
+    from hisparc_datastore.writer import Writer
+
+    # the quick start, queued directly rather than posted: the day file is the same
+    quick = tmp_path / "quick"
+    assert cli.main(["simulate", str(quick), "--stations", "3", "--hours", "0.5"]) == 0
+    Writer(settings_for(quick, minimum_year=2020), load_registry()).run(once=True)
+    capsys.readouterr()
+
+    code = readme_python()
+    assert '"/tmp/quick/2026/11/2026_11_24.h5"' in code
+    namespace: dict = {}
+    exec(compile(code.replace("/tmp/quick/", f"{quick}/"), "README.md", "exec"), namespace)
+
+    sent = [event for upload in simulated_uploads(stations(3), datetime.datetime(2026, 11, 24, 23, 30), 1800)
+            if upload.station_id == 501 for event in upload.event_list
+            if event["header"]["eventtype_uploadcode"] == "CIC"]
+    values = channel_values(sent[0])
+    first = namespace["first"]
+    assert len(namespace["events"]) == len(sent) > 100
+    assert first["timestamp"] == calendar.timegm(sent[0]["header"]["datetime"].utctimetuple())
+    assert first["nanoseconds"] == sent[0]["header"]["nanoseconds"]
+    assert list(first["pulseheights"]) == [values[f"PH{n}"] for n in range(1, 5)]
+    assert namespace["samples"] == zlib.decompress(base64.b64decode(values["TR1"])).decode().split(",")
+    assert len(namespace["samples"]) > 100
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[0].startswith(f"{first['timestamp']} {first['nanoseconds']} ")
+    assert printed[1].startswith(f"{len(namespace['samples'])} samples of channel 1: ")

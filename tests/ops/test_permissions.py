@@ -4,14 +4,15 @@ a receiver that could not queue an upload does not start.
 
 The commands run as another user than the owner of the files: as root the tests run them as
 ``nobody`` (setpriv), since root ignores mode bits; as any other user they take the write bits
-away instead.
+away instead. The commands are those of a venv outside the checkout (the
+``world_readable_install`` fixture), which ``nobody`` may enter whatever the checkout's mode.
 """
 
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -28,13 +29,17 @@ def base():
     shutil.rmtree(path, ignore_errors=True)
 
 
-def as_other_user(*argv: object) -> subprocess.CompletedProcess:
-    command = [sys.executable, "-m", "hisparc_datastore.cli", *map(str, argv)]
-    if os.geteuid() == 0:
-        if not shutil.which("setpriv"):
-            pytest.skip("running as root without setpriv: cannot drop to another user")
-        command = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--", *command]
-    return subprocess.run(command, capture_output=True, text=True, timeout=300, cwd="/")
+@pytest.fixture
+def as_other_user(world_readable_install: Path) -> Callable[..., subprocess.CompletedProcess]:
+    def run(*argv: object) -> subprocess.CompletedProcess:
+        command = [str(world_readable_install / "datastore"), *map(str, argv)]
+        if os.geteuid() == 0:
+            if not shutil.which("setpriv"):
+                pytest.skip("running as root without setpriv: cannot drop to another user")
+            command = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--", *command]
+        return subprocess.run(command, capture_output=True, text=True, timeout=300, cwd="/")
+
+    return run
 
 
 def deny_writing(*paths: Path) -> None:
@@ -69,7 +74,7 @@ def assert_one_line(done: subprocess.CompletedProcess, command: str, *parts: str
 
 @pytest.mark.parametrize("command", [["serve", "--bind", "127.0.0.1:0"], ["writer", "--once"],
                                      ["config-server", "--bind", "127.0.0.1:0"]])
-def test_an_unwritable_log_file_is_one_line_in_every_service(base, command):
+def test_an_unwritable_log_file_is_one_line_in_every_service(as_other_user, base, command):
     log = base / "hisparc.log"
     log.write_text("")
     deny_writing(log)
@@ -78,14 +83,14 @@ def test_an_unwritable_log_file_is_one_line_in_every_service(base, command):
     assert_one_line(done, command[0], str(log), "permission denied")
 
 
-def test_a_writer_that_may_not_write_data_dir_names_the_lock(base):
+def test_a_writer_that_may_not_write_data_dir_names_the_lock(as_other_user, base):
     config = setup(base)
     deny_writing(base / "data")
     done = as_other_user("writer", config, "--once")
     assert_one_line(done, "writer", str(base / "data" / "writer.lock"), "permission denied (running as ")
 
 
-def test_a_receiver_that_could_not_queue_refuses_to_start(base):
+def test_a_receiver_that_could_not_queue_refuses_to_start(as_other_user, base):
     config = setup(base)
     deny_writing(base / "data", *(base / "data").iterdir())
     done = as_other_user("serve", config, "--bind", "127.0.0.1:0")
@@ -93,7 +98,7 @@ def test_a_receiver_that_could_not_queue_refuses_to_start(base):
                     "every upload would be answered 205")
 
 
-def test_a_receiver_that_may_not_create_the_queue_folders_says_which(base):
+def test_a_receiver_that_may_not_create_the_queue_folders_says_which(as_other_user, base):
     config = setup(base, folders=False)
     deny_writing(base / "data")
     done = as_other_user("serve", config, "--bind", "127.0.0.1:0")
@@ -101,7 +106,7 @@ def test_a_receiver_that_may_not_create_the_queue_folders_says_which(base):
 
 
 @pytest.mark.parametrize("command", [["status"], ["quarantine"], ["requeue", "x"], ["rebuild", "2024-01-01"]])
-def test_a_data_dir_it_may_not_read_is_one_line(base, command):
+def test_a_data_dir_it_may_not_read_is_one_line(as_other_user, base, command):
     config = setup(base)
     (base / "data" / "quarantine" / "x").write_text("")
     for folder in (base / "data").iterdir():
@@ -112,7 +117,7 @@ def test_a_data_dir_it_may_not_read_is_one_line(base, command):
     assert_one_line(done, command[0], "permission denied")
 
 
-def test_check_names_every_path_the_user_may_not_write(base):
+def test_check_names_every_path_the_user_may_not_write(as_other_user, base):
     log = base / "hisparc.log"
     log.write_text("")
     config = setup(base, log=log)
@@ -127,10 +132,24 @@ def test_check_names_every_path_the_user_may_not_write(base):
     assert any("station list" in line and "may not create files in" in line for line in failed), failed
 
 
-def test_init_where_the_user_may_not_create_data_dir_is_one_line(base):
+def test_init_where_the_user_may_not_create_data_dir_is_one_line(as_other_user, base):
     config = setup(base)
     (base / "data").rename(base / "elsewhere")
     deny_writing(base)
     done = as_other_user("init", config)
     assert_one_line(done, "init", str(base / "data"), "permission denied")
     assert not (base / "data").exists()
+
+
+def test_the_commands_other_users_run_come_from_outside_the_checkout(world_readable_install):
+    """What makes these tests pass in a checkout in a 0700 folder: the core and the plugins that
+    the other user imports are installed copies, in folders every user may enter."""
+    where = subprocess.run([str(world_readable_install / "python"), "-c",
+                            "import hisparc_datastore, datastore_hisparc; print(hisparc_datastore.__file__)"],
+                           capture_output=True, text=True, timeout=120, cwd="/")
+    assert where.returncode == 0, where.stderr
+    module = Path(where.stdout.strip())
+    checkout = Path(__file__).resolve().parents[2]
+    assert checkout not in module.parents, module
+    for folder in module.parents:
+        assert folder.stat().st_mode & 0o005 == 0o005, f"{folder} is closed to other users"

@@ -10,7 +10,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 import threading
 import urllib.parse
@@ -23,7 +22,6 @@ import pytest
 from hisparc_datastore.testing.helpers import wait_for
 from hisparc_datastore.testing.serveprocess import free_port
 
-DATASTORE = Path(sys.executable).with_name("datastore")
 NOBODY = 65534
 STATIONS = b"99,amsterdam,fake_station\n"
 
@@ -36,9 +34,10 @@ def as_nobody(*args: str) -> list[str]:
     return ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", "--", *args]
 
 
-def run(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(as_nobody(str(DATASTORE), *args), capture_output=True, text=True,
-                          timeout=300)
+@pytest.fixture
+def datastore(world_readable_install: Path) -> Path:
+    """The command from a venv ``nobody`` may enter, whatever the checkout's mode."""
+    return world_readable_install / "datastore"
 
 
 class _PublicDB(http.server.BaseHTTPRequestHandler):
@@ -62,7 +61,10 @@ def home():
     shutil.rmtree(path, ignore_errors=True)
 
 
-def test_the_operations_walkthrough_works_for_an_unprivileged_user(home, testdata):
+def test_the_operations_walkthrough_works_for_an_unprivileged_user(home, testdata, datastore):
+    def run(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(as_nobody(str(datastore), *args), capture_output=True, text=True, timeout=300)
+
     publicdb = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _PublicDB)
     threading.Thread(target=publicdb.serve_forever, daemon=True).start()
     receiver_port, config_port, metrics_port = free_port(), free_port(), free_port()
@@ -90,7 +92,7 @@ def test_the_operations_walkthrough_works_for_an_unprivileged_user(home, testdat
         for args in (["writer", str(config), "--quiet"],
                      ["serve", str(config), "--bind", f"127.0.0.1:{receiver_port}", "--quiet"],
                      ["config-server", str(config), "--bind", f"127.0.0.1:{config_port}", "--quiet"]):
-            services.append(subprocess.Popen(as_nobody(str(DATASTORE), *args), stdin=subprocess.DEVNULL,
+            services.append(subprocess.Popen(as_nobody(str(datastore), *args), stdin=subprocess.DEVNULL,
                                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True))
         log = home / "log/datastore.log"
         for ready in ("writer started", "receiving uploads on", "config server on"):

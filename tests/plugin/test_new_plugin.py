@@ -1,5 +1,6 @@
-"""A plugin author's path, outside the checkout: in a fresh venv with only the core's wheel,
-``datastore new-plugin muon``, ``pip install -e ./muon`` and ``pytest ./muon`` pass at once,
+"""A plugin author's path, outside the checkout: in a fresh venv with only the core's wheel (no
+pytest: the plugin's test extra brings it), ``datastore new-plugin muon``, then the next step it
+prints, ``pip install -e './muon[test]' && pytest ./muon``, pass at once,
 ``datastore plugins`` lists it, and ``datastore serve``, ``simulate`` and ``writer`` store its
 events. The commands are the console snippets of docs/plugin-guide.md, run as written and their
 output compared.
@@ -34,7 +35,7 @@ class Author:
                if k not in ("PYTHONPATH", "VIRTUAL_ENV", "PYTHONHOME") and not k.startswith("PYTEST")}
         self.env = {**env, "PATH": f"{self.bin}{os.pathsep}{env.get('PATH', '')}",
                     "PIP_FIND_LINKS": " ".join(filter(None, [str(wheels), env.get("PIP_FIND_LINKS")]))}
-        self.run("pip install --quiet hisparc-datastore pytest")
+        self.run("pip install --quiet hisparc-datastore")
 
     def run(self, command: str, timeout: float = 900) -> str:
         done = subprocess.run(command, shell=True, cwd=self.work, env=self.env, capture_output=True,
@@ -95,7 +96,9 @@ def author(wheels, tmp_path_factory) -> Author:
 def test_the_guide_walkthrough_runs_as_written(author):
     blocks = console_snippets()
     assert [command for steps in blocks for command, _ in steps][:3] == [
-        "datastore new-plugin muon", "pip install -e ./muon", "pytest -q ./muon"]
+        "datastore new-plugin muon", "pip install -e './muon[test]'", "pytest -q ./muon"]
+    # pytest is the venv's own, brought by the extra, not one found elsewhere on PATH
+    assert not (author.bin / "pytest").exists()
     for steps in blocks:
         for command, expected in steps:
             output = author.run(command)
@@ -106,6 +109,7 @@ def test_the_guide_walkthrough_runs_as_written(author):
                        "print(hisparc_datastore.__file__); print(m.__file__)'").split()
     assert str(author.root / "venv") in where[0] and str(ROOT) not in where[0]
     assert where[1] == str(author.work / "muon/datastore_muon/__init__.py")
+    assert (author.bin / "pytest").exists()
 
 
 def free_port() -> int:
@@ -148,3 +152,13 @@ def test_datastore_serve_simulate_and_writer_store_its_events(author):
             assert ((rows["rate"] >= 10) & (rows["rate"] <= 20)).all()
             assert ((rows["count"] >= 600) & (rows["count"] <= 1200)).all()
             assert {bytes(group.blobs[i]) for i in rows["message"]} == {b"ok"}
+
+
+def test_the_printed_next_step_runs_as_printed_for_an_absolute_directory(author):
+    folder = author.root / "elsewhere" / "radon"
+    folder.parent.mkdir()
+    printed = author.run(f"datastore new-plugin radon --directory {folder}").splitlines()[-1]
+    assert printed.startswith("next: pip install -e '/") and ".//" not in printed
+    tested = author.run(printed.removeprefix("next: ").replace("pytest ", "pytest -q ", 1))
+    assert "5 passed" in tested
+    author.run("pip uninstall --quiet --yes hisparc-datastore-radon")  # the other tests see muon alone

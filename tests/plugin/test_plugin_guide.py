@@ -83,3 +83,19 @@ def test_the_walkthrough_fits_in_a_page():
     start = text.index("## From nothing to a day file")
     end = text.index("\n## ", start + 1)
     assert len(text[start:end].splitlines()) <= 70
+
+
+def test_every_plugin_of_the_repository_is_wired_as_the_guide_says():
+    tomllib = pytest.importorskip("tomllib", reason="tomllib is in the standard library from Python 3.11")
+    folders = sorted(p.name for p in (ROOT / "plugins").iterdir() if (p / "pyproject.toml").is_file())
+    assert folders == ["hisparc", "lightning", "weather"]
+    assert "## A plugin in this repository" in guide_text()
+    makefile = (ROOT / "Makefile").read_text()
+    [line] = [line for line in makefile.splitlines() if line.startswith("PLUGINS :=")]
+    assert sorted(line.split(":=")[1].split()) == [f"plugins/{name}" for name in folders]
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    for name in folders:
+        project = tomllib.loads((ROOT / "plugins" / name / "pyproject.toml").read_text())["project"]
+        distribution = project["name"]
+        assert extras[name] == [distribution], name
+        assert distribution in extras["all"], name

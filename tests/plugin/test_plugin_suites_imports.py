@@ -31,8 +31,8 @@ def core_imports(source: str) -> set[str]:
 def test_the_check_sees_an_internal_import():
     assert core_imports("from hisparc_datastore.writer import Writer\nimport hisparc_datastore.testing") == {
         "hisparc_datastore.writer", "hisparc_datastore.testing"}
-    assert core_imports("from hisparc_datastore import decoding") == {
-        "hisparc_datastore", "hisparc_datastore.decoding"}
+    assert core_imports("from hisparc_datastore import cli") == {
+        "hisparc_datastore", "hisparc_datastore.cli"}
 
 
 SUITES = sorted(ROOT.glob("plugins/*/tests/*.py"))

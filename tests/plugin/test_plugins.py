@@ -110,3 +110,63 @@ def test_the_core_names_no_event_type():
     source = "\n".join(p.read_text() for p in core.rglob("*.py"))
     for word in ('"CIC"', "'CIC'", '"SIN"', '"WTR"', '"LIT"', '"events"', '"singles"', '"weather"'):
         assert word not in source, word
+
+
+@pytest.mark.parametrize("name", ["Bad Name", "readings\n", "1st", "_hidden", "", "ümlaut"])
+def test_a_bad_table_name_is_one_line_naming_the_event_type(name):
+    with pytest.raises(ValueError) as refused:
+        make(table_name=name)
+    assert str(refused.value) == (f"event type XYZ: table_name {name!r} is not lower-case letters, "
+                                  "digits and _, beginning with a letter")
+
+
+@pytest.mark.parametrize("name", ["r", "readings", "radon_2", "blobs2", "blob"])
+def test_a_good_table_name_is_accepted(name):
+    assert make(table_name=name).table_name == name
+
+
+def test_a_table_named_as_the_cores_blobs_stops_start_up_naming_the_plugin():
+    with pytest.raises(PluginConflict, match=r"^radon-test-plugin: event type XYZ names its table 'blobs', "
+                                             r"a node the core keeps in every station group"):
+        load_registry([RadonPlugin(make(table_name="blobs"))])
+    assert load_registry([RadonPlugin(make(table_name="blobs_radon"))]).get("XYZ").table_name == "blobs_radon"
+
+
+BROKEN = {
+    "bad-table-name": ('table_name="Radon Table"',
+                       "plugin hisparc-datastore-radon 0.3 (radon = datastore_radon) cannot be loaded: "
+                       "event type RDN: table_name 'Radon Table' is not lower-case letters"),
+    "core-table": ('table_name="blobs"',
+                   "hisparc-datastore-radon 0.3: event type RDN names its table 'blobs', a node the core"),
+    "fine": ('table_name="radon"', None),
+}
+
+
+@pytest.mark.parametrize("case", list(BROKEN))
+def test_an_installed_plugin_that_cannot_be_used_is_one_line_naming_it(tmp_path, case):
+    """Found through a real entry point, as pip would install it, and run as a command."""
+    import subprocess
+    import sys
+
+    table, message = BROKEN[case]
+    (tmp_path / "datastore_radon.py").write_text(
+        "import tables\nfrom hisparc_datastore import EventType, hookimpl\n\n"
+        "class Radon(tables.IsDescription):\n"
+        "    event_id = tables.UInt32Col(pos=0)\n    timestamp = tables.Time32Col(pos=1)\n"
+        "    activity = tables.Float32Col(pos=2)\n\n"
+        f"RADON = EventType(upload_code='RDN', {table}, table_title='Radon', description=Radon,\n"
+        "                  columns={'RDN_ACTIVITY': 'activity'})\n\n"
+        "@hookimpl\ndef datastore_event_types():\n    return [RADON]\n")
+    info = tmp_path / "hisparc_datastore_radon-0.3.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: hisparc-datastore-radon\nVersion: 0.3\n")
+    (info / "entry_points.txt").write_text("[hisparc_datastore]\nradon = datastore_radon\n")
+    done = subprocess.run([sys.executable, "-m", "hisparc_datastore.cli", "plugins"], capture_output=True,
+                          text=True, timeout=120, env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(tmp_path)})
+    if message is None:
+        assert done.returncode == 0, done.stderr
+        assert "hisparc-datastore-radon 0.3\n  RDN  radon" in done.stdout
+        return
+    assert done.returncode == 2 and done.stdout == "", done.stdout
+    assert "Traceback" not in done.stderr and len(done.stderr.splitlines()) == 1, done.stderr
+    assert done.stderr.startswith(f"datastore plugins: {message}"), done.stderr

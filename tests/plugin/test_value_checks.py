@@ -31,7 +31,7 @@ class Probe(tables.IsDescription):
 
 
 def no_shouting(value):
-    return "is shouted" if isinstance(value, str) and value.isupper() else None
+    return "shouted" if isinstance(value, str) and value.isupper() else None
 
 
 PROBE = EventType(
@@ -51,19 +51,30 @@ class ProbePlugin:
 def test_a_range_accepts_its_bounds_and_refuses_beyond_and_nan():
     check = Range(0, 100)
     assert [check(v) for v in (0, 0.0, 100, np.float32(55.5), True)] == [None] * 5
-    assert check(-0.001) == "is outside 0..100"
-    assert check(100.5) == "is outside 0..100"
-    assert check(math.nan) == "is outside 0..100"
-    assert check("50") == "is outside 0..100"
+    assert check(-0.001) == "outside 0..100"
+    assert check(100.5) == "outside 0..100"
+    assert check(math.nan) == "outside 0..100"
+    assert check("50") == "outside 0..100"
     assert Range(low=0)(1e300) is None and Range(high=0)(-math.inf) is None
     assert Range()(math.nan) is None
 
 
+@pytest.mark.parametrize("low, high", [(5, 1), (0.5, -0.5), (math.nan, 1), (0, math.nan)])
+def test_a_range_that_would_refuse_every_value_is_refused_when_declared(low, high):
+    with pytest.raises(ValueError, match=r"Range\(.*would refuse every value|Range bound .* is NaN"):
+        Range(low, high)
+
+
+def test_a_range_of_one_value_or_open_at_one_end_is_accepted():
+    assert Range(1, 1)(1) is None and Range(1, 1)(1.5) == "outside 1..1"
+    assert Range(-5, None)(1e9) is None and Range(None, -5)(-1e9) is None
+
+
 def test_allowed_values_compare_as_numbers():
     assert [BOOLEAN(v) for v in (True, False, 0, 1, 1.0, np.bool_(True), np.int64(0))] == [None] * 7
-    assert BOOLEAN(2) == "is not one of {False, True}"
+    assert BOOLEAN(2) == "not one of {False, True}"
     assert BOOLEAN(math.nan) is not None and BOOLEAN([1]) is not None
-    assert OneOf({1, 2, 5})(3) == "is not one of {1, 2, 5}"
+    assert OneOf({1, 2, 5})(3) == "not one of {1, 2, 5}"
 
 
 def test_boolean_checks_cover_every_flag_of_a_description():
@@ -96,14 +107,15 @@ def test_a_refused_value_is_quarantined_with_plugin_column_and_value_the_rest_st
     [kept] = datastore.quarantined()
     reasons = kept.reason.splitlines()
     assert reasons == [
+        # numbered as the station sent them: good ones were 1 and 4
         "station 501, event 0: value check of ProbePlugin: PRB column 'level' value 101.5 "
-        "(data code PRB_LEVEL) is outside 0..100",
-        "station 501, event 1: value check of ProbePlugin: PRB column 'mode' value 3 "
-        "(data code PRB_MODE) is not one of {1, 2, 5}",
-        "station 501, event 2: value check of ProbePlugin: PRB column 'armed' value 7 "
-        "(data code PRB_ARMED) is not one of {False, True}",
-        "station 501, event 3: value check of ProbePlugin: PRB column 'note' value 'LOUD' "
-        "(data code PRB_NOTE) is shouted",
+        "(data code PRB_LEVEL) refused: outside 0..100",
+        "station 501, event 2: value check of ProbePlugin: PRB column 'mode' value 3 "
+        "(data code PRB_MODE) refused: not one of {1, 2, 5}",
+        "station 501, event 3: value check of ProbePlugin: PRB column 'armed' value 7 "
+        "(data code PRB_ARMED) refused: not one of {False, True}",
+        "station 501, event 5: value check of ProbePlugin: PRB column 'note' value 'LOUD' "
+        "(data code PRB_NOTE) refused: shouted",
     ]
 
 
@@ -112,7 +124,7 @@ def test_an_installed_plugin_is_named_by_its_distribution(datastore):
     datastore.store([cfg])
     [kept] = datastore.quarantined()
     assert ("value check of hisparc-datastore-hisparc 0.1.0: CFG column 'reduce_data' value 2 "
-            "(data code CFG_REDUCE) is not one of {False, True}") in kept.reason
+            "(data code CFG_REDUCE) refused: not one of {False, True}") in kept.reason
 
 
 def all_checks():

@@ -204,8 +204,8 @@ REFUSALS = {
     "station-id-not-a-number": (_with(station_id="ninety-nine"), "400"),
     "station-id-float": (_with(station_id="99.0"), "400"),
     "empty-body": (lambda good, payload: b"", "400"),
-    # the same answer as a wrong password: guessing tells no station numbers
-    "unknown-station": (_with(station_id=98), "203"),
+    # as the deployed receiver: the station's operator is sent to the station list
+    "unknown-station": (_with(station_id=98), "206"),
     "wrong-password": (_with(password="fake_statio"), "203"),
     "empty-password": (_with(password=""), "203"),
     "non-ascii-password": (_with(password="fake_stati\u00f6n"), "203"),
@@ -214,7 +214,7 @@ REFUSALS = {
     "not-a-pickle": (_data(b"not a pickle"), "208"),
     "truncated-pickle": (lambda good, payload: _data(payload[:-40])(good, payload), "208"),
     # The checks run in the protocol's order: station, password, checksum.
-    "order-station": (_with(station_id=98, password="x", checksum="0"), "203"),
+    "order-station": (_with(station_id=98, password="x", checksum="0"), "206"),
     "order-password": (_with(password="x", checksum="0"), "203"),
 }
 
@@ -285,7 +285,7 @@ def test_nothing_from_an_unauthenticated_request_is_unpickled(tmp_path, settings
     marker = tmp_path / "pwned"
     payload = hostile_pickles(marker)["os.system protocol 0"]
     assert post(server.url, fields(payload, password="wrong")) == "203"
-    assert post(server.url, fields(payload, station_id=12345)) == "203"
+    assert post(server.url, fields(payload, station_id=12345)) == "206"
     assert post(server.url, fields(payload, checksum="0" * 32)) == "201"
     assert calls == [] and not marker.exists()
 
@@ -476,7 +476,7 @@ def test_the_app_refuses_an_oversized_body_without_reading_it(settings):
 def test_a_station_added_to_the_list_is_accepted_without_a_restart(testdata, settings, server):
     payload = (testdata / "uploads/py2event").read_bytes()
     form = fields(payload, station_id=777, password="pw777")
-    assert post(server.url, form) == "203"
+    assert post(server.url, form) == "206"
     settings.station_list.write_text(STATIONS + "777,Groningen,pw777\n")
     assert post(server.url, form) == "100"
     [name] = queue(settings.data_dir)["incoming"]
@@ -499,7 +499,7 @@ def test_a_malformed_line_is_reported_and_the_other_stations_keep_working(testda
     payload = (testdata / "uploads/py2event").read_bytes()
     assert post(server.url, fields(payload)) == "100"
     assert post(server.url, fields(payload, station_id=502, password="pw502")) == "100"
-    assert post(server.url, fields(payload, station_id=510, password="pw510")) == "203"
+    assert post(server.url, fields(payload, station_id=510, password="pw510")) == "206"
     errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
     assert any(f"{settings.station_list} line 2:" in m and "five-oh-one" in m for m in errors), errors
     assert any(f"{settings.station_list} line 3:" in m for m in errors), errors
@@ -518,11 +518,11 @@ def test_metrics_count_every_return_code(testdata, server):
     payload = (testdata / "uploads/py2event").read_bytes()
     sent = [fields(payload), fields(payload), fields(payload, station_id=1), fields(payload, password="x"),
             fields(payload, checksum="0" * 32), {"station_id": 99}]
-    assert [post(server.url, form) for form in sent] == ["100", "100", "203", "203", "201", "400"]
+    assert [post(server.url, form) for form in sent] == ["100", "100", "206", "203", "201", "400"]
     with urllib.request.urlopen(server.url + "metrics", timeout=10) as response:
         assert response.headers["Content-Type"].startswith("text/plain; version=0.0.4")
         text = response.read().decode()
-    counts = {code: n for code, n in [("100", 2), ("201", 1), ("203", 2), ("205", 0), ("206", 0),
+    counts = {code: n for code, n in [("100", 2), ("201", 1), ("203", 1), ("205", 0), ("206", 1),
                                       ("208", 0), ("400", 1)]}
     for code, n in counts.items():
         assert f'datastore_uploads_total{{code="{code}"}} {n}\n' in text

@@ -47,10 +47,12 @@ def serve(config, guard: PasswordGuard) -> ServerThread:
     return ServerThread(app)
 
 
-def test_unknown_and_known_stations_get_the_same_answer_to_a_wrong_password(config):
+def test_an_unknown_station_hears_206_and_a_wrong_password_203_as_the_deployed_receiver_answers(config):
     with serve(config, PasswordGuard()) as server:
         assert post(server.port, HONEST, 99, "wrong") == "203"
-        assert post(server.port, HONEST, 12345, "wrong") == "203"
+        assert post(server.port, HONEST, 12345, "wrong") == "206"
+        # and a listed station with its password still gets in
+        assert post(server.port, HONEST, 99, "pw99") == "100"
 
 
 def test_a_guesser_is_limited_and_stations_beside_it_keep_being_answered(config, caplog):
@@ -68,10 +70,10 @@ def test_a_guesser_is_limited_and_stations_beside_it_keep_being_answered(config,
         assert answers[5:] == ["205"] * 55
         # once limited, even the right password is not looked at: guessing tells nothing
         assert post(server.port, GUESSER, 99, "pw99", 3000) == "205"
-        # unknown station numbers share one budget per address
-        assert [post(server.port, GUESSER, 7000 + n, "x", n) for n in range(7)] == ["203"] * 5 + ["205"] * 2
+        # unknown station numbers share one budget per address: each is a failed guess
+        assert [post(server.port, GUESSER, 7000 + n, "x", n) for n in range(7)] == ["206"] * 5 + ["205"] * 2
     lines = [r.getMessage() for r in caplog.records if GUESSER in r.getMessage()
-             and ("203" in r.getMessage() or "205" in r.getMessage())]
+             and any(code in r.getMessage() for code in ("203", "205", "206"))]
     # 10 refused guesses logged one by one, the 58 turned away in summary lines
     assert len(lines) <= 14, lines
     assert any("answered 205 unchecked" in line for line in lines)

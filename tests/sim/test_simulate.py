@@ -47,3 +47,36 @@ def test_simulated_day_spanning_data_is_stored_in_all_fourteen_tables(tmp_path, 
     out = capsys.readouterr().out
     assert "/hisparc/cluster_amsterdam/station_501:" in out
     assert "lightning_status" in out
+
+
+def test_what_it_says_it_simulated_is_what_the_installed_plugins_made(tmp_path, capsys, monkeypatch):
+    import datastore_hisparc
+    from hisparc_datastore.codec.decoding import parse_queue_file
+    from hisparc_datastore.sim import simulate as module
+
+    def queued(folder):
+        codes = {}
+        for path in (folder / "incoming").iterdir():
+            for event in parse_queue_file(path.read_bytes()).event_list:
+                code = event["header"]["eventtype_uploadcode"]
+                codes[code] = codes.get(code, 0) + 1
+        return codes
+
+    argv = ["simulate", "--stations", "2", "--hours", "0.2", "--start", "2024-12-31T23:50:00"]
+    assert cli.main([*argv[:1], str(tmp_path / "all"), *argv[1:]]) == 0
+    everything = capsys.readouterr().out
+    codes = queued(tmp_path / "all")
+    assert {"WTR", "LIT", "CIC"} <= set(codes)
+    assert f"{sum(codes.values())} events ({', '.join(f'{c} {n}' for c, n in sorted(codes.items()))})" \
+        in everything
+
+    # only the HiSPARC plugin installed: no weather or lightning is claimed
+    real = module.get_plugin_manager
+    monkeypatch.setattr(module, "get_plugin_manager",
+                        lambda extra=(): real([datastore_hisparc, *extra], load_installed=False))
+    assert cli.main([*argv[:1], str(tmp_path / "hisparc"), *argv[1:]]) == 0
+    out = capsys.readouterr().out
+    codes = queued(tmp_path / "hisparc")
+    assert set(codes) == {"CFG", "CIC", "CMP", "SAT", "SIN"}
+    assert f"({', '.join(f'{c} {n}' for c, n in sorted(codes.items()))})" in out
+    assert "weather" not in out and "lightning" not in out and "WTR" not in out

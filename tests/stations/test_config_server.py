@@ -116,7 +116,7 @@ def test_reload_datastore_replaces_the_list_and_the_running_receiver_uses_it(tmp
         try:
             with ServerThread(build_app(load_settings(config))) as receiver:
                 assert post(receiver.url, payload, "99", "old_password") == "100"
-                assert post(receiver.url, payload, "501", "s501") == "203"  # not yet listed
+                assert post(receiver.url, payload, "501", "s501") == "206"  # not yet listed
 
                 # exactly publicdb's call
                 assert xmlrpc.client.ServerProxy(rpc_url).reload_datastore() is True

@@ -52,24 +52,43 @@ def test_rows_equal_those_of_the_public_append(tmp_path):
 
 def test_the_node_counts_its_rows_so_a_later_append_or_truncate_loses_nothing(tmp_path):
     # The trap of writes below PyTables: a stale row counter in the node object makes a
-    # later append through it set the extent too small, cutting rows off on disk.
+    # later append through it set the extent too small, cutting rows off on disk. That
+    # node object refuses PyTables' append; one fetched again from the file counts right.
     h5, node = _blobs(tmp_path / "f.h5", "w")
     for blob in (b"a", b"b", b"c"):
         node.append(blob)
     assert vlblobs.append_blobs(node, [b"d", b"e", b"f", b"g", b"h"]) == 8
     assert node.nrows == 8
-    node.append(b"i")  # the public append after ours, on the same node object
+    with pytest.raises(RuntimeError, match="fetch the node again"):
+        node.append(b"i")
+    node._f_close()
+    node = h5.get_node(f"/{BLOBS}")
+    node.append(b"i")  # the public append after ours, on a node fetched again
     assert vlblobs.append_blobs(node, [b"j", b""]) == 11
     h5.close()
     assert _read(tmp_path / "f.h5") == [b"a", b"b", b"c", b"d", b"e", b"f", b"g", b"h", b"i", b"j", b""]
 
 
-def test_a_failed_append_closes_the_node(tmp_path):
+def test_a_failed_append_writes_nothing_and_closes_the_node(tmp_path):
     h5, node = _blobs(tmp_path / "f.h5", "w")
+    node.append(b"a")
     with pytest.raises(TypeError):
-        vlblobs.append_blobs(node, [b"a", "not bytes"])
+        vlblobs.append_blobs(node, [b"b", "not bytes"])
     assert not node._v_isopen
     assert h5.get_node(f"/{BLOBS}").nrows == 1
+    h5.close()
+    assert _read(tmp_path / "f.h5") == [b"a"]
+
+
+def test_a_write_hdf5_refuses_is_an_hdf5_error_and_closes_the_node(tmp_path):
+    h5, node = _blobs(tmp_path / "f.h5", "w")
+    node.append(b"a")
+    h5.close()
+    h5 = tables.open_file(str(tmp_path / "f.h5"), "r")  # read-only: HDF5 refuses to extend
+    node = h5.get_node(f"/{BLOBS}")
+    with pytest.raises(tables.HDF5ExtError, match="extending the blobs failed for /blobs"):
+        vlblobs.append_blobs(node, [b"b"])
+    assert not node._v_isopen
     h5.close()
     assert _read(tmp_path / "f.h5") == [b"a"]
 

@@ -351,5 +351,5 @@ def test_writer_and_child_stay_small_whatever_an_upload_holds(tmp_path):
                           capture_output=True, text=True, timeout=600, check=True)
     peak = json.loads(done.stdout.strip().splitlines()[-1])
     assert peak["aside"] == 3 and peak["quarantined"] == 80 * 20_000
-    # ~50 MB at rest each; the bound README states is ~100 MB each.
+    # ~50 MB at rest each; the bound docs/design.md states is ~100 MB each.
     assert peak["writer"] < 150 and peak["child"] < 150, peak

@@ -26,6 +26,7 @@ from hisparc_datastore.config import Settings, load_settings
 from hisparc_datastore.ops.check import data_dir_findings, station_list_findings
 from hisparc_datastore.queue.folders import DATES_SUFFIX, DB_NAME, FOLDERS, folder_usage
 from hisparc_datastore.stations.stationlist import parse_station_list
+from hisparc_datastore.storage.verify import damaged_files_set_aside
 from hisparc_datastore.writer.lock import writer_holding
 from hisparc_datastore.writer.state import events_in_window, read_state
 
@@ -122,6 +123,10 @@ def collect(settings: Settings, now: float | None = None) -> dict[str, Any]:
         problems.append(f"the writer waits for disk space since {_when(no_room['since'], now)}: "
                         f"{_size(no_room['free'])} free, the next batch needs {_size(no_room['needed'])} "
                         f"with [Writer] reserve_mb = {no_room['reserve_mb']}")
+    damaged = [str(path) for path in damaged_files_set_aside(data_dir)]
+    for path in damaged:
+        problems.append(f"a damaged day file was set aside as {path} (its reason beside it or in "
+                        "quarantine/): read what it holds with `datastore verify`, then remove it")
     return {
         "healthy": not problems,
         "problems": problems,
@@ -145,6 +150,7 @@ def collect(settings: Settings, now: float | None = None) -> dict[str, Any]:
         # As the writer last saw them: a reader may have let go since, which the next batch records.
         "held_day_files": held_day_files,
         "no_room": no_room,
+        "damaged_day_files": damaged,
     }
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import binascii
+import math
 import re
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
@@ -15,7 +16,9 @@ import tables
 #: Turns the value a station sent for a blob code into the bytes stored in ``blobs``.
 BlobDecoder = Callable[[Any], bytes]
 
-UPLOAD_CODE = re.compile(r"^[A-Z][A-Z0-9]{2}$")
+UPLOAD_CODE = re.compile(r"^[A-Z][A-Z0-9]{2}\Z")
+# \Z, not $: '$' also matches before a final newline, which would let 'muon\n' through.
+TABLE_NAME = re.compile(r"[a-z][a-z0-9_]*\Z")
 _TRAILING_DIGITS = re.compile(r"(\d+)$")
 
 
@@ -41,8 +44,14 @@ def text_blob(value: Any) -> bytes:
     raise TypeError(f"expected text, got {type(value).__name__}")
 
 
-#: A value check: why the value a station sent for a column is refused, or None.
+#: A value check: None to accept the value a station sent for a column, or a short text
+#: saying why it is refused, which the quarantine reason shows after "refused: ".
 ValueCheck = Callable[[Any], "str | None"]
+
+
+def _check_bounds(instance: Range, attribute: attrs.Attribute, value: float | None) -> None:
+    if value is not None and math.isnan(value):
+        raise ValueError(f"Range bound {attribute.name} is NaN: it would refuse every value")
 
 
 @attrs.frozen
@@ -50,15 +59,20 @@ class Range:
     """A value from ``low`` to ``high``, both included (None: no bound). Not a number (NaN)
     is refused unless both are None."""
 
-    low: float | None = None
-    high: float | None = None
+    low: float | None = attrs.field(default=None, validator=_check_bounds)
+    high: float | None = attrs.field(default=None, validator=_check_bounds)
+
+    def __attrs_post_init__(self) -> None:
+        if self.low is not None and self.high is not None and self.low > self.high:
+            raise ValueError(f"Range({self.low!r}, {self.high!r}): low is above high, so it would "
+                             "refuse every value")
 
     def __call__(self, value: Any) -> str | None:
         try:
             inside = (self.low is None or value >= self.low) and (self.high is None or value <= self.high)
         except TypeError:
             inside = False
-        return None if inside else f"is outside {self}"
+        return None if inside else f"outside {self}"
 
     def __str__(self) -> str:
         low = "" if self.low is None else f"{self.low:g}"
@@ -77,7 +91,7 @@ class OneOf:
             known = value in self.values
         except TypeError:  # unhashable
             known = False
-        return None if known else f"is not one of {self}"
+        return None if known else f"not one of {self}"
 
     def __str__(self) -> str:
         return "{" + ", ".join(sorted(map(repr, self.values))) + "}"
@@ -107,8 +121,15 @@ class ColumnSlot:
 
 
 def _check_upload_code(instance: EventType, attribute: attrs.Attribute, value: str) -> None:
-    if not UPLOAD_CODE.match(value):
+    if not isinstance(value, str) or not UPLOAD_CODE.match(value):
         raise ValueError(f"upload code {value!r} is not three upper-case characters")
+
+
+def _check_table_name(instance: EventType, attribute: attrs.Attribute, value: str) -> None:
+    # One line naming the event type, rather than attrs' message with the Attribute's repr.
+    if not isinstance(value, str) or not TABLE_NAME.match(value):
+        raise ValueError(f"event type {instance.upload_code}: table_name {value!r} is not lower-case "
+                         "letters, digits and _, beginning with a letter")
 
 
 @attrs.frozen(eq=False)
@@ -121,11 +142,12 @@ class EventType:
     ``blobs`` array (the column then holds that row's index) to the function
     that turns the value into bytes. ``checks`` maps a column to a value check
     (:class:`Range`, :class:`OneOf` or any function of the value sent that returns
-    why it is refused, or None): an event with a value it refuses is quarantined.
+    None to accept it, or a short text saying why it is refused): an event with a value
+    it refuses is quarantined.
     """
 
     upload_code: str = attrs.field(validator=_check_upload_code)
-    table_name: str = attrs.field(validator=attrs.validators.matches_re(r"^[a-z][a-z0-9_]*$"))
+    table_name: str = attrs.field(validator=_check_table_name)
     table_title: str
     description: type[tables.IsDescription]
     columns: Mapping[str, str] = attrs.field(converter=_frozen_mapping)

@@ -18,8 +18,16 @@ ENTRY_POINT_GROUP = "hisparc_datastore"
 DEFAULT_PLUGINS: tuple = ()
 
 
-class PluginConflict(Exception):
-    """Two plugins claim the same upload code or table name."""
+class PluginError(Exception):
+    """An installed plugin the datastore cannot use; the message names it."""
+
+
+class PluginConflict(PluginError):
+    """Two plugins claim the same upload code or table name, or one claims the core's."""
+
+
+class PluginLoadError(PluginError):
+    """A plugin's module fails to import, or declares an event type that is refused."""
 
 
 @attrs.frozen
@@ -46,10 +54,34 @@ def get_plugin_manager(extra_plugins: Iterable[object] = (), *,
     pm = pluggy.PluginManager(ENTRY_POINT_GROUP)
     pm.add_hookspecs(hookspecs)
     if load_installed:
-        pm.load_setuptools_entrypoints(ENTRY_POINT_GROUP)
+        try:
+            pm.load_setuptools_entrypoints(ENTRY_POINT_GROUP)
+        except Exception as exc:  # noqa: BLE001 - whatever a plugin raises, name the plugin
+            raise PluginLoadError(_failed_entry_point(exc)) from exc
     for plugin in (*DEFAULT_PLUGINS, *extra_plugins):
         pm.register(plugin)
     return pm
+
+
+def _failed_entry_point(exc: Exception) -> str:
+    """Which installed plugin raised ``exc`` when loaded, as one line. A failed import leaves
+    no module behind, so loading each entry point again finds the one that fails."""
+    import importlib.metadata
+
+    for entry_point in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+        try:
+            entry_point.load()
+        except Exception as again:  # noqa: BLE001
+            dist = entry_point.dist
+            who = f"{dist.name} {dist.version}" if dist is not None else entry_point.value
+            return (f"plugin {who} ({entry_point.name} = {entry_point.value}) cannot be loaded: "
+                    f"{_one_line(again)}")
+    return f"a plugin cannot be loaded: {_one_line(exc)}"
+
+
+def _one_line(exc: Exception) -> str:
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text}" if not isinstance(exc, ValueError) else text
 
 
 def plugin_name(pm: pluggy.PluginManager, plugin: object) -> str:
@@ -62,6 +94,9 @@ def plugin_name(pm: pluggy.PluginManager, plugin: object) -> str:
 
 def build_registry(pm: pluggy.PluginManager) -> Registry:
     """Collect every plugin's event types; a code or table claimed twice stops start-up."""
+    # Here, not at the top: storage.layout imports the plugin package.
+    from hisparc_datastore.storage.layout import CORE_NODES
+
     by_code: dict[str, EventType] = {}
     owners: dict[str, str] = {}
     table_owner: dict[str, str] = {}
@@ -69,6 +104,12 @@ def build_registry(pm: pluggy.PluginManager) -> Registry:
         owner = plugin_name(pm, impl.plugin)
         for event_type in impl.function() or ():
             code = event_type.upload_code
+            if event_type.table_name in CORE_NODES:
+                raise PluginConflict(
+                    f"{owner}: event type {code} names its table {event_type.table_name!r}, a node the "
+                    f"core keeps in every station group ({', '.join(sorted(CORE_NODES))}): "
+                    "choose another table_name"
+                )
             if code in by_code:
                 raise PluginConflict(
                     f"upload code {code} is declared by both {owners[code]} and {owner}"

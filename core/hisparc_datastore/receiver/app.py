@@ -1,6 +1,6 @@
 """The WSGI application: checks a station's upload and queues it, answering one return code.
 
-The protocol is fixed by the deployed station software (README, "Receiving uploads"):
+The protocol is fixed by the deployed station software (docs/design.md, "Receiving uploads"):
 a form-encoded POST with ``station_id``, ``password``, ``data`` (the pickled
 event list, its bytes sent as latin-1 text) and ``checksum`` (md5 hex digest
 of those bytes), answered with HTTP 200 and a body holding one return code.
@@ -40,9 +40,9 @@ RC_OK = "100"
 RC_CHECKSUM = "201"
 RC_PASSWORD = "203"
 RC_TRANSACTION_FAILED = "205"
-# Not answered: an unknown station hears 203 as a wrong password does, so guessing tells
-# no station numbers. The station software treats every code but 100 alike (it logs the
-# code and retries the batch later), so nothing is lost by it.
+# As the deployed receiver answers: the station software logs the code, and a new station's
+# operator must be sent to the station list, not to the password. Station numbers are
+# public (publicdb lists them all), so 203 would hide nothing; the guard still counts it.
 RC_UNKNOWN_STATION = "206"
 RC_UNPICKLE = "208"
 RC_INVALID_POST = "400"
@@ -244,10 +244,12 @@ class ReceiverApp:
         if not self.guard.may_try(address, pair):
             self.guard.turned_away(address, pair)
             return Outcome(RC_TRANSACTION_FAILED, station_id, "too many password failures", quiet=True)
-        if station is None or not station.password_matches(form["password"]):
+        if station is None:
             self.guard.failed(address, pair)
-            return Outcome(RC_PASSWORD, station_id,
-                           "unknown station" if station is None else "wrong password")
+            return Outcome(RC_UNKNOWN_STATION, station_id, "unknown station")
+        if not station.password_matches(form["password"]):
+            self.guard.failed(address, pair)
+            return Outcome(RC_PASSWORD, station_id, "wrong password")
         try:
             payload = form["data"].encode("latin-1")
         except UnicodeEncodeError:

@@ -11,6 +11,8 @@ from __future__ import annotations
 import datetime
 import os
 import random
+from collections import Counter
+from collections.abc import Mapping
 from pathlib import Path
 
 import attrs
@@ -43,6 +45,8 @@ class SimulationResult:
     uploads: int
     events: int
     queue_bytes: int
+    # events per upload code: what the installed plugins simulated, nothing claimed beyond
+    by_code: Mapping[str, int] = attrs.field(factory=dict)
 
 
 def stations(count: int) -> tuple[SimulatedStation, ...]:
@@ -107,7 +111,8 @@ def simulate(data_dir: str | os.PathLike, station_count: int, seconds: int,
     data_dir, station_list = prepare(data_dir, station_count, seed, minimum_year)
     uploads = simulated_uploads(station_list, start, seconds, seed)
     size = write_queue(data_dir, uploads)
-    return SimulationResult(station_list, len(uploads), sum(len(u.event_list) for u in uploads), size)
+    by_code = Counter(event["header"]["eventtype_uploadcode"] for u in uploads for event in u.event_list)
+    return SimulationResult(station_list, len(uploads), sum(by_code.values()), size, dict(by_code))
 
 
 def simulate_command(data_dir: str, stations: int, hours: float, start: str, seed: int,
@@ -123,11 +128,10 @@ def simulate_command(data_dir: str, stations: int, hours: float, start: str, see
         return _post_command(data_dir, post, stations, hours, moment, seed, minimum_year,
                              concurrency, give_up_after)
     result = simulate(data_dir, stations, round(hours * 3600), moment, seed, minimum_year=minimum_year)
-    with_weather = sum(s.has_weather for s in result.stations)
-    with_lightning = sum(s.has_lightning for s in result.stations)
-    print(f"simulated {len(result.stations)} stations ({with_weather} with weather, "
-          f"{with_lightning} with lightning) for {hours:g} h from {moment:%Y-%m-%d %H:%M} UTC: "
-          f"{result.events} events in {result.uploads} uploads "
+    # What the installed plugins answered: a station "with weather" has none without its plugin.
+    kinds = ", ".join(f"{code} {n}" for code, n in sorted(result.by_code.items())) or "no plugin simulates"
+    print(f"simulated {len(result.stations)} stations for {hours:g} h from {moment:%Y-%m-%d %H:%M} UTC: "
+          f"{result.events} events ({kinds}) in {result.uploads} uploads "
           f"({result.queue_bytes / 1e6:.1f} MB) queued in {Path(data_dir, 'incoming')}")
     print(f"config: {Path(data_dir, 'config.ini')}")
     return 0

@@ -1,6 +1,6 @@
 """Posts uploads to a receiver the way the station software does, for the demo and tests.
 
-The protocol (README, "Receiving uploads"): a form POST of ``station_id``,
+The protocol (docs/design.md, "Receiving uploads"): a form POST of ``station_id``,
 ``password``, ``data`` (the pickled event list, its bytes as latin-1 text) and
 ``checksum`` (md5 hex of those bytes), answered with one return code. Like
 the Windows station software, each station sends its batches in order and

@@ -3,19 +3,11 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import tables
 
 from hisparc_datastore.storage.contents import read_contents
-
-
-def day_files(data_dir: str | os.PathLike) -> list[Path]:
-    """The day files under ``data_dir``, in date order."""
-    def date_key(path: Path) -> tuple[int, ...]:
-        return tuple(int(part) for part in path.stem.split("_"))
-
-    return sorted(Path(data_dir).glob("[0-9]*/[0-9]*/[0-9]*_[0-9]*_[0-9]*.h5"), key=date_key)
+from hisparc_datastore.storage.layout import day_files
 
 
 def read_all(data_dir: str | os.PathLike, registry) -> tuple[dict, list[str]]:

@@ -7,6 +7,8 @@
 ``contents``   reads day files back into comparable rows (checks, rebuilds, crash tests)
 ``errors``     failures while storing told apart: a full disk, a reader's lock, HDF5 damage
 ``clusters``   which cluster names a day file can hold as a group (``cluster_problem``)
+``undo``       clears what a batch that never finished wrote past the journaled rows
+``verify``     reads day files back node by node and blob by blob, and names what fails
 """
 
 from hisparc_datastore.storage.contents import compare, read_contents

@@ -11,6 +11,15 @@ class StorageError(Exception):
     """Appending to a day file failed (disk full, I/O error); the batch is retried."""
 
 
+class DamagedDayFile(StorageError):
+    """Blobs a batch stored, or stored before it, read back unreadable: the day file is set
+    aside and rebuilt from the archive, and the batch is stored again."""
+
+    def __init__(self, path: Path, what: str) -> None:
+        super().__init__(f"{path} is damaged: {what}")
+        self.path = path
+
+
 def held_by_another(exc: BaseException) -> bool:
     """HDF5 refused to open a day file because another process (a reader) has it locked."""
     return "unable to lock file" in str(exc)

@@ -14,10 +14,13 @@ import numpy as np
 import tables
 
 from hisparc_datastore.plugin.eventtype import EventType
-from hisparc_datastore.storage import hdf5calls, vlblobs
+from hisparc_datastore.storage import hdf5calls, undo, vlblobs
 from hisparc_datastore.util.durable import fsync_dir, fsync_file
 
 BLOBS = "blobs"
+#: The nodes the core keeps in every station group: no plugin may name its table so, or its
+#: events would be created where the core appends, or appended to as the core's own.
+CORE_NODES = frozenset({BLOBS})
 BLOBS_TITLE = "HiSPARC binary data"
 BLOB_CHUNK = 4096
 # PyTables nodes (the blobs VLArrays) kept open per day file. An open one costs ~100 kB
@@ -39,6 +42,14 @@ CHUNK_CACHE_SIZE = 0
 def day_file_path(data_dir: str | os.PathLike, date: datetime.date) -> Path:
     """``data_dir/2017/2/2017_2_26.h5``: numbers not zero-padded, as readers expect."""
     return Path(data_dir, str(date.year), str(date.month), f"{date.year}_{date.month}_{date.day}.h5")
+
+
+def day_files(data_dir: str | os.PathLike) -> list[Path]:
+    """The day files under ``data_dir``, in date order."""
+    def date_key(path: Path) -> tuple[int, ...]:
+        return tuple(int(part) for part in path.stem.split("_"))
+
+    return sorted(Path(data_dir).glob("[0-9]*/[0-9]*/[0-9]*_[0-9]*_[0-9]*.h5"), key=date_key)
 
 
 def date_of_day_file(path: str | os.PathLike) -> datetime.date:
@@ -296,28 +307,22 @@ class DayFile:
             dataset.close()
             raise
 
-    def truncate(self, sizes: Mapping[str, int | None]) -> None:
-        """Cut nodes back to recorded sizes; remove those that did not exist."""
+    def truncate(self, sizes: Mapping[str, int | None], reached: Mapping[str, int] | None = None) -> None:
+        """Cut nodes back to recorded sizes, clearing the slots up to ``reached`` (the rows the
+        batch was to reach: see :mod:`.undo`); remove those that did not exist."""
         self._close_tables()  # PyTables cuts them back: their row counts would be stale
-        for node_path, size in sizes.items():
+        for node_path in undo.scrub_nodes(self.h5, sizes, reached or {}):
             try:
                 node = self.h5.get_node(node_path)
             except tables.NoSuchNodeError:
                 continue
-            if size is None:
-                parent = node._v_parent
-                node._f_remove()
-                # Groups made for the removed node go too, so the file is as it was.
-                while parent is not self.h5.root and not parent._v_children:
-                    grandparent = parent._v_parent
-                    parent._f_remove()
-                    parent = grandparent
-            elif node.nrows > size:
-                node.truncate(size)
-                # PyTables' VLArray.truncate leaves the row counter its appends use as it
-                # was: an append through this node object would write past a gap of empty
-                # rows. Closed, the next use fetches it afresh with the true count.
-                node._f_close()
+            parent = node._v_parent
+            node._f_remove()
+            # Groups made for the removed node go too, so the file is as it was.
+            while parent is not self.h5.root and not parent._v_children:
+                grandparent = parent._v_parent
+                parent._f_remove()
+                parent = grandparent
         self._nodes.clear()
 
     def flush(self, fsync: bool) -> None:

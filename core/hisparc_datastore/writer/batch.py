@@ -18,7 +18,7 @@ import tables
 from hisparc_datastore.config import Settings
 from hisparc_datastore.plugin.registry import Registry
 from hisparc_datastore.queue.folders import Queue
-from hisparc_datastore.storage.errors import StorageError, describe, held_by_another
+from hisparc_datastore.storage.errors import DamagedDayFile, StorageError, describe, held_by_another
 from hisparc_datastore.storage.heldfiles import HELD, HeldFiles
 from hisparc_datastore.storage.layout import (
     BLOBS,
@@ -28,6 +28,7 @@ from hisparc_datastore.storage.layout import (
     snapshot_path,
     station_path,
 )
+from hisparc_datastore.storage.verify import unreadable_rows
 from hisparc_datastore.util import faults
 from hisparc_datastore.writer.context import StoreContext
 from hisparc_datastore.writer.journal import APPLIED, APPLYING, NEW, Transaction
@@ -122,6 +123,9 @@ class BatchStore:
         self.stop = stop
         self.held = held
         self.screen = Screen(registry, Bounds.of(context.settings))
+        # Set after a batch was undone: the next one reads back every blob it wrote before
+        # it is marked applied (see storage.undo), and a damaged file is healed, not appended to.
+        self.check_written = False
 
     def store(self, names: list[str], prepared: list[PreparedUpload | None] | None = None) -> None:
         """Store the claimed uploads ``names`` exactly once (see docs/exactly-once.md).
@@ -315,12 +319,25 @@ class BatchStore:
             copies[path] = str(snapshot_path(day_file)) if day_file.exists() else NEW
         return copies
 
+    def _reached(self, built: dict, sizes: dict) -> dict[str, dict[str, int]]:
+        """Rows each node will hold once the batch is stored: how far an attempt may write."""
+        reached: dict[str, dict[str, int]] = {}
+        for (date, cluster, station_id), (arrays, blobs) in built.items():
+            path = str(day_file_path(self.settings.data_dir, date))
+            base = station_path(cluster, station_id)
+            counts = {BLOBS: len(blobs), **{t.table_name: len(r) for t, r in arrays.items()}}
+            for node, count in counts.items():
+                node_path = f"{base}/{node}"
+                reached.setdefault(path, {})[node_path] = (sizes[path].get(node_path) or 0) + count
+        return reached
+
     def _apply(self, names: tuple[str, ...], built: dict, sizes: dict) -> None:
         copies = self._copies(sizes)
+        reached = self._reached(built, sizes)
         # Journaled before the copies are made, so that none is ever left unaccounted for:
         # undoing puts back a copy that is whole (made under a temporary name) and cuts back
         # a file whose copy was not made yet, to which nothing was appended either.
-        self.journal.write(Transaction(names, sizes, APPLYING, copies))
+        self.journal.write(Transaction(names, sizes, APPLYING, copies, reached))
         faults.point("journaled")
         for path, copy in copies.items():
             if copy != NEW:
@@ -342,11 +359,28 @@ class BatchStore:
                 faults.point("table-appended")
         if current is not None:
             current.flush(self.settings.fsync)
+        if self.check_written:
+            self._read_back(built, sizes)
         faults.point("flushed")
-        self.journal.write(Transaction(names, sizes, APPLIED, copies))
+        self.journal.write(Transaction(names, sizes, APPLIED, copies, reached))
         drop_copies(copies, self.settings.fsync)
         self.tally.stored.update(stored)
         faults.point("applied")
+
+    def _read_back(self, built: dict, sizes: dict) -> None:
+        """Read every blob the batch wrote; raise DamagedDayFile for a file where one fails."""
+        for (date, cluster, station_id), (_, blobs) in built.items():
+            if not blobs:
+                continue
+            path = day_file_path(self.settings.data_dir, date)
+            node_path = f"{station_path(cluster, station_id)}/{BLOBS}"
+            first = sizes[str(path)].get(node_path) or 0
+            damage = unreadable_rows(self.files.get(path).h5.get_node(node_path), path,
+                                     first, first + len(blobs))
+            if damage is not None:
+                log.critical("blobs just stored read back unreadable: %s", damage)
+                raise DamagedDayFile(path, str(damage))
+        self.check_written = False
 
     def _release(self, uploads: list[PreparedUpload]) -> None:
         if self.settings.archive_days > 0:
@@ -363,7 +397,7 @@ class BatchStore:
     def _quarantine_events(self, item: PreparedUpload) -> None:
         kinds = Counter(kind_of(reason) for _, reason in item.rejected) + item.unnamed_kinds
         reasons = [f"station {item.station_id}, event {i}: {reason}"
-                   for i, (_, reason) in enumerate(item.rejected)]
+                   for i, (_, reason) in zip(item.rejected_at, item.rejected, strict=True)]
         if item.unnamed:
             # A reason file an operator can read: the rest by kind, not a million lines.
             reasons.append(f"... and {len(item.unnamed)} more events: "

@@ -4,7 +4,8 @@ Before the writer appends anything it records, per day file, the size of
 every node it is about to grow (None: the node does not exist yet). After
 the day files are flushed it marks the record ``applied``. A writer that
 starts and finds an ``applying`` record cuts those nodes back to the
-recorded sizes and applies the uploads again; one that finds ``applied``
+recorded sizes (clearing every slot up to the rows the batch was to reach)
+and applies the uploads again; one that finds ``applied``
 only has to finish releasing them. See docs/exactly-once.md.
 """
 
@@ -34,6 +35,9 @@ class Transaction:
     # or NEW when the batch makes the file. Undone by restoring the copy or removing the file:
     # HDF5 cannot be trusted to cut back a group or table it was creating when the disk filled.
     copies: dict[str, str] = attrs.field(factory=dict)
+    # day file -> node path -> rows after the batch: how far an attempt may have written,
+    # so that undoing clears every slot it wrote (see storage.undo)
+    reached: dict[str, dict[str, int]] = attrs.field(factory=dict)
 
 
 class Journal:
@@ -49,7 +53,8 @@ class Journal:
         except FileNotFoundError:
             return None
         data = json.loads(raw)
-        return Transaction(tuple(data["uploads"]), data["sizes"], data["state"], data.get("copies", {}))
+        return Transaction(tuple(data["uploads"]), data["sizes"], data["state"], data.get("copies", {}),
+                           data.get("reached", {}))
 
     def write(self, transaction: Transaction) -> None:
         data = json.dumps(attrs.asdict(transaction)).encode()

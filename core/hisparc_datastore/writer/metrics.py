@@ -22,6 +22,7 @@ from typing import Any
 
 from hisparc_datastore.ops.http import CONTENT_TYPE, exposition, metric
 from hisparc_datastore.queue.folders import FOLDERS, folder_usage
+from hisparc_datastore.storage.verify import damaged_files_set_aside
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +63,9 @@ def render(writer: Any, now: float | None = None) -> str:
                by=("folder", {name: u.files for name, u in usage.items()})),
         metric("datastore_queue_bytes", "gauge", "Queue file bytes per folder.",
                by=("folder", {name: u.bytes for name, u in usage.items()})),
+        metric("datastore_writer_damaged_day_files", "gauge",
+               "Day files found damaged and set aside (rebuilt from the archive), waiting for an "
+               "operator: see `datastore status`.", len(damaged_files_set_aside(writer.settings.data_dir))),
         metric("datastore_oldest_incoming_age_seconds", "gauge",
                "Age of the oldest upload waiting in incoming/ (0 when none).", f"{age:.1f}"),
     ]

@@ -74,6 +74,9 @@ class PreparedUpload:
     unnamed: list = attrs.field(factory=list)
     unnamed_kinds: Counter = attrs.field(factory=Counter)
     aside: str | None = None  # over a bound per upload: the whole file goes to suspicious/, why
+    # Where each of ``rejected`` was in the upload, 0-based: reasons name an event as the
+    # station sent it, not by its place in the quarantine file.
+    rejected_at: tuple = ()
 
     @property
     def upload(self) -> Upload:
@@ -185,10 +188,15 @@ def _prepare(name: str, upload: Upload, screen: Screen) -> PreparedUpload:
         if arrays or rows.unknown_codes:
             days[date] = DayRows({event_type.upload_code: records for event_type, records in arrays.items()},
                                  rows.blobs, rows.unknown_codes)
-    rest = rejected[MAX_REASON_LINES:]
+    if rejected:
+        # in upload order, whichever step refused them
+        at = {id(event): i for i, event in enumerate(upload.event_list)}
+        rejected.sort(key=lambda pair: at[id(pair[0])])
+    named, rest = rejected[:MAX_REASON_LINES], rejected[MAX_REASON_LINES:]
     return PreparedUpload(name, None, upload.station_id, upload.cluster, len(upload.event_list),
-                          frozenset(dates), days, rejected[:MAX_REASON_LINES],
-                          [event for event, _ in rest], Counter(kind_of(reason) for _, reason in rest))
+                          frozenset(dates), days, named,
+                          [event for event, _ in rest], Counter(kind_of(reason) for _, reason in rest),
+                          rejected_at=tuple(at[id(event)] for event, _ in named) if rejected else ())
 
 
 def concatenate(pieces: list[np.ndarray]) -> np.ndarray:

@@ -17,6 +17,8 @@ from hisparc_datastore.config import ConfigError
 from hisparc_datastore.queue.folders import REASON_SUFFIX
 from hisparc_datastore.storage.errors import StorageError, describe, disk_full, held_by_another
 from hisparc_datastore.storage.layout import copy_day_file_tmp, date_of_day_file, drop_copies
+from hisparc_datastore.storage.undo import keep_unfinished_space
+from hisparc_datastore.storage.verify import blobs_tails
 from hisparc_datastore.util.durable import fsync_dir
 from hisparc_datastore.writer.context import StoreContext
 from hisparc_datastore.writer.journal import APPLIED, APPLYING, NEW
@@ -40,6 +42,8 @@ class Recovery:
         self.screen = screen
         self.resilient = resilient
         self.suspects: set[Path] = set()  # day files open when a batch failed
+        self.damaged: set[Path] = set()  # day files found damaged: healed by the next recovery
+        self.undid = False  # the last recover() undid a batch: check what the retry writes
 
     def recover(self, suspect: bool = False) -> None:
         """Finish or undo the batch a previous writer (or attempt) left in the journal.
@@ -50,8 +54,11 @@ class Recovery:
         transaction = self.journal.read()
         damaged = (set(self.suspects) if self.resilient and suspect
                    and not disk_full(self.settings.data_dir) else set())
+        damaged |= self.damaged
+        self.undid = False
         if transaction is not None and transaction.state == APPLYING:
             log.warning("undoing an unfinished batch of %d uploads", len(transaction.uploads))
+            self.undid = True
             self.files.close_all()  # a handle on a file about to be replaced would write into it
             restored = self._restore(transaction.copies)
             damaged -= restored
@@ -59,20 +66,13 @@ class Recovery:
             for path, sizes in transaction.sizes.items():
                 if Path(path) in damaged or Path(path) in restored or not Path(path).exists():
                     continue
-                try:
-                    day_file = self.files.get(Path(path))
-                    day_file.truncate(sizes)
-                    day_file.flush(self.settings.fsync)
-                except (tables.HDF5ExtError, tables.NodeError, ValueError, KeyError) as exc:
-                    if (not self.resilient or disk_full(self.settings.data_dir)
-                            or held_by_another(exc)):
-                        raise StorageError(describe(exc)) from exc
-                    log.error("%s cannot be cut back (%s): taking it as damaged", path, describe(exc))
+                if not self._undo(Path(path), sizes, transaction.reached.get(path, {})):
                     damaged.add(Path(path))
             self.files.close_all()
         for path in sorted(damaged):
             known = transaction.sizes.get(str(path), {}) if transaction is not None else {}
             self._heal(path, {node: size for node, size in known.items() if size})
+        self.damaged -= damaged
         if suspect:
             self.suspects.clear()
         if transaction is None:
@@ -85,6 +85,28 @@ class Recovery:
                 self.queue.release(name)
             self.queue.sync_partial()
         self.journal.clear()
+
+    def _undo(self, path: Path, sizes: dict[str, int | None], reached: dict[str, int]) -> bool:
+        """Cut the day file ``path`` back to the journal's ``sizes``, clearing what the attempt
+        wrote up to ``reached`` (see :mod:`hisparc_datastore.storage.undo`), then read back
+        the last stored blobs of every node it touched. False: the file is damaged."""
+        try:
+            keep_unfinished_space(path, self.settings.fsync)
+            day_file = self.files.get(path)
+            day_file.truncate(sizes, reached)
+            day_file.flush(self.settings.fsync)
+            damages = blobs_tails(day_file.h5, path, sizes)
+        except (OSError, tables.HDF5ExtError, tables.NodeError, ValueError, KeyError) as exc:
+            if (not self.resilient or disk_full(self.settings.data_dir)
+                    or held_by_another(exc) or isinstance(exc, OSError)):
+                raise StorageError(describe(exc)) from exc
+            log.error("%s cannot be cut back (%s): taking it as damaged", path, describe(exc))
+            return False
+        for damage in damages:
+            log.critical("stored blobs unreadable after undoing a batch: %s", damage)
+        if damages and not self.resilient:
+            raise StorageError(f"{path}: stored blobs unreadable after undoing a batch: {damages[0]}")
+        return not damages
 
     def _restore(self, copies: dict[str, str]) -> set[Path]:
         """Put back the day files a batch added nodes to as they were before it: the copy made

@@ -155,7 +155,8 @@ class StationRows:
                 problem = check(value)
                 if problem is not None:
                     return (f"value check of {owner or event_type.upload_code}: {event_type.upload_code} "
-                            f"column {column!r} value {brief(value)} (data code {code}) {clip(str(problem))}")
+                            f"column {column!r} value {brief(value)} (data code {code}) "
+                            f"refused: {clip(str(problem))}")
             decoder = plan.blob_decoders.get(code)
             if decoder is not None:
                 try:

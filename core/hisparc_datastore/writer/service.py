@@ -27,7 +27,7 @@ from hisparc_datastore.config import Settings
 from hisparc_datastore.ops.logsetup import reopen as reopen_logs
 from hisparc_datastore.plugin.registry import Registry
 from hisparc_datastore.queue.folders import REASON_SUFFIX, events_name
-from hisparc_datastore.storage.errors import StorageError, describe, held_by_another
+from hisparc_datastore.storage.errors import DamagedDayFile, StorageError, describe, held_by_another
 from hisparc_datastore.storage.heldfiles import HeldFiles
 from hisparc_datastore.writer.batch import BatchStore, Interrupted, Tally, claimed_batches
 from hisparc_datastore.writer.context import StoreContext
@@ -180,6 +180,7 @@ class Writer:
                 try:
                     if recover or failures:
                         self.recovery.recover(suspect=failures >= 2)  # undo what a failed attempt left
+                        self.batches.check_written |= self.recovery.undid
                         recover = False
                     if batch:
                         self._store_and_log(batch, prepared)
@@ -199,11 +200,14 @@ class Writer:
                     hint = isinstance(cause, tables.HDF5ExtError) and not held_by_another(cause)
                     failures = failures + 1 if hint else max(failures, 1)
                     self.recovery.suspects.update(self.files)
+                    if isinstance(exc, DamagedDayFile):
+                        self.recovery.damaged.add(exc.path)
                     self.files.close_all()
                     try:
                         # Cut back at once what the attempt appended, so that no
                         # reader sees half a batch while we wait for space.
                         self.recovery.recover()
+                        self.batches.check_written |= self.recovery.undid
                     except (StorageError, OSError, tables.HDF5ExtError) as again:
                         log.error("undoing the failed batch failed too (%s); will retry",
                                   describe(again))
