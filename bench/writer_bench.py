@@ -31,7 +31,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 PYTHON = Path(sys.executable)
 DATASTORE = PYTHON.with_name("datastore")
-DEPLOYED = ROOT / ".." / "shared" / "reference" / "deployed-writer" / "run_deployed.py"
+SHARED = Path(os.environ.get("HISPARC_SHARED") or ROOT / ".." / "shared")  # as the tests find it
+DEPLOYED = SHARED / "reference" / "deployed-writer" / "run_deployed.py"
+#: (stations, seconds) of each backlog: a few stations for long, the whole network (140
+#: stations), and more stations than the network has, each across a UTC midnight.
+ROWS = ((20, 1800), (140, 1200), (200, 240))
 MIDNIGHT = datetime.datetime(2026, 11, 24)
 
 
@@ -65,6 +69,14 @@ def make_backlog(target: Path, stations: int, seconds: int, seed: int = 7) -> tu
                     if item["data_uploadcode"] in ("TR1", "TR2", "TR3", "TR4"):
                         item["data"] = traces[rng.randrange(len(traces))]
     size = simulate.write_queue(data_dir, uploads)
+    # The times the receiver would have given them: the last hours, in the same order. The
+    # simulator's (2023) made the archive prune at the end of --once delete every upload just
+    # archived, a cost production has two weeks later, when the writer is idle.
+    now = time.time_ns() - 10**9 * len(uploads)
+    for path in (data_dir / "incoming").iterdir():
+        if path.name.startswith("sim-"):
+            index = int(path.name.split("-")[1])
+            os.utime(path, ns=(now + 10**9 * index,) * 2)
     return sum(len(u.event_list) for u in uploads), size
 
 
@@ -94,9 +106,11 @@ def tree_rss_mb(pid: int) -> float:
     return total / 1024
 
 
-def timed(command: list[str]) -> tuple[float, float]:
-    """Wall time and peak resident memory (MB) of one command with all its processes: the
-    child's ``ru_maxrss`` or the largest sum sampled every 20 ms, whichever is larger.
+def timed(command: list[str]) -> tuple[float, float, float]:
+    """Wall time, CPU time (user and system, of the command and the processes it waited for,
+    such as our preparing child) and peak resident memory (MB) of one command with all its
+    processes: the child's ``ru_maxrss`` or the largest sum sampled every 20 ms, whichever
+    is larger.
 
     This process imports nothing heavy (the backlog is made by a child), so the
     pages a child inherits before exec do not inflate its maxrss.
@@ -114,7 +128,7 @@ def timed(command: list[str]) -> tuple[float, float]:
     process.returncode = os.waitstatus_to_exitcode(status)
     if process.returncode != 0:
         sys.exit(f"{command[:2]} failed with exit code {process.returncode}")
-    return elapsed, max(usage.ru_maxrss / 1024, sampled)
+    return elapsed, usage.ru_utime + usage.ru_stime, max(usage.ru_maxrss / 1024, sampled)
 
 
 def stored_rows(data_dir: Path) -> int:
@@ -139,6 +153,7 @@ def compare(name: str, stations: int, seconds: int, rounds: int, work: Path) -> 
           f"{start + datetime.timedelta(seconds=seconds):%H:%M:%S} UTC across midnight "
           f"(made in {time.perf_counter() - t:.0f} s)", flush=True)
     times: dict[str, list[float]] = {"ours": [], "deployed": []}
+    cpus: dict[str, list[float]] = {"ours": [], "deployed": []}
     peaks: dict[str, list[float]] = {"ours": [], "deployed": []}
     for round_ in range(rounds):
         for who in ("deployed", "ours") if round_ % 2 == 0 else ("ours", "deployed"):
@@ -147,27 +162,32 @@ def compare(name: str, stations: int, seconds: int, rounds: int, work: Path) -> 
                 command = [str(DATASTORE), "writer", str(config), "--once", "--quiet"]
             else:
                 command = [str(PYTHON), str(DEPLOYED.resolve()), str(config)]
-            elapsed, peak = timed(command)
+            load = os.getloadavg()[0]
+            elapsed, cpu, peak = timed(command)
             rows = stored_rows(config.parent)
             if rows != events:
                 sys.exit(f"{who} stored {rows} rows of {events} events")
             times[who].append(elapsed)
+            cpus[who].append(cpu)
             peaks[who].append(peak)
             print(f"  round {round_ + 1} {who:<8} {events / elapsed:>8,.0f} events/s  {elapsed:6.1f} s"
-                  f"  peak {peak:4.0f} MB", flush=True)
+                  f"  CPU {cpu:6.1f} s  peak {peak:4.0f} MB  load {load:.1f}", flush=True)
+        shutil.rmtree(work / f"{name}-ours", ignore_errors=True)
+        shutil.rmtree(work / f"{name}-deployed", ignore_errors=True)
+    shutil.rmtree(source, ignore_errors=True)
     # best of the rounds for both: the least disturbed run of each on a shared machine
     ours, deployed = events / min(times["ours"]), events / min(times["deployed"])
     return {"name": name, "stations": stations, "seconds": seconds, "events": events, "ours": ours,
-            "deployed": deployed, "ours_peak": max(peaks["ours"]), "deployed_peak": max(peaks["deployed"])}
+            "deployed": deployed, "cpu_ours": 1e6 * min(cpus["ours"]) / events,
+            "cpu_deployed": 1e6 * min(cpus["deployed"]) / events,
+            "ours_peak": max(peaks["ours"]), "deployed_peak": max(peaks["deployed"])}
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--stations", type=int, default=20)
-    parser.add_argument("--seconds", type=int, default=1800,
-                        help="backlog length per station, centred on midnight (default %(default)s)")
-    parser.add_argument("--many-stations", type=int, default=200)
-    parser.add_argument("--many-seconds", type=int, default=240)
+    parser.add_argument("--rows", default=",".join(f"{n}x{t}" for n, t in ROWS),
+                        help="backlogs as STATIONSxSECONDS, comma-separated, each centred on "
+                             "midnight (default %(default)s)")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--dir", type=Path, default=ROOT / "bench-data")
     parser.add_argument("--make-backlog", nargs=3, metavar=("DIR", "STATIONS", "SECONDS"),
@@ -182,18 +202,19 @@ def main() -> int:
         sys.exit(f"the deployed writer is not at {DEPLOYED}")
     shutil.rmtree(args.dir, ignore_errors=True)
     args.dir.mkdir(parents=True)
-    results = [
-        compare(f"{args.stations}-stations", args.stations, args.seconds, args.rounds, args.dir),
-        compare(f"{args.many_stations}-stations", args.many_stations, args.many_seconds, args.rounds,
-                args.dir),
-    ]
-    print(f"\nbest of {args.rounds} rounds each; fsync and archive on for ours")
-    print(f"{'backlog':<34} {'ours ev/s':>10} {'deployed':>10} {'ratio':>7} {'peak ours':>10} "
-          f"{'peak deployed':>14}")
+    rows = [tuple(int(n) for n in row.split("x")) for row in args.rows.split(",")]
+    results = [compare(f"{stations}-stations", stations, seconds, args.rounds, args.dir)
+               for stations, seconds in rows]
+    print(f"\nbest of {args.rounds} rounds each; fsync and archive on for ours; CPU: user + system "
+          "of the writer and its child per event; peak: resident memory of all its processes")
+    print(f"{'backlog':<36} {'ours ev/s':>10} {'deployed':>9} {'ratio':>6} {'CPU us/ev':>10} "
+          f"{'deployed':>9} {'less':>6} {'peak ours':>10} {'deployed':>9}")
     for r in results:
         label = f"{r['stations']} stations x {r['seconds'] // 60} min ({r['events']:,} ev)"
-        print(f"{label:<34} {r['ours']:>10,.0f} {r['deployed']:>10,.0f} {r['ours'] / r['deployed']:>6.1f}x "
-              f"{r['ours_peak']:>7.0f} MB {r['deployed_peak']:>11.0f} MB")
+        print(f"{label:<36} {r['ours']:>10,.0f} {r['deployed']:>9,.0f} {r['ours'] / r['deployed']:>5.1f}x "
+              f"{r['cpu_ours']:>10.0f} {r['cpu_deployed']:>9.0f} {r['cpu_deployed'] / r['cpu_ours']:>5.1f}x "
+              f"{r['ours_peak']:>7.0f} MB {r['deployed_peak']:>6.0f} MB")
+    print(f"load average at the end: {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
     return 0
 
 

@@ -77,8 +77,9 @@ def data_is_blob(uploadcode: str, blob_types: Iterable[str]) -> bool:
 
 def store_event(datafile: tables.File, cluster: str, station_id: int, event: dict) -> None:
     """Store one event in the open day file ``datafile``; raise ValueError if it cannot be."""
-    rejected = _store(DayFile(Path(datafile.filename), datafile), cluster, station_id, [event],
-                      _registry())
+    # Tables through PyTables: the caller's file object must see them, and close them.
+    day_file = DayFile(Path(datafile.filename), datafile, below_pytables=False)
+    rejected = _store(day_file, cluster, station_id, [event], _registry())
     if rejected:
         raise ValueError(rejected[0].reason)
 

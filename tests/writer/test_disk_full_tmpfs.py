@@ -59,7 +59,8 @@ STEPS = [
     (storage, "open_day_file"),
     (storage, "get_or_create_cluster_group"),
     (storage, "get_or_create_station_group"),
-    (storage, "get_or_create_table"),
+    (storage, "get_or_create_table"),  # a table through PyTables (the legacy API)
+    (DayFile, "_create_table"),  # a table the writer makes: an HDF5 copy of a template
     (storage, "get_or_create_blobs"),
     (DayFile, "append_blobs"),
     (DayFile, "append_rows"),

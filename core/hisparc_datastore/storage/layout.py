@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import datetime
 import fcntl
 import os
@@ -13,7 +14,7 @@ import numpy as np
 import tables
 
 from hisparc_datastore.plugin.eventtype import EventType
-from hisparc_datastore.storage import undo, vlblobs
+from hisparc_datastore.storage import hdf5calls, undo, vlblobs
 from hisparc_datastore.util.durable import fsync_dir, fsync_file
 
 BLOBS = "blobs"
@@ -22,10 +23,17 @@ BLOBS = "blobs"
 CORE_NODES = frozenset({BLOBS})
 BLOBS_TITLE = "HiSPARC binary data"
 BLOB_CHUNK = 4096
-# Table and blobs nodes kept open per day file. An open table costs ~100 kB (its
-# description, attributes, HDF5 state) and reopening one ~5 ms: enough for the CIC, SIN
-# and WTR tables and blobs of a hundred stations, so the rarer tables are the ones closed.
+# PyTables nodes (the blobs VLArrays) kept open per day file. An open one costs ~100 kB
+# (its PyTables objects, attributes, HDF5 state) and reopening one ~5 ms: every station's
+# blobs of a network of 500 stations.
 MAX_NODES = 512
+# Tables kept open per day file below PyTables: an open HDF5 dataset costs ~25 kB
+# (measured), so the tables of 200 stations stay open (~1,400, 35 MB a file); reopening
+# one costs ~0.1 ms.
+MAX_TABLES = 2048
+# Tables below PyTables (see DayFile); False: the code path before, kept as the reference
+# the tests compare day files with.
+BELOW_PYTABLES = True
 # Per dataset. The default (16 MB) kept a chunk of every table written cached: a
 # batch appends each table once, so the cache saved no write, and cost ~70 kB a table.
 CHUNK_CACHE_SIZE = 0
@@ -157,13 +165,62 @@ def open_day_file(path: Path, fsync: bool = True) -> tables.File:
     return tables.open_file(str(path), "a", chunk_cache_size=CHUNK_CACHE_SIZE)
 
 
-class DayFile:
-    """One open day file, with the tables the writer touched last kept open (at most MAX_NODES)."""
+class _Templates:
+    """An empty table of each event type, made by PyTables once per process in a file held in
+    memory; :meth:`DayFile.append_rows` has HDF5 copy it (``H5Ocopy``) for each new table, with
+    every attribute, the dtype, chunk shape and filters as ``create_table`` makes them."""
 
-    def __init__(self, path: Path, h5: tables.File | None = None) -> None:
+    def __init__(self) -> None:
+        self._h5: tables.File | None = None
+        self._made: dict[EventType, str] = {}
+
+    def path(self, event_type: EventType) -> tuple[tables.File, str]:
+        """The template file and the path in it of ``event_type``'s empty table."""
+        if self._h5 is None or not self._h5.isopen:
+            name = f"table-templates-{os.getpid()}-{id(self)}.h5"
+            self._h5 = tables.open_file(name, "w", driver="H5FD_CORE", driver_core_backing_store=0)
+            self._made.clear()
+        path = self._made.get(event_type)
+        if path is None:
+            path = f"/t{len(self._made)}"
+            # The very call get_or_create_table makes, so the copies are that table.
+            self._h5.create_table("/", path[1:], event_type.description, event_type.table_title)
+            self._made[event_type] = path
+        return self._h5, path
+
+
+    def close(self) -> None:
+        if self._h5 is not None:
+            self._h5.close()
+
+
+_templates = _Templates()
+atexit.register(_templates.close)
+
+
+def below_pytables(event_type: EventType) -> bool:
+    """Whether ``event_type``'s rows can go to HDF5 as they are: PyTables converts time64
+    columns before it writes, and a nested column has no flat memory layout to check."""
+    return all(isinstance(col, tables.Col) and col.type != "time64"
+               for col in event_type.description.columns.values())
+
+
+class DayFile:
+    """One open day file, with the tables and blobs the writer touched last kept open.
+
+    Tables are created, opened and appended to with HDF5 calls below PyTables (see
+    :mod:`.hdf5calls`), at most MAX_TABLES open; the ``blobs`` VLArrays through PyTables
+    (at most MAX_NODES open). ``below_pytables=False``: tables through PyTables too
+    (for a file someone else opened, and as the reference the tests compare with).
+    """
+
+    def __init__(self, path: Path, h5: tables.File | None = None,
+                 below_pytables: bool | None = None) -> None:
         self.path = path
         self.h5 = h5 if h5 is not None else open_day_file(path)
+        self.below_pytables = BELOW_PYTABLES if below_pytables is None else below_pytables
         self._nodes: dict[str, tables.Leaf] = {}
+        self._tables: dict[str, hdf5calls.Dataset] = {}  # in least-recent order
 
     def _group(self, cluster: str, station_id: int) -> tables.Group:
         return get_or_create_station_group(self.h5, cluster, station_id)
@@ -189,8 +246,27 @@ class DayFile:
         if len(self._nodes) > MAX_NODES:
             del self._nodes[next(iter(self._nodes))]
 
+    def _dataset(self, key: str) -> hdf5calls.Dataset | None:
+        """The open table at ``key``; None when it does not exist."""
+        dataset = self._tables.pop(key, None)
+        if dataset is None:
+            if not hdf5calls.exists(self.h5, key):
+                return None
+            dataset = hdf5calls.Dataset(self.h5, key)
+        self._tables[key] = dataset
+        if len(self._tables) > MAX_TABLES:
+            self._tables.pop(next(iter(self._tables))).close()
+        return dataset
+
+    def _create_table(self, cluster: str, station_id: int, event_type: EventType) -> None:
+        source, template = _templates.path(event_type)
+        hdf5calls.copy_object(source, template, self._group(cluster, station_id), event_type.table_name)
+
     def node_size(self, node_path: str) -> int | None:
         """Rows in a node, or None when it does not exist (yet)."""
+        if self.below_pytables and not node_path.endswith(f"/{BLOBS}"):
+            dataset = self._dataset(node_path)  # kept open: rows are about to be appended
+            return None if dataset is None else dataset.nrows
         node = self._nodes.pop(node_path, None)
         if node is None or not node._v_isopen:
             try:
@@ -212,13 +288,29 @@ class DayFile:
     def append_rows(
         self, cluster: str, station_id: int, event_type: EventType, records: np.ndarray
     ) -> None:
-        table = self.table(cluster, station_id, event_type)
-        records["event_id"] = np.arange(table.nrows + 1, table.nrows + 1 + len(records))
-        table.append(records)
+        if not (self.below_pytables and below_pytables(event_type)):
+            table = self.table(cluster, station_id, event_type)
+            records["event_id"] = np.arange(table.nrows + 1, table.nrows + 1 + len(records))
+            table.append(records)
+            return
+        key = f"{station_path(cluster, station_id)}/{event_type.table_name}"
+        dataset = self._dataset(key)
+        if dataset is None:
+            self._create_table(cluster, station_id, event_type)
+            dataset = self._dataset(key)
+        records["event_id"] = np.arange(dataset.nrows + 1, dataset.nrows + 1 + len(records))
+        try:
+            dataset.append(records.astype(event_type.dtype, copy=False))
+        except BaseException:
+            # Its row count may now disagree with the file: opened afresh when used again.
+            self._tables.pop(key, None)
+            dataset.close()
+            raise
 
     def truncate(self, sizes: Mapping[str, int | None], reached: Mapping[str, int] | None = None) -> None:
         """Cut nodes back to recorded sizes, clearing the slots up to ``reached`` (the rows the
         batch was to reach: see :mod:`.undo`); remove those that did not exist."""
+        self._close_tables()  # PyTables cuts them back: their row counts would be stale
         for node_path in undo.scrub_nodes(self.h5, sizes, reached or {}):
             try:
                 node = self.h5.get_node(node_path)
@@ -234,11 +326,23 @@ class DayFile:
         self._nodes.clear()
 
     def flush(self, fsync: bool) -> None:
-        self.h5.flush()
+        # One H5Fflush: PyTables' File.flush() made one for every open leaf (a fifth of the
+        # writer's time at 140 stations), each flushing the whole file.
+        if self.below_pytables:
+            hdf5calls.flush(self.h5)
+        else:
+            self.h5.flush()
         if fsync:
             fsync_file(self.path)
 
+    def _close_tables(self) -> None:
+        while self._tables:
+            self._tables.popitem()[1].close()
+
     def close(self) -> None:
+        # Before the file: HDF5 keeps a file open while any object in it is.
+        self._close_tables()
         if self.h5.isopen:
             self.h5.close()
         self._nodes.clear()
+
