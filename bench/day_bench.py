@@ -234,6 +234,17 @@ class Feed(threading.Thread):
             self.fed[name] = time.perf_counter()
 
 
+def writer_command(who: str, config: Path, once: bool) -> tuple[list[str], dict]:
+    """The command line and environment of a writer: ``deployed``, ``ours``, or ``before``
+    (ours with the core at ``$DAY_BENCH_BEFORE_CORE``, a checkout of an earlier commit)."""
+    env = dict(os.environ)
+    if who == "deployed":
+        return [str(PYTHON), str(DEPLOYED.resolve()), str(config)], env
+    if who == "before":
+        env["PYTHONPATH"] = os.environ["DAY_BENCH_BEFORE_CORE"]
+    return [str(DATASTORE), "writer", str(config), *(["--once"] if once else []), "--quiet"], env
+
+
 def day_file_bytes(data_dir: Path) -> int:
     return sum(p.stat().st_size for p in data_dir.rglob("*.h5"))
 
@@ -262,9 +273,9 @@ def run_hour(who: str, data_dir: Path, staging: Path, schedule: list, speed: flo
         usage["cpu"] += rusage.ru_utime + rusage.ru_stime
         usage["peak"] = max(usage["peak"], rusage.ru_maxrss / 1024)
 
-    if who == "ours":
-        process = subprocess.Popen([str(DATASTORE), "writer", str(config), "--quiet"],
-                                   stdout=subprocess.DEVNULL)
+    if who != "deployed":
+        command, env = writer_command(who, config, once=False)
+        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, env=env)
         runner = threading.Thread(target=account, args=(process.pid,))
         runner.start()
     else:
@@ -287,7 +298,7 @@ def run_hour(who: str, data_dir: Path, staging: Path, schedule: list, speed: flo
                 stored[name] = now
         time.sleep(0.1)
     done.set()
-    if who == "ours":
+    if who != "deployed":
         process.send_signal(signal.SIGTERM)
     runner.join()
     events = sum(n for _, _, n in schedule)
@@ -299,8 +310,13 @@ def run_hour(who: str, data_dir: Path, staging: Path, schedule: list, speed: flo
         if leftovers:
             sys.exit(f"{who}: {len(leftovers)} files in {folder}/, e.g. {leftovers[0]}")
     return {"events": events, "events_s": events / wall, "events_cpu_s": events / usage["cpu"],
-            "written": usage["written"], "added": added, "max_wait": max(waits),
+            "written": usage["written"], "added": added, "archive": folder_bytes(data_dir / "archive"),
+            "max_wait": max(waits),
             "median_wait": statistics.median(waits), "peak": usage["peak"], "wall": wall}
+
+
+def folder_bytes(folder: Path) -> int:
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) if folder.exists() else 0
 
 
 def stored_rows(data_dir: Path) -> int:
@@ -350,7 +366,8 @@ def hour(args: argparse.Namespace) -> list[dict]:
         results.append(result)
         print(f"  {who:<8} {result['events_s']:>7,.0f} ev/s wall  {result['events_cpu_s']:>7,.0f} ev/CPU-s  "
               f"written/added {result['written'] / result['added']:5.2f} "
-              f"({result['written'] / 1e9:.1f} / {result['added'] / 1e9:.2f} GB)  "
+              f"({result['written'] / 1e9:.1f} / {result['added'] / 1e9:.2f} GB; archive/ holds "
+              f"{result['archive'] / 1e9:.2f} GB)  "
               f"longest wait {result['max_wait']:6.1f} s (median {result['median_wait']:.1f} s)  "
               f"peak {result['peak']:4.0f} MB", flush=True)
         shutil.rmtree(data_dir)
@@ -392,26 +409,24 @@ def small(args: argparse.Namespace) -> list[tuple]:
         grow(path, gb, set(LATE) | {RETURNING})
         times: dict[tuple, list[float]] = {}
         late, no_errors = iter(LATE), iter(NO_ERRORS)
+        writers = args.small_writers
         for round_ in range(args.rounds):
             for kind in ("appends", "adds a station", "adds a table"):
-                for who in ("deployed", "ours") if round_ % 2 == 0 else ("ours", "deployed"):
+                for who in writers if round_ % 2 == 0 else writers[::-1]:
                     index, code = {"appends": (40 + round_, "SIN"), "adds a station": (next(late), "SIN"),
                                    "adds a table": (next(no_errors), "ERR")}[kind]
                     subprocess.check_call([str(PYTHON), __file__, "--small-upload", str(work), str(index),
                                            code, str(round_)])
-                    config = work / "config.ini"
-                    command = ([str(DATASTORE), "writer", str(config), "--once", "--quiet"] if who == "ours"
-                               else [str(PYTHON), str(DEPLOYED.resolve()), str(config)])
+                    command, env = writer_command(who, work / "config.ini", once=True)
                     subprocess.run(["sync"], check=True)
                     t = time.perf_counter()
-                    subprocess.check_call(command, stdout=subprocess.DEVNULL)
+                    subprocess.check_call(command, stdout=subprocess.DEVNULL, env=env)
                     times.setdefault((kind, who), []).append(time.perf_counter() - t)
                     if list((work / "incoming").iterdir()):
                         sys.exit(f"{who} left the upload in incoming/")
         size = path.stat().st_size / 1e9
         for kind in ("appends", "adds a station", "adds a table"):
-            rows.append((size, kind, statistics.median(times[(kind, "ours")]),
-                         statistics.median(times[(kind, "deployed")])))
+            rows.append((size, kind, {who: statistics.median(times[(kind, who)]) for who in writers}))
         shutil.rmtree(work)
     return rows
 
@@ -419,13 +434,16 @@ def small(args: argparse.Namespace) -> list[tuple]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--day-gb", type=float, default=5.0, help="size of each grown day file")
-    parser.add_argument("--speed", type=float, default=12.0,
+    parser.add_argument("--speed", type=float, default=6.0,
                         help="the hour replayed at this many times real time; 0: queued at once")
     parser.add_argument("--backlog-days", type=int, default=3)
     parser.add_argument("--minutes", type=int, default=60, help="of the hour (fewer: a quick try)")
     parser.add_argument("--small-gb", type=float, nargs="*", default=[2.0, 10.0])
     parser.add_argument("--rounds", type=int, default=3, help="of each small upload")
-    parser.add_argument("--writers", nargs="+", default=["deployed", "ours"])
+    parser.add_argument("--writers", nargs="+", default=["deployed", "ours"],
+                        help="of the hour: deployed, ours, before (ours with the core at "
+                             "$DAY_BENCH_BEFORE_CORE)")
+    parser.add_argument("--small-writers", nargs="+", default=["deployed", "ours"])
     parser.add_argument("--skip-hour", action="store_true")
     parser.add_argument("--dir", type=Path, default=ROOT / "bench-day-data")
     parser.add_argument("--grow", nargs=3, help=argparse.SUPPRESS)
@@ -461,12 +479,13 @@ def main() -> int:
                   f"{r['written'] / r['added']:>14.2f} {r['max_wait']:>11.1f} s {r['peak']:>5.0f} MB")
     if small_rows:
         print(f"\none small upload at noon, median of {args.rounds}: wall time of the process")
-        print(f"{'day file':>9} {'the upload':<16} {'ours':>8} {'deployed':>9}")
-        base = {size: (ours, deployed) for size, kind, ours, deployed in small_rows if kind == "appends"}
-        for size, kind, ours, deployed in small_rows:
-            more = ("", "") if kind == "appends" else (f"(+{ours - base[size][0]:.2f})",
-                                                       f"(+{deployed - base[size][1]:.2f})")
-            print(f"{size:>6.2f} GB {kind:<16} {ours:>6.2f} s {more[0]:<8} {deployed:>6.2f} s {more[1]}")
+        print(f"{'day file':>9} {'the upload':<16} " + " ".join(f"{who:>17}" for who in args.small_writers))
+        base = {size: times for size, kind, times in small_rows if kind == "appends"}
+        for size, kind, times in small_rows:
+            cells = [f"{times[who]:.2f} s"
+                     + ("" if kind == "appends" else f" ({times[who] - base[size][who]:+.2f})")
+                     for who in args.small_writers]
+            print(f"{size:>6.2f} GB {kind:<16} " + " ".join(f"{cell:>17}" for cell in cells))
     return 0
 
 
