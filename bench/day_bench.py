@@ -310,13 +310,15 @@ def run_hour(who: str, data_dir: Path, staging: Path, schedule: list, speed: flo
         if leftovers:
             sys.exit(f"{who}: {len(leftovers)} files in {folder}/, e.g. {leftovers[0]}")
     return {"events": events, "events_s": events / wall, "events_cpu_s": events / usage["cpu"],
-            "written": usage["written"], "added": added, "archive": folder_bytes(data_dir / "archive"),
+            "written": usage["written"], "added": added, "archive": compressed_archive(data_dir),
             "max_wait": max(waits),
             "median_wait": statistics.median(waits), "peak": usage["peak"], "wall": wall}
 
 
-def folder_bytes(folder: Path) -> int:
-    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) if folder.exists() else 0
+def compressed_archive(data_dir: Path) -> int:
+    """Bytes of the archive our writer wrote itself: the uploads it compressed when idle (an
+    upload is archived as a hard link to the receiver's file, which writes nothing)."""
+    return sum(p.stat().st_size for p in data_dir.glob("archive/**/*.gz"))
 
 
 def stored_rows(data_dir: Path) -> int:
@@ -366,8 +368,8 @@ def hour(args: argparse.Namespace) -> list[dict]:
         results.append(result)
         print(f"  {who:<8} {result['events_s']:>7,.0f} ev/s wall  {result['events_cpu_s']:>7,.0f} ev/CPU-s  "
               f"written/added {result['written'] / result['added']:5.2f} "
-              f"({result['written'] / 1e9:.1f} / {result['added'] / 1e9:.2f} GB; archive/ holds "
-              f"{result['archive'] / 1e9:.2f} GB)  "
+              f"({result['written'] / 1e9:.1f} / {result['added'] / 1e9:.2f} GB; of the written, "
+              f"{result['archive'] / 1e9:.2f} GB compressed archive)  "
               f"longest wait {result['max_wait']:6.1f} s (median {result['median_wait']:.1f} s)  "
               f"peak {result['peak']:4.0f} MB", flush=True)
         shutil.rmtree(data_dir)
@@ -413,8 +415,10 @@ def small(args: argparse.Namespace) -> list[tuple]:
         for round_ in range(args.rounds):
             for kind in ("appends", "adds a station", "adds a table"):
                 for who in writers if round_ % 2 == 0 else writers[::-1]:
-                    index, code = {"appends": (40 + round_, "SIN"), "adds a station": (next(late), "SIN"),
-                                   "adds a table": (next(no_errors), "ERR")}[kind]
+                    # a station the file holds; a new one each time; one without an errors table
+                    index, code = ((40 + round_, "SIN") if kind == "appends" else
+                                   (next(late), "SIN") if kind == "adds a station" else
+                                   (next(no_errors), "ERR"))
                     subprocess.check_call([str(PYTHON), __file__, "--small-upload", str(work), str(index),
                                            code, str(round_)])
                     command, env = writer_command(who, work / "config.ini", once=True)
