@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 PLUGINS := plugins/hisparc plugins/weather plugins/lightning
 STAMP := $(VENV)/.installed
 
-.PHONY: venv test test-fast lint demo bench chaos fuzz dist clean
+.PHONY: venv test test-fast lint demo bench bench-day chaos fuzz dist clean
 
 venv: $(STAMP)
 
@@ -34,6 +34,12 @@ bench: venv
 	$(BIN)/python bench/writer_bench.py
 	$(BIN)/python bench/receiver_bench.py
 
+# A midday hour of 140 stations against day files of a real day's size, and single uploads
+# into 2 and 10 GB day files, ours and the deployed writer side by side (bench/day_bench.py).
+# Needs about 35 GB free under bench-day-data/ and half an hour; deletes its data at the end.
+bench-day: venv
+	$(BIN)/python bench/day_bench.py
+
 chaos: venv
 	$(BIN)/python bench/chaos.py --kills 50
 	$(BIN)/python bench/storm.py --kills 100
@@ -54,4 +60,4 @@ dist: venv
 	$(BIN)/python -m pip wheel --quiet --no-deps --wheel-dir dist ./ $(addprefix ./,$(PLUGINS))
 
 clean:
-	rm -rf $(VENV) demo-data bench-data chaos-data storm-data powercut-data dist
+	rm -rf $(VENV) demo-data bench-data bench-day-data chaos-data storm-data powercut-data dist

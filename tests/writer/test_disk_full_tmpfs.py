@@ -1,5 +1,6 @@
 """A real full disk (a small tmpfs) at every step of a batch that adds a station group, a
-table and a day file: every row stored before it is still there, with no archive to heal
+table and a day file, with room set aside in the day file or (a file system without
+fallocate) a copy of it: every row stored before it is still there, with no archive to heal
 from, and the batch is stored exactly once when space returns (issue 19, item 1)."""
 
 import datetime
@@ -54,6 +55,7 @@ def every_row(data_dir):
 
 # Every step of a batch that may write to the disk, in the writer's modules.
 STEPS = [
+    (batch_module, "reserve"),
     (batch_module, "copy_day_file"),
     (Journal, "write"),
     (storage, "open_day_file"),
@@ -95,12 +97,18 @@ def fill_at(monkeypatch, data_dir, step: int):
     return filler, seen
 
 
-BATCH_STEPS = 43  # the calls of STEPS the batch below makes (printed by the step=1000 case)
+# The calls of STEPS the batch below makes (printed by the step=1000 case): with room set
+# aside in the day file it adds nodes to, or, where the file system cannot set room aside
+# (fallocate unsupported), with that file copied whole before.
+BATCH_STEPS = {"reserved": 43, "copied": 44}
 
 
-@pytest.mark.parametrize("step", [*range(BATCH_STEPS), 1000])
-def test_a_disk_filling_at_any_step_of_a_batch_costs_no_stored_row(small_disk, monkeypatch, step):
+@pytest.mark.parametrize(("room", "step"), [(room, step) for room, steps in BATCH_STEPS.items()
+                                            for step in [*range(steps), 1000]])
+def test_a_disk_filling_at_any_step_of_a_batch_costs_no_stored_row(small_disk, monkeypatch, room, step):
     data_dir = small_disk
+    if room == "copied":
+        monkeypatch.setattr(batch_module, "reserve", lambda path, room: False)
     monkeypatch.setattr(writer_module, "FIRST_BACKOFF", 0.05)
     monkeypatch.setattr(writer_module, "MAX_BACKOFF", 0.2)
     # Before: station 501 with singles, events and blobs in the day file; no archive.
@@ -137,7 +145,8 @@ def test_a_disk_filling_at_any_step_of_a_batch_costs_no_stored_row(small_disk, m
         writer.stop()
         service.join(timeout=60)
     assert not service.is_alive()
-    if step >= BATCH_STEPS:
+    assert ("copy_day_file" in seen) == (room == "copied")
+    if step >= BATCH_STEPS[room]:
         print("steps of a batch that meets no full disk:", len(seen))
         return
     assert seen[step:], f"the batch took {len(seen)} steps: the disk was never filled"
@@ -158,6 +167,8 @@ def test_a_disk_filling_at_any_step_of_a_batch_costs_no_stored_row(small_disk, m
     assert len(after[(next_day, "/hisparc/cluster_enschede/station_503/events")]) == 50
     assert list(data_dir.joinpath("quarantine").iterdir()) == []  # nothing taken as damaged
     assert not list(data_dir.rglob(".*.before"))  # no copy left behind
+    for path in data_dir.rglob("*.h5"):  # no room left set aside past a day file's end
+        assert path.stat().st_blocks * 512 <= -(-path.stat().st_size // 4096) * 4096, path
 
 
 def test_the_writer_waits_for_room_and_says_so_in_status(small_disk, monkeypatch):

@@ -28,6 +28,7 @@ from hisparc_datastore.storage.layout import (
     snapshot_path,
     station_path,
 )
+from hisparc_datastore.storage.reserve import PER_FILE, PER_NODE, release, reserve, room_for
 from hisparc_datastore.storage.verify import unreadable_rows
 from hisparc_datastore.util import faults
 from hisparc_datastore.writer.context import StoreContext
@@ -107,8 +108,8 @@ class BatchStore:
 
     ``held`` (the service's) sets aside uploads for day files a reader holds open;
     without it (a rebuild) no file is taken as held. Without ``undo_copies`` (a rebuild,
-    which discards its scratch files on any error) no day file is copied before a batch
-    adds nodes to it.
+    which discards its scratch files on any error) no room is set aside and no day file
+    copied before a batch adds nodes to it.
     """
 
     def __init__(self, context: StoreContext, registry: Registry, tally: Tally, state: WriterState,
@@ -282,7 +283,7 @@ class BatchStore:
 
     def _check_room(self, uploads: list[PreparedUpload], sizes: dict) -> None:
         """Raise NoRoom unless the disk holds the batch (about twice its queue files), the
-        copies :meth:`_apply` will make, and ``[Writer] reserve_mb`` besides: an append
+        room :meth:`_apply` sets aside, and ``[Writer] reserve_mb`` besides: an append
         that meets a full disk is undone, but one that is never tried costs nothing."""
         need = self.settings.reserve_mb * 2**20
         for item in uploads:
@@ -290,7 +291,8 @@ class BatchStore:
                 need += 2 * (self.queue.partial / item.name).stat().st_size
         for path, nodes in sizes.items():
             if any(size is None for size in nodes.values()) and Path(path).exists():
-                need += Path(path).stat().st_size
+                # the room set aside in it: the data is counted above, in the queue files
+                need += PER_NODE * len(nodes) + PER_FILE
         try:
             free = shutil.disk_usage(self.settings.data_dir).free
         except OSError:
@@ -304,20 +306,37 @@ class BatchStore:
                      f"batch needs about {need / 2**20:.1f} MB with [Writer] reserve_mb = "
                      f"{self.settings.reserve_mb}; waiting for room")
 
-    def _copies(self, sizes: dict) -> dict[str, str]:
-        """Where each existing day file the batch adds a node (group, table, blobs) to is
-        copied before; NEW for each one the batch makes. HDF5 interrupted by a full disk
-        while it makes a group can leave a file whose earlier groups cannot be reached,
-        which no cut-back repairs."""
+    def _adds_nodes(self, sizes: dict) -> list[str]:
+        """The day files the batch adds a node (group, table, blobs) to."""
+        return [path for path, nodes in sizes.items() if any(size is None for size in nodes.values())]
+
+    def _reserve(self, built: dict, sizes: dict) -> tuple[dict[str, str], list[Path]]:
+        """Set room aside in each existing day file the batch adds a node to (see
+        :mod:`..storage.reserve`); returns the journal's copies and the files given room.
+
+        HDF5 interrupted by a full disk while it makes a group can leave a file whose
+        earlier groups cannot be reached, which no cut-back repairs; with the room set
+        aside no write of the batch to that file can meet a full disk. Where the file
+        system cannot set room aside, the file is copied whole before, as the journal
+        says (``copies``); NEW for each day file the batch makes (removed on undo).
+        """
         copies: dict[str, str] = {}
+        reserved: list[Path] = []
         if not self.undo_copies:
-            return copies
-        for path, nodes in sizes.items():
-            if all(size is not None for size in nodes.values()):
-                continue  # appends only: cut back to the journal's sizes if they fail
+            return copies, reserved
+        data: Counter = Counter()
+        for (date, _, _), (arrays, blobs) in built.items():
+            path = str(day_file_path(self.settings.data_dir, date))
+            data[path] += sum(records.nbytes for records in arrays.values()) + sum(map(len, blobs))
+        for path in self._adds_nodes(sizes):
             day_file = Path(path)
-            copies[path] = str(snapshot_path(day_file)) if day_file.exists() else NEW
-        return copies
+            if not day_file.exists():
+                copies[path] = NEW
+            elif reserve(day_file, room_for(data[path], len(sizes[path]))):
+                reserved.append(day_file)
+            else:
+                copies[path] = str(snapshot_path(day_file))
+        return copies, reserved
 
     def _reached(self, built: dict, sizes: dict) -> dict[str, dict[str, int]]:
         """Rows each node will hold once the batch is stored: how far an attempt may write."""
@@ -332,7 +351,9 @@ class BatchStore:
         return reached
 
     def _apply(self, names: tuple[str, ...], built: dict, sizes: dict) -> None:
-        copies = self._copies(sizes)
+        # Before the journal: room set aside changes no byte of a day file, and a full
+        # disk here leaves nothing to undo.
+        copies, reserved = self._reserve(built, sizes)
         reached = self._reached(built, sizes)
         # Journaled before the copies are made, so that none is ever left unaccounted for:
         # undoing puts back a copy that is whole (made under a temporary name) and cuts back
@@ -364,6 +385,10 @@ class BatchStore:
         faults.point("flushed")
         self.journal.write(Transaction(names, sizes, APPLIED, copies, reached))
         drop_copies(copies, self.settings.fsync)
+        for day_file in reserved:
+            # The room the batch did not use, given back (every file flushed above). If the
+            # writer dies before, the next batch that adds a node to the file gives it back.
+            release(day_file)
         self.tally.stored.update(stored)
         faults.point("applied")
 
