@@ -28,6 +28,7 @@ from waitress.server import TcpWSGIServer
 from waitress.task import ErrorTask, ThreadedTaskDispatcher
 from waitress.utilities import RequestEntityTooLarge
 
+from hisparc_datastore import _hangup
 from hisparc_datastore.config import ConfigError, load_settings, require_data_dir, setting_problem
 from hisparc_datastore.ops.check import receiver_cannot_write
 from hisparc_datastore.ops.http import parse_bind
@@ -348,7 +349,7 @@ def serve(config_path: str | os.PathLike, bind: str = "127.0.0.1:8080",
             app.stations.reload()
 
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
-    previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, on_hangup)
+    previous[signal.SIGHUP] = _hangup.take_over(on_hangup)
     log.info("receiving uploads on http://%s:%s/ with %d threads; %d station(s); queue in %s",
              server.effective_host, server.effective_port, threads, len(app.stations), settings.data_dir)
     sweeper = threading.Thread(target=_recover_now_and_then, args=(app, stop), name="recover",

@@ -22,6 +22,7 @@ import xmlrpc.client
 from typing import Any
 from xmlrpc.server import SimpleXMLRPCRequestHandler, SimpleXMLRPCServer
 
+from hisparc_datastore import _hangup
 from hisparc_datastore.config import ConfigError, Settings, load_settings
 from hisparc_datastore.ops.logsetup import configure_logging
 from hisparc_datastore.ops.logsetup import reopen as reopen_logs
@@ -147,7 +148,7 @@ def config_server_command(config: str | os.PathLike, bind: str = DEFAULT_BIND,
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, on_signal)
-    signal.signal(signal.SIGHUP, lambda signum, frame: server.hangups.append(signum))
+    _hangup.take_over(lambda signum, frame: server.hangups.append(signum))
     host, port = server.server_address[:2]
     log.info("config server on http://%s:%s%s: reload_datastore() fetches %s into %s",
              host, port, RPC_PATH, settings.station_list_url, settings.station_list)

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import tables
 
-from hisparc_datastore import __version__
+from hisparc_datastore import __version__, _hangup
 from hisparc_datastore.config import Settings
 from hisparc_datastore.ops.logsetup import reopen as reopen_logs
 from hisparc_datastore.plugin.registry import Registry
@@ -129,7 +129,7 @@ class Writer:
             self._hangups.append(signum)  # the log is reopened between batches
 
         previous = {signum: signal.signal(signum, handle) for signum in (signal.SIGTERM, signal.SIGINT)}
-        previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, hangup)
+        previous[signal.SIGHUP] = _hangup.take_over(hangup)
         return previous
 
     def _reopen_log_if_asked(self) -> None:
