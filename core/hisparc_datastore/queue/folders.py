@@ -27,6 +27,7 @@ from typing import Protocol
 
 import attrs
 
+from hisparc_datastore.util.brief import printable
 from hisparc_datastore.util.durable import fsync_dir, move, write_atomically
 
 log = logging.getLogger(__name__)
@@ -169,6 +170,7 @@ class Queue:
     def quarantine_file(self, name: str, reason: str) -> Path:
         """Move a claimed upload that cannot be read at all into quarantine."""
         target = self.quarantine / name
+        reason = printable(reason)
         write_atomically(self.quarantine / (name + REASON_SUFFIX), reason.encode() + b"\n",
                          fsync=self.fsync)
         move(self.partial / name, target, fsync=self.fsync)
@@ -179,6 +181,7 @@ class Queue:
         """Move a claimed upload over a bound per upload into ``suspicious/``, with why; a
         ``datastore requeue`` stores it anyway."""
         target = self.suspicious / name
+        reason = printable(reason)
         write_atomically(self.suspicious / (name + REASON_SUFFIX), reason.encode() + b"\n",
                          fsync=self.fsync)
         move(self.partial / name, target, fsync=self.fsync)
@@ -189,7 +192,7 @@ class Queue:
         """Keep the events of an upload that cannot be stored, as a queue file of their own."""
         target = self.quarantine / events_name(name)
         write_atomically(target.with_name(target.name + REASON_SUFFIX),
-                         "\n".join(reasons).encode() + b"\n", fsync=self.fsync)
+                         "\n".join(map(printable, reasons)).encode() + b"\n", fsync=self.fsync)
         write_atomically(target, payload, fsync=self.fsync)
         return target
 
@@ -213,7 +216,8 @@ class Queue:
             if count and not target.exists():
                 count = 0  # requeued meanwhile: a new entry
             count += 1
-            header = f"station {station_id} cluster {cluster}\n"
+            header = f"station {station_id} cluster {printable(cluster)}\n"
+            reason = printable(reason)
             tally = f"{_COUNT_PREFIX}{count} time(s), first {first}, last {now}\n"
             # The bytes first: a reason file never names a count of bytes not kept.
             if not target.exists():
