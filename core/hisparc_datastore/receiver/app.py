@@ -29,6 +29,7 @@ from hisparc_datastore.queue.folders import DB_NAME
 from hisparc_datastore.receiver.claims import DUPLICATE, IN_FLIGHT, NEW, Dedup
 from hisparc_datastore.receiver.guard import PasswordGuard
 from hisparc_datastore.receiver.metrics import Metrics
+from hisparc_datastore.receiver.refusals import RefusalLog
 from hisparc_datastore.receiver.spool import ClaimLost, Spool, suspicious_reason
 from hisparc_datastore.stations.stationlist import Station, StationList
 from hisparc_datastore.util import faults
@@ -178,6 +179,7 @@ class ReceiverApp:
         self.dedup = dedup
         self.metrics = metrics or Metrics()
         self.guard = guard or PasswordGuard()
+        self.refusals = RefusalLog()
         self.trusted_proxies = parse_trusted_proxies(settings)
 
     def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
@@ -200,7 +202,8 @@ class ReceiverApp:
             outcome = Outcome(RC_TRANSACTION_FAILED, detail=f"unexpected error: {_describe(exc)}")
         elapsed = time.perf_counter() - started
         self.metrics.record(outcome.code, max(size or 0, 0), elapsed, outcome.duplicate)
-        if outcome.quiet:
+        if outcome.quiet or (outcome.code == RC_INVALID_POST
+                             and not self.refusals.log_in_full(environ.get("REMOTE_ADDR", "?"))):
             return self._respond(start_response, outcome.code)
         level = (logging.INFO if outcome.code == RC_OK
                  else logging.ERROR if outcome.code == RC_TRANSACTION_FAILED else logging.WARNING)

@@ -66,8 +66,9 @@ class _ProtocolErrorTask(ErrorTask):
         app = getattr(self.channel.server, "receiver_app", None)
         if isinstance(app, ReceiverApp):
             app.metrics.record(RC_INVALID_POST, 0, 0.0)
-        log.warning("station ? from %s: %s, body refused unread (%s)", self.channel.addr[0],
-                    RC_INVALID_POST, self.request.error.body)
+        if not isinstance(app, ReceiverApp) or app.refusals.log_in_full(self.channel.addr[0]):
+            log.warning("station ? from %s: %s, body refused unread (%s)", self.channel.addr[0],
+                        RC_INVALID_POST, self.request.error.body)
         body = RC_INVALID_POST.encode()
         self.status = "200 OK"
         self.response_headers.append(("Content-Type", "text/plain"))
@@ -342,6 +343,7 @@ def serve(config_path: str | os.PathLike, bind: str = "127.0.0.1:8080",
         _wake(server)
 
     def between() -> None:
+        app.refusals.sweep()
         if hangups:
             hangups.clear()
             reopen_logs()
