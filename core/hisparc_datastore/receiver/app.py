@@ -244,13 +244,17 @@ class ReceiverApp:
         station = self.stations.get(station_id)
         address = environ.get("REMOTE_ADDR", "?")
         pair = station_id if station is not None else None
-        if not self.guard.may_try(address, pair):
+        # Past the pair's budget this waits its turn (see guard): a guesser sharing the
+        # station's address cannot keep the station out by taking every try.
+        turn = self.guard.admit(address, pair)
+        if turn is None:
             self.guard.turned_away(address, pair)
             return Outcome(RC_TRANSACTION_FAILED, station_id, "too many password failures", quiet=True)
         if station is None or not station.password_matches(form["password"]):
-            self.guard.failed(address, pair)
+            self.guard.failed(turn)
             return Outcome(RC_PASSWORD, station_id,
                            "unknown station" if station is None else "wrong password")
+        self.guard.matched(turn)
         try:
             payload = form["data"].encode("latin-1")
         except UnicodeEncodeError:

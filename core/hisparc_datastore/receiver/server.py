@@ -230,6 +230,9 @@ def _shut_down(server: Any, drain_seconds: float) -> None:
     # Stop accepting: close only the listening socket (server.close() would also close the
     # trigger, which the worker threads need to hand their replies to this loop).
     server.asyncore.dispatcher.close(server)
+    app = getattr(server, "receiver_app", None)
+    if isinstance(app, ReceiverApp):
+        app.guard.close()  # requests waiting their turn are answered now, not in minutes
     dispatcher = server.task_dispatcher
     deadline = time.monotonic() + drain_seconds
     while time.monotonic() < deadline:
