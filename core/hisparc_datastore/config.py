@@ -10,6 +10,7 @@ from __future__ import annotations
 import configparser
 import datetime
 import difflib
+import ipaddress
 import math
 import os
 from collections.abc import Callable
@@ -76,6 +77,15 @@ def _host_port(value: str) -> str | None:
         split_host_port(value)
     except ValueError as exc:
         return str(exc)
+    return None
+
+
+def _addresses(value: str) -> str | None:
+    for word in value.replace(",", " ").split():
+        try:
+            ipaddress.ip_address(word)
+        except ValueError:
+            return f"{word!r} is not an IP address"
     return None
 
 
@@ -167,6 +177,9 @@ SETTINGS: tuple[Setting, ...] = (
             "addresses of reverse proxies (comma-separated): from them the station's address is the last "
             "one in `X-Forwarded-For`, for the log and the password guard; from any other peer the "
             "header is ignored"),
+    Setting("publicdb_addresses", "ConfigServer", None, str,
+            "addresses `config-server` always serves, outside its limits of 16 connections and 4 per "
+            "address (comma-separated): publicdb's, or the proxy's in front of it", check=_addresses),
 )
 
 
