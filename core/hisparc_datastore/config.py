@@ -177,9 +177,10 @@ SETTINGS: tuple[Setting, ...] = (
             "addresses of reverse proxies (comma-separated): from them the station's address is the last "
             "one in `X-Forwarded-For`, for the log and the password guard; from any other peer the "
             "header is ignored"),
-    Setting("publicdb_addresses", "ConfigServer", None, str,
+    Setting("publicdb_addresses", "ConfigServer", "127.0.0.1", str,
             "addresses `config-server` always serves, outside its limits of 16 connections and 4 per "
-            "address (comma-separated): publicdb's, or the proxy's in front of it", check=_addresses),
+            "address (comma-separated): publicdb's, or the web server's in front of it (deploy/proxy "
+            "admits only publicdb)", check=_addresses),
 )
 
 
