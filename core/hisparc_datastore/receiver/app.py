@@ -25,7 +25,7 @@ import attrs
 from hisparc_datastore.codec.decoding import DecodeError, Upload, parse_event_list
 from hisparc_datastore.config import ConfigError, Settings
 from hisparc_datastore.ops.http import CONTENT_TYPE as METRICS_CONTENT_TYPE
-from hisparc_datastore.queue.folders import DB_NAME
+from hisparc_datastore.queue.folders import DB_NAME, hold_limits
 from hisparc_datastore.receiver.claims import DUPLICATE, IN_FLIGHT, NEW, Dedup
 from hisparc_datastore.receiver.guard import PasswordGuard
 from hisparc_datastore.receiver.metrics import Metrics
@@ -419,6 +419,7 @@ def build_app(settings: Settings, *, spool: Spool | None = None, dedup: bool = T
               metrics: Metrics | None = None) -> ReceiverApp:
     """The receiver for ``settings``: its station list, queue, duplicate memory and counters."""
     spool = spool or Spool(settings.data_dir, fsync=settings.fsync)
+    spool.queue.hold_limits = hold_limits(settings)
     # A window of 0 (or less) turns duplicate detection off.
     remember = dedup and settings.duplicate_window_hours > 0
     memory = (Dedup(settings.data_dir / DB_NAME, settings.duplicate_window_hours, spool.queue.tmp)

@@ -97,6 +97,9 @@ class Spool:
         target_dir = self.queue.suspicious if suspicious else self.queue.incoming
         tmp = self.queue.tmp / name
         target = target_dir / name
+        reason = f"station {upload.station_id} cluster {upload.cluster}: {suspicious}"
+        if suspicious and not self.queue.holding(target_dir).admit(name, len(payload)):
+            return self._store_beyond(upload, name, payload, reason, commit, release)
         try:
             self._write(tmp, payload)
         except BaseException:
@@ -140,8 +143,35 @@ class Spool:
                 return target
             raise
         if suspicious:
-            self._keep_reason(name, f"station {upload.station_id} cluster {upload.cluster}: {suspicious}")
+            self._keep_reason(name, reason)
         faults.point("receiver-queued")
+        return target
+
+    def _store_beyond(self, upload: Upload, name: str, payload: bytes, reason: str,
+                      commit: Callable[[], bool] | None, release: Callable[[], bool] | None) -> Path:
+        """Keep a suspicious upload past the bound of its station (queue/holding.py) as the
+        first or latest sample, counted; as :meth:`store` does, from ``tmp/`` by a rename."""
+        tmp = self.queue.tmp / name
+        try:
+            self._write(tmp, payload)
+        except BaseException:
+            _remove(tmp)
+            if release is not None:
+                release()
+            raise
+        if commit is not None and not commit():
+            _remove(tmp)
+            raise ClaimLost(name)
+        held = self.queue.holding(self.queue.suspicious)
+        try:
+            with held.beyond(name, len(payload), reason) as target:
+                os.rename(tmp, target)
+                if self.fsync:
+                    fsync_dir(target.parent)
+        except BaseException:
+            if tmp.exists():
+                self._take_back(tmp, release)
+            raise
         return target
 
     def _keep_reason(self, name: str, reason: str) -> None:

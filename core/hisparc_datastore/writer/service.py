@@ -36,7 +36,7 @@ from hisparc_datastore.writer.prefetch import AHEAD, Preparer
 from hisparc_datastore.writer.prepare import MAX_REASON, Bounds
 from hisparc_datastore.writer.recovery import Recovery
 from hisparc_datastore.writer.state import WriterState
-from hisparc_datastore.writer.tidying import ArchiveTidier
+from hisparc_datastore.writer.tidying import ArchiveTidier, prune_held
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +94,7 @@ class Writer:
                     if once:
                         self._leave_waiting()
                         self.queue.prune_archive(self.settings.archive_days)
+                        prune_held(self.queue, self.settings.hold_days)
                         break
                     self.tidier.tidy()
                     # Waiting on an Event sleeps in the kernel and wakes at once on a signal.
