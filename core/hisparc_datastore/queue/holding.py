@@ -175,8 +175,9 @@ def beyond_the_bound(folder: Path) -> dict[str, int]:
 
 
 def prune(folder: Path, keep_days: int, now: float | None = None) -> int:
-    """Remove files (with their reason files) last written more than ``keep_days`` ago; the
-    number removed. 0 days keeps everything."""
+    """Remove files (with their reason files) kept more than ``keep_days``; the number
+    removed. 0 days keeps everything. A file's own time is when the station sent it (a move
+    keeps it), so the time it was kept is its reason file's, written as it was put here."""
     if keep_days <= 0:
         return 0
     cutoff = (now or time.time()) - keep_days * 86400
@@ -185,12 +186,14 @@ def prune(folder: Path, keep_days: int, now: float | None = None) -> int:
         for entry in list(os.scandir(folder)):
             if entry.name.startswith(".") or entry.name.endswith(REASON_SUFFIX):
                 continue
+            reason = Path(entry.path + REASON_SUFFIX)
             try:
-                if entry.stat(follow_symlinks=False).st_mtime >= cutoff:
+                kept = (reason if reason.exists() else Path(entry.path)).stat().st_mtime
+                if kept >= cutoff:
                     continue
                 os.unlink(entry.path)
             except OSError:
                 continue
-            Path(entry.path + REASON_SUFFIX).unlink(missing_ok=True)
+            reason.unlink(missing_ok=True)
             removed += 1
     return removed
