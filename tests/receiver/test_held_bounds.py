@@ -129,9 +129,12 @@ def test_hold_days_prunes_old_files_with_their_reasons(tmp_path, caplog):
     os.utime(old, (moment, moment))
     os.utime(old.with_name(old.name + ".reason"), (moment, moment))
     os.utime(young, (moment, moment))  # sent long ago, but set aside just now: kept
+    damaged = data / "quarantine" / "2024_5_6.h5.damaged-20260101T000000Z"  # the writer's, not a station's
+    damaged.write_bytes(b"day file")
+    os.utime(damaged, (moment, moment))
     caplog.set_level(logging.INFO)
     from hisparc_datastore.queue.folders import Queue
     assert prune_held(Queue(data), settings.hold_days) == 1
     assert not old.exists() and not old.with_name(old.name + ".reason").exists()
-    assert young.exists() and young.with_name(young.name + ".reason").exists()
+    assert young.exists() and young.with_name(young.name + ".reason").exists() and damaged.exists()
     assert any("removed 1 file(s) kept longer than hold_days 30" in r.getMessage() for r in caplog.records)

@@ -36,6 +36,9 @@ REASON_SUFFIX = ".reason"
 OVERFLOW_PREFIX = "overflow-"
 RESCAN_SECONDS = 30.0  # counts are re-read from the folder this often (other processes add too)
 _LOCK_NAME = ".overflow.lock"
+# A damaged day file the writer moved aside (writer/recovery.py): not a station's upload,
+# so neither counted nor pruned.
+_DAMAGED = ".damaged-"
 _TALLY = re.compile(r"^beyond the bound: (\d+) upload\(s\), (\d+) bytes, first (\S+), last (\S+)$", re.M)
 
 
@@ -146,7 +149,7 @@ def usage_by_key(folder: Path) -> dict[tuple[str, str], list[int]]:
         return usage
     for entry in entries:
         name = entry.name
-        if name.startswith((".", OVERFLOW_PREFIX)) or name.endswith(REASON_SUFFIX):
+        if name.startswith((".", OVERFLOW_PREFIX)) or name.endswith(REASON_SUFFIX) or _DAMAGED in name:
             continue
         try:
             size = entry.stat(follow_symlinks=False).st_size
@@ -184,7 +187,7 @@ def prune(folder: Path, keep_days: int, now: float | None = None) -> int:
     removed = 0
     with contextlib.suppress(FileNotFoundError):
         for entry in list(os.scandir(folder)):
-            if entry.name.startswith(".") or entry.name.endswith(REASON_SUFFIX):
+            if entry.name.startswith(".") or entry.name.endswith(REASON_SUFFIX) or _DAMAGED in entry.name:
                 continue
             reason = Path(entry.path + REASON_SUFFIX)
             try:
