@@ -27,14 +27,13 @@ from typing import Protocol
 
 import attrs
 
-from hisparc_datastore.queue.holding import Holding, HoldLimits
+from hisparc_datastore.queue.holding import REASON_SUFFIX, Holding, HoldLimits
 from hisparc_datastore.util.brief import printable
 from hisparc_datastore.util.durable import fsync_dir, move, write_atomically
 
 log = logging.getLogger(__name__)
 
 QUEUE_DIRS = ("tmp", "incoming", "partial", "suspicious", "quarantine", "archive")
-REASON_SUFFIX = ".reason"
 #: Queue files ``requeue`` put back: an operator chose to store them, bounds per upload or not.
 REQUEUED_PREFIX = "requeued-"
 EVENTS_SUFFIX = ".events"  # events of an upload kept in quarantine

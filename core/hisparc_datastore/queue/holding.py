@@ -32,7 +32,7 @@ import attrs
 from hisparc_datastore.util.brief import printable
 from hisparc_datastore.util.durable import write_atomically
 
-REASON_SUFFIX = ".reason"
+REASON_SUFFIX = ".reason"  # beside a kept file, why it was kept (queue.folders uses it too)
 OVERFLOW_PREFIX = "overflow-"
 RESCAN_SECONDS = 30.0  # counts are re-read from the folder this often (other processes add too)
 _LOCK_NAME = ".overflow.lock"
