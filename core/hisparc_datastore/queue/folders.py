@@ -27,22 +27,23 @@ from typing import Protocol
 
 import attrs
 
-from hisparc_datastore.queue.holding import REASON_SUFFIX, Holding, HoldLimits
+from hisparc_datastore.queue.holding import Holding, HoldLimits
+from hisparc_datastore.queue.names import (  # noqa: F401 - the names queue.folders has always offered
+    EVENTS_SUFFIX,
+    REASON_SUFFIX,
+    REFUSED_SUFFIX,
+    REQUEUED_PREFIX,
+    station_of,
+)
 from hisparc_datastore.util.brief import printable
 from hisparc_datastore.util.durable import fsync_dir, move, write_atomically
 
 log = logging.getLogger(__name__)
 
 QUEUE_DIRS = ("tmp", "incoming", "partial", "suspicious", "quarantine", "archive")
-#: Queue files ``requeue`` put back: an operator chose to store them, bounds per upload or not.
-REQUEUED_PREFIX = "requeued-"
-EVENTS_SUFFIX = ".events"  # events of an upload kept in quarantine
 UPLOADS = "uploads"  # archive/uploads/: each stored upload once, with its dates beside it
 DATES_SUFFIX = ".dates"
 RELIST_S = 2.0  # seconds a listing of incoming/ is used for claims before incoming/ is listed again
-# The raw ``data`` of an upload the receiver refused though the station was
-# authenticated (bad checksum, cannot be unpickled), kept for an operator.
-REFUSED_SUFFIX = ".refused"
 # Refusals of the same bytes from the same station are one entry; its count is rewritten
 # in place, one thread at a time (processes may race and lose a count, never the bytes).
 _REFUSED_LOCK = threading.Lock()
@@ -527,20 +528,6 @@ def events_name(name: str) -> str:
     """The quarantine name of the events kept from the upload ``name``: ``NAME.events``, and
     no second suffix when those events come round again."""
     return name if name.endswith(EVENTS_SUFFIX) else name + EVENTS_SUFFIX
-
-
-def station_of(name: str) -> str:
-    """The station a queue file is from, as far as its name tells: the receiver names them
-    ``TIME-PID-COUNTER-STATION-MD5`` (``requeued-TIME-`` before it after a requeue), the test
-    helpers ``TIME-STATION-N``; any other name is taken as a station of its own."""
-    parts = name.removeprefix(REQUEUED_PREFIX).split("-")
-    if parts and parts[0].isdigit() and name.startswith(REQUEUED_PREFIX):
-        parts = parts[1:]
-    if len(parts) == 5:
-        return parts[3]
-    if len(parts) == 3:
-        return parts[1]
-    return name
 
 
 def _round_robin(names: list[str]) -> list[str]:

@@ -29,10 +29,10 @@ from pathlib import Path
 
 import attrs
 
+from hisparc_datastore.queue.names import EVENTS_SUFFIX, REASON_SUFFIX, REFUSED_SUFFIX, station_of
 from hisparc_datastore.util.brief import printable
 from hisparc_datastore.util.durable import write_atomically
 
-REASON_SUFFIX = ".reason"  # beside a kept file, why it was kept (queue.folders uses it too)
 OVERFLOW_PREFIX = "overflow-"
 RESCAN_SECONDS = 30.0  # counts are re-read from the folder this often (other processes add too)
 _LOCK_NAME = ".overflow.lock"
@@ -52,19 +52,17 @@ def kind_of_name(folder: str, name: str) -> str:
     """The kind of a file ``name`` in ``folder`` (``quarantine`` or ``suspicious``)."""
     if folder != "quarantine":
         return "set-aside"
-    if name.endswith(".refused"):
+    if name.endswith(REFUSED_SUFFIX):
         return "refused"
-    if name.endswith(".events"):
+    if name.endswith(EVENTS_SUFFIX):
         return "events"
     return "unreadable"
 
 
 def _station_of(name: str) -> str:
-    from hisparc_datastore.queue.folders import station_of
-
-    if name.endswith(".refused"):
+    if name.endswith(REFUSED_SUFFIX):
         return name.split("-", 1)[0]
-    station = station_of(name.removesuffix(".events"))
+    station = station_of(name.removesuffix(EVENTS_SUFFIX))
     return station if station.isdigit() else "?"
 
 
