@@ -25,6 +25,7 @@ import os
 import signal
 import socket
 import socketserver
+import sys
 import threading
 import time
 import xmlrpc.client
@@ -151,6 +152,15 @@ class _Server(socketserver.ThreadingMixIn, SimpleXMLRPCServer):
             super().process_request_thread(request, client_address)
         finally:
             self._release(request, _normal(client_address[0]), _normal(client_address[0]) not in self.trusted)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A connection cut at its deadline (or dropped by its client) fails the handler's
+        # last write: one line, not socketserver's traceback on standard error.
+        exc = sys.exc_info()[1]
+        if isinstance(exc, OSError):
+            log.info("%s: connection ended: %s", client_address[0], exc.strerror or exc)
+            return
+        log.error("%s: unexpected error", client_address[0], exc_info=True)
 
     def _marshaled_dispatch(self, *args: Any, **kwargs: Any) -> bytes:
         # The request is whole: the deadline no longer applies (a reload takes its own time).
