@@ -106,8 +106,8 @@ def test_the_writer_keeps_events_it_cannot_store_within_the_bound(tmp_path):
     assert main(["writer", str(config), "--once"]) == 0
     kept = [p for p in (data / "quarantine").iterdir() if p.name.endswith(".events")]
     assert len(kept) == 5
-    assert tally(data / "quarantine" / "overflow-501-events.last.reason")[0] == 7
-    assert "unknown event type 'XXX'" in (data / "quarantine" / "overflow-501-events.last.reason").read_text()
+    why = data / "quarantine" / "overflow-501-unstorable.last.reason"
+    assert tally(why)[0] == 7 and "unknown event type 'XXX'" in why.read_text()
     # every storable event is stored
     rows = read_station(data, GOOD.date(), "amsterdam", 501)["singles"]
     assert sorted(int(row["mas_ch1_low"]) for row in rows) == list(range(12))

@@ -55,7 +55,7 @@ def kind_of_name(folder: str, name: str) -> str:
     if name.endswith(REFUSED_SUFFIX):
         return "refused"
     if name.endswith(EVENTS_SUFFIX):
-        return "events"
+        return "unstorable"
     return "unreadable"
 
 
