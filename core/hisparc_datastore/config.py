@@ -10,6 +10,7 @@ from __future__ import annotations
 import configparser
 import datetime
 import difflib
+import ipaddress
 import math
 import os
 from collections.abc import Callable
@@ -79,6 +80,15 @@ def _host_port(value: str) -> str | None:
     return None
 
 
+def _addresses(value: str) -> str | None:
+    for word in value.replace(",", " ").split():
+        try:
+            ipaddress.ip_address(word)
+        except ValueError:
+            return f"{word!r} is not an IP address"
+    return None
+
+
 def split_host_port(bind: str) -> tuple[str, int]:
     """``HOST:PORT`` (``[::1]:8080`` for IPv6) as a host and a port number; ValueError if not."""
     host, sep, port = bind.rpartition(":")
@@ -125,6 +135,13 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("max_events_per_upload", "General", 20_000, int,
             "the receiver refuses a larger upload with 208 (kept in quarantine); the writer sets a larger "
             "queue file aside in `suspicious/`; `requeue` stores it anyway", range=Range(1, 10**7)),
+    # What quarantine/ and suspicious/ keep of one station (queue/holding.py): past these, a
+    # count and the first and latest upload, so one station's password cannot fill the disk.
+    Setting("hold_files", "General", 5000, int,
+            "files `quarantine/` and `suspicious/` each keep per station and kind; beyond it (or "
+            "`hold_mb`) a count and the first and latest upload", range=Range(1, 10**9)),
+    Setting("hold_mb", "General", 200, int,
+            "MB `quarantine/` and `suspicious/` each keep per station and kind", range=Range(1, 10**7)),
     Setting("station_list_url", "General", None, str,
             "publicdb's `/config/datastore` page, for `config-server` and `fetch-stations`", check=_url),
     Setting("sleep", "Writer", 5.0, float, "seconds between looks at an empty queue",
@@ -140,6 +157,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("archive_days", "Writer", 14, int,
             "days a stored upload is kept in `archive/` for `rebuild`; 0 turns the archive off",
             range=Range(0, 3660)),
+    Setting("hold_days", "Writer", 90, int,
+            "days a file is kept in `quarantine/` and `suspicious/` (pruned like the archive, logged); "
+            "0 keeps them", range=Range(0, 36600)),
     Setting("fsync", "Writer", True, bool, "fsync day files, journal and queue moves (off only for tests)"),
     # so a full disk is met between batches, not inside HDF5
     Setting("reserve_mb", "Writer", 100, int,
@@ -169,6 +189,10 @@ SETTINGS: tuple[Setting, ...] = (
             "addresses of reverse proxies (comma-separated): from them the station's address is the last "
             "one in `X-Forwarded-For`, for the log and the password guard; from any other peer the "
             "header is ignored"),
+    Setting("publicdb_addresses", "ConfigServer", "127.0.0.1", str,
+            "addresses `config-server` always serves, outside its limits of 16 connections and 4 per "
+            "address (comma-separated): publicdb's, or the web server's in front of it (deploy/proxy "
+            "admits only publicdb)", check=_addresses),
 )
 
 

@@ -580,12 +580,14 @@ def test_a_station_list_with_a_byte_order_mark_keeps_its_first_station(tmp_path)
 
 def test_stale_files_in_tmp_are_removed_at_start_up_and_fresh_ones_kept(tmp_path):
     queue_spool = spool.Spool(tmp_path, fsync=False)
-    old, fresh = queue_spool.queue.tmp / "old", queue_spool.queue.tmp / "fresh"
+    # temporary files as write_atomically names them (a requeue's); names not the datastore's
+    # are never removed (test_receiver_foreign_tmp)
+    old, fresh = queue_spool.queue.tmp / ".old.events.12.tmp", queue_spool.queue.tmp / ".fresh.events.34.tmp"
     old.write_bytes(b"half")
     fresh.write_bytes(b"being written by another receiver")
     os.utime(old, (time.time() - 2 * 3600,) * 2)
     assert queue_spool.remove_stale_tmp() == 1
-    assert sorted(os.listdir(queue_spool.queue.tmp)) == ["fresh"]
+    assert sorted(os.listdir(queue_spool.queue.tmp)) == [".fresh.events.34.tmp"]
 
 
 def test_unique_names_differ_within_one_nanosecond_and_carry_pid_and_station(tmp_path):

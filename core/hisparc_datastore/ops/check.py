@@ -23,7 +23,8 @@ from pathlib import Path
 
 import attrs
 
-from hisparc_datastore.config import ConfigError, Settings, load_settings, split_host_port
+from hisparc_datastore.config import ConfigError, Settings, load_settings, setting_problem, split_host_port
+from hisparc_datastore.util.brief import printable
 
 # Files in data_dir the services rewrite in place, as far as they exist.
 _DATA_FILES = ("writer.lock", "writer-state.json", "receiver.sqlite", "receiver.sqlite-wal",
@@ -198,6 +199,9 @@ def init_command(config: str | os.PathLike) -> int:
     data_dir = settings.data_dir
     if data_dir.exists() and not data_dir.is_dir():
         raise ConfigError(f"{settings.source} [General] data_dir: '{data_dir}': not a folder")
+    problem = not_a_data_dir(data_dir)
+    if problem:
+        raise ConfigError(setting_problem(settings.source, "General", "data_dir", data_dir, problem))
     if not data_dir.exists():
         data_dir.mkdir(parents=True)
         print(f"created {data_dir}")
@@ -208,6 +212,26 @@ def init_command(config: str | os.PathLike) -> int:
         print(finding.line())
     failed = sum(not finding.ok for finding in findings)
     return 1 if failed else 0
+
+
+def not_a_data_dir(folder: Path) -> str | None:
+    """Why ``folder`` may not become a data_dir, or None: it holds other things and no queue.
+
+    The services make folders in a data_dir and the receiver clears its ``tmp/``: an existing
+    folder such as ``/var`` would get queue folders among its own and share ``/var/tmp``.
+    An empty folder (a fresh file system's ``lost+found`` aside) or one with ``incoming/`` (a
+    data_dir, this datastore's or the deployed one's) is fine."""
+    try:
+        entries = sorted(name for name in os.listdir(folder) if name != "lost+found")
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        return f"cannot list it: {exc.strerror}"
+    if not entries or "incoming" in entries:
+        return None
+    shown = ", ".join(printable(name) for name in entries[:5]) + (", ..." if len(entries) > 5 else "")
+    return (f"holds {len(entries)} entr(ies) ({shown}) but no incoming/: not a data_dir; name a "
+            "new or empty folder of its own")
 
 
 def receiver_cannot_write(settings: Settings) -> str | None:

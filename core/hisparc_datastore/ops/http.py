@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from hisparc_datastore.config import ConfigError, split_host_port
+from hisparc_datastore.util.brief import printable
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"  # the Prometheus text format
 
@@ -41,5 +42,5 @@ def exposition(*metrics: list[str]) -> str:
 
 
 def escape(value: str) -> str:
-    """A label value as the text format quotes it."""
-    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+    """A label value as the text format quotes it, its control characters shown."""
+    return printable(value).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")

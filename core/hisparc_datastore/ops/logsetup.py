@@ -15,8 +15,25 @@ import logging.handlers
 import sys
 
 from hisparc_datastore.config import Settings
+from hisparc_datastore.util.brief import printable
 
 FORMAT = "%(asctime)s %(process)d %(name)s %(levelname)s: %(message)s"
+
+
+class OneLineFormatter(logging.Formatter):
+    """Every record is one line: a client's text in a message (a station field, a form
+    value) cannot start a line of its own that reads like the services' own. A traceback
+    still follows on lines of its own, each indented, so none of them reads as a record."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        record.message = printable(record.message)
+        return super().formatMessage(record)
+
+    def formatException(self, ei) -> str:
+        return "\n".join("  " + printable(line) for line in super().formatException(ei).splitlines())
+
+    def formatStack(self, stack_info: str) -> str:
+        return "\n".join("  " + printable(line) for line in stack_info.splitlines())
 
 
 def configure_logging(settings: Settings, also_stderr: bool = True) -> None:
@@ -25,7 +42,7 @@ def configure_logging(settings: Settings, also_stderr: bool = True) -> None:
         root.removeHandler(handler)
         handler.close()
     root.setLevel(settings.loglevel.upper())
-    formatter = logging.Formatter(FORMAT)
+    formatter = OneLineFormatter(FORMAT)
     if settings.log is not None:
         settings.log.parent.mkdir(parents=True, exist_ok=True)
         handler = logging.handlers.WatchedFileHandler(settings.log, encoding="utf-8")

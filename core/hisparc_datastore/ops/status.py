@@ -25,6 +25,7 @@ from typing import Any
 from hisparc_datastore.config import Settings, load_settings
 from hisparc_datastore.ops.check import data_dir_findings, station_list_findings
 from hisparc_datastore.queue.folders import DATES_SUFFIX, DB_NAME, FOLDERS, folder_usage
+from hisparc_datastore.queue.holding import beyond_the_bound
 from hisparc_datastore.stations.stationlist import parse_station_list
 from hisparc_datastore.storage.verify import damaged_files_set_aside
 from hisparc_datastore.writer.lock import writer_holding
@@ -118,6 +119,8 @@ def collect(settings: Settings, now: float | None = None) -> dict[str, Any]:
     for held in held_day_files:
         if held.get("reason"):
             problems.append(f"{held['path']} {held['reason']}: {held['uploads']} uploads wait for it")
+    beyond = held_beyond(data_dir)
+    problems += beyond_problems(beyond)
     no_room = state.get("no_room") if holder is not None else None
     if no_room:
         problems.append(f"the writer waits for disk space since {_when(no_room['since'], now)}: "
@@ -151,7 +154,20 @@ def collect(settings: Settings, now: float | None = None) -> dict[str, Any]:
         "held_day_files": held_day_files,
         "no_room": no_room,
         "damaged_day_files": damaged,
+        "beyond_bound": beyond,
     }
+
+
+def held_beyond(data_dir: Path) -> dict[str, dict[str, int]]:
+    """Per folder, the uploads quarantine/ and suspicious/ only counted, past the bound of
+    their station and kind (queue/holding.py)."""
+    return {name: beyond_the_bound(data_dir / name) for name in ("quarantine", "suspicious")}
+
+
+def beyond_problems(beyond: dict[str, dict[str, int]]) -> list[str]:
+    return [f"{name}/: {n['uploads']} upload(s) ({_size(n['bytes'])}) beyond [General] hold_files or "
+            f"hold_mb for {n['entries']} station and kind(s), counted in {name}/overflow-*.reason "
+            "with only the first and latest kept" for name, n in beyond.items() if n["uploads"]]
 
 
 def _when(moment: float | None, now: float) -> str:
@@ -199,6 +215,8 @@ def render(status: dict[str, Any]) -> str:
     lines.append("queue      files    bytes")
     for name in FOLDERS:
         lines.append(f"  {name:<11}{status['queue'][name]:>6} {_size(status['queue_bytes'][name]):>9}")
+    lines += [f"  beyond the bound: {name} {n['uploads']} upload(s), {_size(n['bytes'])}, only counted"
+              for name, n in status["beyond_bound"].items() if n["uploads"]]
     age = status["oldest_incoming_age_s"]
     lines.append("oldest waiting upload: " + ("none" if age is None else f"{_age(age)} "
                                               f"(limit {status['max_lag_s']:g} s)"))

@@ -5,7 +5,10 @@ station software, that checks each upload and queues it durably for the writer.
 ``claims``   remembers accepted uploads so a re-sent batch is not queued twice
 ``owner``    names the process that owns a claim or a ``tmp/`` file, and tells if it lives
 ``spool``    the durable queue write: ``tmp/`` then rename into ``incoming/`` or ``suspicious/``
-``guard``    password failures limited per client address and station number
+``guard``    password checks limited per client address and station number, past the
+             budget waiting their turn
+``refusals`` requests refused before a station is known, logged in full a few times, then
+             in summary
 ``metrics``  counts per return code, served at ``GET /metrics``
 ``server``   runs the application on waitress (``datastore serve``)
 """

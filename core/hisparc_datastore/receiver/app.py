@@ -25,10 +25,11 @@ import attrs
 from hisparc_datastore.codec.decoding import DecodeError, Upload, parse_event_list
 from hisparc_datastore.config import ConfigError, Settings
 from hisparc_datastore.ops.http import CONTENT_TYPE as METRICS_CONTENT_TYPE
-from hisparc_datastore.queue.folders import DB_NAME
+from hisparc_datastore.queue.folders import DB_NAME, hold_limits
 from hisparc_datastore.receiver.claims import DUPLICATE, IN_FLIGHT, NEW, Dedup
 from hisparc_datastore.receiver.guard import PasswordGuard
 from hisparc_datastore.receiver.metrics import Metrics
+from hisparc_datastore.receiver.refusals import RefusalLog
 from hisparc_datastore.receiver.spool import ClaimLost, Spool, suspicious_reason
 from hisparc_datastore.stations.stationlist import Station, StationList
 from hisparc_datastore.util import faults
@@ -178,6 +179,7 @@ class ReceiverApp:
         self.dedup = dedup
         self.metrics = metrics or Metrics()
         self.guard = guard or PasswordGuard()
+        self.refusals = RefusalLog()
         self.trusted_proxies = parse_trusted_proxies(settings)
 
     def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
@@ -200,7 +202,8 @@ class ReceiverApp:
             outcome = Outcome(RC_TRANSACTION_FAILED, detail=f"unexpected error: {_describe(exc)}")
         elapsed = time.perf_counter() - started
         self.metrics.record(outcome.code, max(size or 0, 0), elapsed, outcome.duplicate)
-        if outcome.quiet:
+        if outcome.quiet or (outcome.code == RC_INVALID_POST
+                             and not self.refusals.log_in_full(environ.get("REMOTE_ADDR", "?"))):
             return self._respond(start_response, outcome.code)
         level = (logging.INFO if outcome.code == RC_OK
                  else logging.ERROR if outcome.code == RC_TRANSACTION_FAILED else logging.WARNING)
@@ -241,15 +244,19 @@ class ReceiverApp:
         station = self.stations.get(station_id)
         address = environ.get("REMOTE_ADDR", "?")
         pair = station_id if station is not None else None
-        if not self.guard.may_try(address, pair):
+        # Past the pair's budget this waits its turn (see guard): a guesser sharing the
+        # station's address cannot keep the station out by taking every try.
+        turn = self.guard.admit(address, pair)
+        if turn is None:
             self.guard.turned_away(address, pair)
             return Outcome(RC_TRANSACTION_FAILED, station_id, "too many password failures", quiet=True)
         if station is None:
-            self.guard.failed(address, pair)
+            self.guard.failed(turn)
             return Outcome(RC_UNKNOWN_STATION, station_id, "unknown station")
         if not station.password_matches(form["password"]):
-            self.guard.failed(address, pair)
+            self.guard.failed(turn)
             return Outcome(RC_PASSWORD, station_id, "wrong password")
+        self.guard.matched(turn)
         try:
             payload = form["data"].encode("latin-1")
         except UnicodeEncodeError:
@@ -414,6 +421,7 @@ def build_app(settings: Settings, *, spool: Spool | None = None, dedup: bool = T
               metrics: Metrics | None = None) -> ReceiverApp:
     """The receiver for ``settings``: its station list, queue, duplicate memory and counters."""
     spool = spool or Spool(settings.data_dir, fsync=settings.fsync)
+    spool.queue.hold_limits = hold_limits(settings)
     # A window of 0 (or less) turns duplicate detection off.
     remember = dedup and settings.duplicate_window_hours > 0
     memory = (Dedup(settings.data_dir / DB_NAME, settings.duplicate_window_hours, spool.queue.tmp)

@@ -28,6 +28,7 @@ from waitress.server import TcpWSGIServer
 from waitress.task import ErrorTask, ThreadedTaskDispatcher
 from waitress.utilities import RequestEntityTooLarge
 
+from hisparc_datastore import _hangup
 from hisparc_datastore.config import ConfigError, load_settings, require_data_dir, setting_problem
 from hisparc_datastore.ops.check import receiver_cannot_write
 from hisparc_datastore.ops.http import parse_bind
@@ -65,8 +66,9 @@ class _ProtocolErrorTask(ErrorTask):
         app = getattr(self.channel.server, "receiver_app", None)
         if isinstance(app, ReceiverApp):
             app.metrics.record(RC_INVALID_POST, 0, 0.0)
-        log.warning("station ? from %s: %s, body refused unread (%s)", self.channel.addr[0],
-                    RC_INVALID_POST, self.request.error.body)
+        if not isinstance(app, ReceiverApp) or app.refusals.log_in_full(self.channel.addr[0]):
+            log.warning("station ? from %s: %s, body refused unread (%s)", self.channel.addr[0],
+                        RC_INVALID_POST, self.request.error.body)
         body = RC_INVALID_POST.encode()
         self.status = "200 OK"
         self.response_headers.append(("Content-Type", "text/plain"))
@@ -228,6 +230,9 @@ def _shut_down(server: Any, drain_seconds: float) -> None:
     # Stop accepting: close only the listening socket (server.close() would also close the
     # trigger, which the worker threads need to hand their replies to this loop).
     server.asyncore.dispatcher.close(server)
+    app = getattr(server, "receiver_app", None)
+    if isinstance(app, ReceiverApp):
+        app.guard.close()  # requests waiting their turn are answered now, not in minutes
     dispatcher = server.task_dispatcher
     deadline = time.monotonic() + drain_seconds
     while time.monotonic() < deadline:
@@ -341,6 +346,7 @@ def serve(config_path: str | os.PathLike, bind: str = "127.0.0.1:8080",
         _wake(server)
 
     def between() -> None:
+        app.refusals.sweep()
         if hangups:
             hangups.clear()
             reopen_logs()
@@ -348,7 +354,7 @@ def serve(config_path: str | os.PathLike, bind: str = "127.0.0.1:8080",
             app.stations.reload()
 
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
-    previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, on_hangup)
+    previous[signal.SIGHUP] = _hangup.take_over(on_hangup)
     log.info("receiving uploads on http://%s:%s/ with %d threads; %d station(s); queue in %s",
              server.effective_host, server.effective_port, threads, len(app.stations), settings.data_dir)
     sweeper = threading.Thread(target=_recover_now_and_then, args=(app, stop), name="recover",

@@ -7,21 +7,32 @@ file names port 8002, the deployed daemon served ``/RPC2``). The answer is
 whose message says why, which publicdb raises after its own change is saved,
 so the operator sees it there and in our log.
 
-A thread per connection, each with a time-out, so one idle client blocks nobody;
-a lock keeps two pushes from writing the list at once.
+A thread per connection, so one idle client blocks nobody; a request must be whole
+``REQUEST_SECONDS`` after the connection opened (a client trickling a byte a second held a
+slot for days under a time-out per read), an address holds at most ``PER_ADDRESS`` slots of
+``MAX_CLIENTS``, and ``[ConfigServer] publicdb_addresses`` are served outside those limits,
+so no other client can keep publicdb's call out. A lock keeps two pushes from writing the
+list at once.
 """
 
 from __future__ import annotations
 
+import collections
+import contextlib
+import ipaddress
 import logging
 import os
 import signal
+import socket
 import socketserver
+import sys
 import threading
+import time
 import xmlrpc.client
 from typing import Any
 from xmlrpc.server import SimpleXMLRPCRequestHandler, SimpleXMLRPCServer
 
+from hisparc_datastore import _hangup
 from hisparc_datastore.config import ConfigError, Settings, load_settings
 from hisparc_datastore.ops.logsetup import configure_logging
 from hisparc_datastore.ops.logsetup import reopen as reopen_logs
@@ -38,8 +49,13 @@ FAULT_REFUSED = 1  # the fault code publicdb sees when a list is refused
 MAX_REQUEST_BYTES = 64 * 1024
 # Seconds a client may stay silent (idle, or sending slowly) before its connection is closed.
 CLIENT_TIMEOUT = 30.0
-# Connections served at once; more wait in the listen backlog.
+# Seconds from a connection's opening until its request must be whole, however it trickles.
+REQUEST_SECONDS = 30.0
+# Connections served at once, and from one address; more are closed at once.
 MAX_CLIENTS = 16
+PER_ADDRESS = 4
+# Connections waiting to be accepted: a burst of publicdb's calls queues here.
+BACKLOG = 128
 
 
 class _Handler(SimpleXMLRPCRequestHandler):
@@ -64,15 +80,30 @@ class _Handler(SimpleXMLRPCRequestHandler):
 
 
 class _Server(socketserver.ThreadingMixIn, SimpleXMLRPCServer):
-    """A thread per connection, at most MAX_CLIENTS at once: one idle or slow client holds
-    only its own thread (it held publicdb's call and SIGTERM for as long as it stayed)."""
+    """A thread per connection, at most ``max_clients`` at once and ``per_address`` from one
+    address, except publicdb's (``trusted``): one idle or slow client holds only its own
+    thread (it held publicdb's call and SIGTERM for as long as it stayed), and a request not
+    whole ``request_seconds`` after its connection opened is cut off."""
 
     daemon_threads = True
     block_on_close = False  # stopping does not wait for a silent client
+    request_queue_size = BACKLOG
 
-    def __init__(self, *args: Any, max_clients: int = MAX_CLIENTS, **kwargs: Any) -> None:
-        self._slots = threading.BoundedSemaphore(max_clients)
+    def __init__(self, *args: Any, max_clients: int = MAX_CLIENTS, per_address: int = PER_ADDRESS,
+                 request_seconds: float = REQUEST_SECONDS, trusted: frozenset[str] = frozenset(),
+                 **kwargs: Any) -> None:
+        self.max_clients = max_clients
+        self.per_address = per_address
+        self.request_seconds = request_seconds
+        self.trusted = trusted
+        self._lock = threading.Lock()
+        self._by_address: collections.Counter[str] = collections.Counter()
+        self._counted = 0
+        # connections still reading their request: socket -> (deadline, address)
+        self._reading: dict[Any, tuple[float, str]] = {}
+        self._reader = threading.local()
         self.hangups: list[int] = []
+        self.refused = 0
         super().__init__(*args, **kwargs)
 
     def service_actions(self) -> None:
@@ -81,22 +112,77 @@ class _Server(socketserver.ThreadingMixIn, SimpleXMLRPCServer):
             self.hangups.clear()
             reopen_logs()
             log.info("SIGHUP: log reopened")
+        now = time.monotonic()
+        with self._lock:
+            late = [(sock, address) for sock, (deadline, address) in self._reading.items() if deadline < now]
+            for sock, _ in late:
+                del self._reading[sock]
+        for sock, address in late:
+            log.warning("%s: no whole request %.0f s after connecting; connection closed",
+                        address, self.request_seconds)
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)  # the thread's blocked read returns at once
 
     def process_request(self, request: Any, client_address: Any) -> None:
-        if not self._slots.acquire(blocking=False):  # full: never block the accepting loop
+        address = _normal(client_address[0])
+        counted = address not in self.trusted
+        with self._lock:
+            if counted and (self._counted >= self.max_clients
+                            or self._by_address[address] >= self.per_address):
+                self.refused += 1
+                full = True
+            else:
+                full = False
+                if counted:
+                    self._counted += 1
+                    self._by_address[address] += 1
+                self._reading[request] = (time.monotonic() + self.request_seconds, address)
+        if full:  # never block the accepting loop
             self.shutdown_request(request)
             return
         try:
             super().process_request(request, client_address)
         except BaseException:
-            self._slots.release()
+            self._release(request, address, counted)
             raise
 
     def process_request_thread(self, request: Any, client_address: Any) -> None:
+        self._reader.request = request
         try:
             super().process_request_thread(request, client_address)
         finally:
-            self._slots.release()
+            self._release(request, _normal(client_address[0]), _normal(client_address[0]) not in self.trusted)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A connection cut at its deadline (or dropped by its client) fails the handler's
+        # last write: one line, not socketserver's traceback on standard error.
+        exc = sys.exc_info()[1]
+        if isinstance(exc, OSError):
+            log.info("%s: connection ended: %s", client_address[0], exc.strerror or exc)
+            return
+        log.error("%s: unexpected error", client_address[0], exc_info=True)
+
+    def _marshaled_dispatch(self, *args: Any, **kwargs: Any) -> bytes:
+        # The request is whole: the deadline no longer applies (a reload takes its own time).
+        with self._lock:
+            self._reading.pop(getattr(self._reader, "request", None), None)
+        return super()._marshaled_dispatch(*args, **kwargs)
+
+    def _release(self, request: Any, address: str, counted: bool) -> None:
+        with self._lock:
+            self._reading.pop(request, None)
+            if counted:
+                self._counted -= 1
+                self._by_address[address] -= 1
+                if self._by_address[address] <= 0:
+                    del self._by_address[address]
+
+
+def _normal(address: str) -> str:
+    try:
+        return str(ipaddress.ip_address(address))
+    except ValueError:
+        return address
 
 
 class ConfigService:
@@ -116,13 +202,21 @@ class ConfigService:
 
 
 def make_config_server(settings: Settings, host: str = "127.0.0.1", port: int = 0, *,
-                       client_timeout: float = CLIENT_TIMEOUT) -> SimpleXMLRPCServer:
+                       client_timeout: float = CLIENT_TIMEOUT, request_seconds: float = REQUEST_SECONDS,
+                       max_clients: int = MAX_CLIENTS, per_address: int = PER_ADDRESS) -> SimpleXMLRPCServer:
     """An XML-RPC server (not yet serving) offering ``reload_datastore`` at ``/RPC2``."""
     handler = type("Handler", (_Handler,), {"timeout": client_timeout})
-    server = _Server((host, port), requestHandler=handler, logRequests=True, allow_none=False)
+    server = _Server((host, port), requestHandler=handler, logRequests=True, allow_none=False,
+                     max_clients=max_clients, per_address=per_address, request_seconds=request_seconds,
+                     trusted=publicdb_addresses(settings))
     server.register_function(ConfigService(settings).reload_datastore, "reload_datastore")
     server.register_introspection_functions()
     return server
+
+
+def publicdb_addresses(settings: Settings) -> frozenset[str]:
+    """``[ConfigServer] publicdb_addresses`` as normalised addresses (load_settings checked them)."""
+    return frozenset(_normal(word) for word in (settings.publicdb_addresses or "").replace(",", " ").split())
 
 
 def config_server_command(config: str | os.PathLike, bind: str = DEFAULT_BIND,
@@ -147,7 +241,7 @@ def config_server_command(config: str | os.PathLike, bind: str = DEFAULT_BIND,
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, on_signal)
-    signal.signal(signal.SIGHUP, lambda signum, frame: server.hangups.append(signum))
+    _hangup.take_over(lambda signum, frame: server.hangups.append(signum))
     host, port = server.server_address[:2]
     log.info("config server on http://%s:%s%s: reload_datastore() fetches %s into %s",
              host, port, RPC_PATH, settings.station_list_url, settings.station_list)

@@ -18,10 +18,12 @@ import http.server
 import logging
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 from hisparc_datastore.ops.http import CONTENT_TYPE, exposition, metric
 from hisparc_datastore.queue.folders import FOLDERS, folder_usage
+from hisparc_datastore.queue.holding import beyond_the_bound
 from hisparc_datastore.storage.verify import damaged_files_set_aside
 
 log = logging.getLogger(__name__)
@@ -69,10 +71,23 @@ def render(writer: Any, now: float | None = None) -> str:
         metric("datastore_oldest_incoming_age_seconds", "gauge",
                "Age of the oldest upload waiting in incoming/ (0 when none).", f"{age:.1f}"),
     ]
+    metrics += held_metrics(writer.settings.data_dir)
     if state.last_batch is not None:
         metrics.append(metric("datastore_writer_last_batch_age_seconds", "gauge",
                               "Seconds since the last batch was stored.", f"{now - state.last_batch:.1f}"))
     return exposition(*metrics)
+
+
+def held_metrics(data_dir: Path) -> list[list[str]]:
+    """What quarantine/ and suspicious/ only counted, past the bound per station and kind."""
+    beyond = {name: beyond_the_bound(data_dir / name) for name in ("quarantine", "suspicious")}
+    return [metric("datastore_held_beyond_bound_uploads", "gauge",
+                   "Uploads counted but not kept whole, past hold_files or hold_mb for their station "
+                   "and kind (their first and latest are kept).",
+                   by=("folder", {name: n["uploads"] for name, n in beyond.items()})),
+            metric("datastore_held_beyond_bound_bytes", "gauge",
+                   "Bytes of the uploads counted but not kept whole.",
+                   by=("folder", {name: n["bytes"] for name, n in beyond.items()}))]
 
 
 class MetricsServer:

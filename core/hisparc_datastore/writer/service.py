@@ -22,7 +22,7 @@ from pathlib import Path
 
 import tables
 
-from hisparc_datastore import __version__
+from hisparc_datastore import __version__, _hangup
 from hisparc_datastore.config import Settings
 from hisparc_datastore.ops.logsetup import reopen as reopen_logs
 from hisparc_datastore.plugin.registry import Registry
@@ -36,7 +36,7 @@ from hisparc_datastore.writer.prefetch import AHEAD, Preparer
 from hisparc_datastore.writer.prepare import MAX_REASON, Bounds
 from hisparc_datastore.writer.recovery import Recovery
 from hisparc_datastore.writer.state import WriterState
-from hisparc_datastore.writer.tidying import ArchiveTidier
+from hisparc_datastore.writer.tidying import ArchiveTidier, prune_held
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +94,7 @@ class Writer:
                     if once:
                         self._leave_waiting()
                         self.queue.prune_archive(self.settings.archive_days)
+                        prune_held(self.queue, self.settings.hold_days)
                         break
                     self.tidier.tidy()
                     # Waiting on an Event sleeps in the kernel and wakes at once on a signal.
@@ -129,7 +130,7 @@ class Writer:
             self._hangups.append(signum)  # the log is reopened between batches
 
         previous = {signum: signal.signal(signum, handle) for signum in (signal.SIGTERM, signal.SIGINT)}
-        previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, hangup)
+        previous[signal.SIGHUP] = _hangup.take_over(hangup)
         return previous
 
     def _reopen_log_if_asked(self) -> None:
