@@ -26,7 +26,7 @@ QUARANTINE_LINES = 4  # reason lines `datastore quarantine` shows per file
 
 def cmd_writer(args: argparse.Namespace) -> int:
     from hisparc_datastore.ops.logsetup import configure_logging
-    from hisparc_datastore.writer.service import Writer
+    from hisparc_datastore.writer.service import GaveUp, Writer
 
     settings = load_settings(args.config)
     require_data_dir(settings)
@@ -44,7 +44,13 @@ def cmd_writer(args: argparse.Namespace) -> int:
         if args.once:
             stack.enter_context(Progress(lambda: f"stored {writer.tally.events} events from "
                                          f"{writer.tally.uploads} uploads"))
-        tally = writer.run(once=args.once, lock=lock)
+        try:
+            tally = writer.run(once=args.once, lock=lock)
+        except GaveUp as exc:
+            log.error("writer --once gave up: %s", exc)
+            if args.quiet and settings.log is not None:  # else the log line went to stderr
+                print(f"datastore writer: {exc}", file=sys.stderr)
+            return 1
     if args.once:
         print(f"stored {tally.events} events from {tally.uploads} uploads"
               + "".join(f", {code} {n}" for code, n in sorted(tally.stored.items()))

@@ -152,6 +152,12 @@ SETTINGS: tuple[Setting, ...] = (
             range=Range(0, open_low=True)),
     Setting("metrics_bind", "Writer", None, str,
             "`HOST:PORT` where the writer serves Prometheus metrics (`/metrics`)", check=_host_port),
+    # Above the writer's reserve: the gap is the writer's room for its batches and day-file
+    # copies, so uploads accepted on a small disk can still be stored.
+    Setting("receiver_reserve_mb", "Receiver", 300, int,
+            "MB left free: below it the receiver answers 205 (the station keeps the upload and "
+            "retries), so the writer always has room; keep it above `[Writer] reserve_mb` "
+            "(`datastore check` fails otherwise)", range=Range(0, 10**7)),
     Setting("max_body_bytes", "Receiver", 2_000_000, int, "larger uploads are refused with 400 unread",
             range=Range(1, 2**31)),
     Setting("duplicate_window_hours", "Receiver", 24.0, float,

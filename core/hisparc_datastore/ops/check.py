@@ -17,6 +17,7 @@ import errno
 import http.client
 import os
 import pwd
+import shutil
 import socket
 import xmlrpc.client
 from pathlib import Path
@@ -108,6 +109,37 @@ def station_list_findings(settings: Settings) -> list[Finding]:
     return [Finding(f"{what}: {len(stations)} stations")]
 
 
+def disk_findings(settings: Settings) -> list[Finding]:
+    """Free space in ``data_dir`` above both reserves, the receiver's above the writer's: below
+    the writer's the writer stores nothing, below the receiver's every upload is answered 205,
+    and with the receiver's reserve not above the writer's the receiver may fill the disk with
+    uploads the writer then has no room to store."""
+    if not settings.data_dir.is_dir():
+        return []  # data_dir_findings says so
+    findings = []
+    writer, receiver = settings.reserve_mb, settings.receiver_reserve_mb
+    if receiver <= writer and receiver:
+        findings.append(Finding(
+            f"[Receiver] receiver_reserve_mb = {receiver}",
+            f"not above [Writer] reserve_mb = {writer}: the receiver could fill the disk with "
+            "uploads the writer has no room to store"))
+    try:
+        free = shutil.disk_usage(settings.data_dir).free
+    except OSError as exc:
+        return findings + [Finding(f"free space in {settings.data_dir}", exc.strerror or str(exc))]
+    what = f"free space in {settings.data_dir}: {free / 2**20:.0f} MB"
+    if free < writer * 2**20:
+        findings.append(Finding(what, f"below [Writer] reserve_mb = {writer}: the writer would "
+                                      "store nothing"))
+    elif free < receiver * 2**20:
+        findings.append(Finding(what, f"below [Receiver] receiver_reserve_mb = {receiver}: every "
+                                      "upload would be answered 205"))
+    else:
+        findings.append(Finding(f"{what}, above both reserves ({writer} MB writer, {receiver} MB "
+                                "receiver)"))
+    return findings
+
+
 def log_findings(settings: Settings) -> list[Finding]:
     if settings.log is None:
         return [Finding("[General] log: none, standard error")]
@@ -163,6 +195,7 @@ def run_checks(settings: Settings, serve_bind: str | None, config_server_bind: s
     findings = [Finding(f"configuration {settings.source}")]
     findings += data_dir_findings(settings)
     findings += station_list_findings(settings)
+    findings += disk_findings(settings)
     if settings.station_list_url:
         folder = settings.station_list.parent
         findings.append(_writable(folder, f"config-server may replace the station list in {folder}"))

@@ -14,6 +14,7 @@ import hashlib
 import ipaddress
 import logging
 import re
+import shutil
 import sqlite3
 import time
 import urllib.parse
@@ -270,6 +271,12 @@ class ReceiverApp:
             # may yet fail, so this one may not say 100. The station retries.
             return Outcome(RC_TRANSACTION_FAILED, station_id, f"the same upload (md5 {checksum}) "
                            "is being queued by another request")
+        short = self._short_of_room(len(payload))
+        if short:
+            # Not kept in quarantine: that would spend the room the writer needs. The station
+            # keeps the upload and retries.
+            self._release(station_id, checksum, name)
+            return Outcome(RC_TRANSACTION_FAILED, station_id, short)
         faults.point("receiver-claimed")
         try:
             return self._queue(station, payload, checksum, name)
@@ -316,6 +323,22 @@ class ReceiverApp:
         faults.point("receiver-remembered")
         return Outcome(RC_OK, station_id,
                        f"{len(event_list)} events -> {path.parent.name}/{path.name}")
+
+    def _short_of_room(self, size: int) -> str | None:
+        """Why queueing ``size`` more bytes would eat into ``[Receiver] receiver_reserve_mb``,
+        or None. The writer needs room to store what was accepted: a receiver filling the disk
+        to the last byte would leave it waiting with every upload queued and none stored."""
+        reserve = self.settings.receiver_reserve_mb * 2**20
+        if not reserve:
+            return None
+        try:
+            free = shutil.disk_usage(self.settings.data_dir).free
+        except OSError:
+            return None  # writing the queue file meets whatever is wrong, and says so
+        if free - size >= reserve:
+            return None
+        return (f"disk nearly full: {free / 2**20:.1f} MB free in {self.settings.data_dir}, "
+                f"below [Receiver] receiver_reserve_mb = {self.settings.receiver_reserve_mb}")
 
     def _claim(self, station_id: int, checksum: str, name: str) -> str:
         if self.dedup is None:
