@@ -73,7 +73,7 @@ def start_metrics(writer, settings):
 def cmd_status(args: argparse.Namespace) -> int:
     from hisparc_datastore.ops.status import status_command
 
-    return status_command(args.config, as_json=args.json)
+    return status_command(args.config, as_json=args.json, as_nagios=args.nagios)
 
 
 def cmd_plugins(args: argparse.Namespace) -> int:
@@ -198,16 +198,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("status", help="is ingestion healthy: writer, queue, stations, disk (exit 1 if not)")
     p.add_argument("config")
-    p.add_argument("--json", action="store_true", help="print one JSON object")
+    form = p.add_mutually_exclusive_group()
+    form.add_argument("--json", action="store_true", help="print one JSON object")
+    form.add_argument("--nagios", action="store_true",
+                      help="print one line with perfdata and exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN")
     p.set_defaults(func=cmd_status)
 
     p = sub.add_parser("check", help="check a configuration and this host: paths, permissions, "
                        "station list, ports, plugins (exit 1 on any problem)")
     p.add_argument("config")
-    p.add_argument("--serve-bind", default="127.0.0.1:8080",
-                   help="the receiver's --bind to check (default %(default)s; empty: none)")
-    p.add_argument("--config-server-bind", default="127.0.0.1:8002",
-                   help="config-server's --bind to check (default %(default)s; empty: none)")
+    p.add_argument("--serve-bind",
+                   help="the receiver's address to check (default: [Receiver] receiver_bind; empty: none)")
+    p.add_argument("--config-server-bind",
+                   help="config-server's address to check (default: [ConfigServer] config_server_bind "
+                        "when station_list_url is set; empty: none)")
     p.set_defaults(func=cmd_check)
 
     p = sub.add_parser("init", help="create data_dir and its queue folders, then check them")
@@ -228,7 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("serve", help="receive station uploads over HTTP and queue them")
     p.add_argument("config")
-    p.add_argument("--bind", default="127.0.0.1:8080", help="HOST:PORT (default %(default)s)")
+    p.add_argument("--bind", help="HOST:PORT (default: [Receiver] receiver_bind)")
     p.add_argument("--threads", type=int, default=8,
                    help="requests handled at once (default %(default)s; the deployed uWSGI ran 9 workers)")
     p.add_argument("--quiet", action="store_true", help="log only to the configured log file")
@@ -262,7 +266,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("config-server",
                        help="answer publicdb's reload_datastore() over XML-RPC at /RPC2")
     p.add_argument("config")
-    p.add_argument("--bind", default="127.0.0.1:8002", help="HOST:PORT (default %(default)s)")
+    p.add_argument("--bind", help="HOST:PORT (default: [ConfigServer] config_server_bind)")
     p.add_argument("--quiet", action="store_true", help="log only to the configured log file")
     p.set_defaults(func=cmd_config_server)
 
@@ -289,7 +293,7 @@ def build_parser() -> argparse.ArgumentParser:
 def cmd_check(args: argparse.Namespace) -> int:
     from hisparc_datastore.ops.check import check_command
 
-    return check_command(args.config, args.serve_bind or None, args.config_server_bind or None)
+    return check_command(args.config, args.serve_bind, args.config_server_bind)
 
 
 def cmd_init(args: argparse.Namespace) -> int:

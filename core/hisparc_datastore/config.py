@@ -125,6 +125,9 @@ SETTINGS: tuple[Setting, ...] = (
             "queue file aside in `suspicious/`; `requeue` stores it anyway", range=Range(1, 10**7)),
     Setting("station_list_url", "General", None, str,
             "publicdb's `/config/datastore` page, for `config-server` and `fetch-stations`", check=_url),
+    Setting("quiet_after_s", "General", 3600.0, float,
+            "a listed station with no upload received or stored for this long is silent: listed first "
+            "in `datastore status`, a warning for `--nagios`", range=Range(0, open_low=True)),
     Setting("sleep", "Writer", 5.0, float, "seconds between looks at an empty queue",
             range=Range(0, 3600, open_low=True)),
     Setting("batch_uploads", "Writer", 50, int, "most uploads stored per journaled batch",
@@ -152,6 +155,9 @@ SETTINGS: tuple[Setting, ...] = (
             range=Range(0, open_low=True)),
     Setting("metrics_bind", "Writer", None, str,
             "`HOST:PORT` where the writer serves Prometheus metrics (`/metrics`)", check=_host_port),
+    Setting("receiver_bind", "Receiver", "127.0.0.1:8080", str,
+            "`HOST:PORT` where `datastore serve` listens (its `--bind` overrides it) and where "
+            "`status` and `check` look for it", check=_host_port),
     # Above the writer's reserve: the gap is the writer's room for its batches and day-file
     # copies, so uploads accepted on a small disk can still be stored.
     Setting("receiver_reserve_mb", "Receiver", 300, int,
@@ -173,6 +179,9 @@ SETTINGS: tuple[Setting, ...] = (
             "addresses of reverse proxies (comma-separated): from them the station's address is the last "
             "one in `X-Forwarded-For`, for the log and the password guard; from any other peer the "
             "header is ignored"),
+    Setting("config_server_bind", "ConfigServer", "127.0.0.1:8002", str,
+            "`HOST:PORT` where `datastore config-server` listens (its `--bind` overrides it) and where "
+            "`status` and `check` look for it", check=_host_port),
 )
 
 

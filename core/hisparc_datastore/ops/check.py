@@ -14,24 +14,22 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import http.client
 import os
 import pwd
 import shutil
 import socket
-import xmlrpc.client
 from pathlib import Path
 
 import attrs
 
 from hisparc_datastore.config import ConfigError, Settings, load_settings, split_host_port
+from hisparc_datastore.ops.health import PROBE_TIMEOUT, probe
 
 # Files in data_dir the services rewrite in place, as far as they exist.
 _DATA_FILES = ("writer.lock", "writer-state.json", "receiver.sqlite", "receiver.sqlite-wal",
                "receiver.sqlite-shm")
 # Folders the receiver writes into; without them it can only answer 205.
 RECEIVER_FOLDERS = ("tmp", "incoming", "suspicious", "quarantine")
-PROBE_TIMEOUT = 3.0
 
 
 @attrs.frozen
@@ -174,22 +172,30 @@ def _family(host: str) -> socket.AddressFamily:
 
 
 def _answers_as(service: str, host: str, port: int) -> bool:
-    connection = http.client.HTTPConnection(host, port, timeout=PROBE_TIMEOUT)
+    bind = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    return probe(service, bind, PROBE_TIMEOUT).up
+
+
+def station_list_url_findings(settings: Settings) -> list[Finding]:
+    """``station_list_url`` answers with a list every line of which is a station (nothing is
+    installed: that is ``fetch-stations``)."""
+    from hisparc_datastore.stations.stationlist import StationListRefused
+    from hisparc_datastore.stations.sync import check_station_list, fetch_station_list
+
+    url = settings.station_list_url
+    if not url:
+        return []
+    what = f"[General] station_list_url {url}"
     try:
-        if service == "config-server":
-            connection.request("POST", "/RPC2", xmlrpc.client.dumps((), "system.listMethods"),
-                               {"Content-Type": "text/xml"})
-            return b"reload_datastore" in connection.getresponse().read(65536)
-        connection.request("GET", "/metrics")
-        body = connection.getresponse().read(1 << 20)
-        return (b"datastore_writer_" if service == "writer" else b"datastore_uploads_total") in body
-    except (OSError, http.client.HTTPException):
-        return False
-    finally:
-        connection.close()
+        count = check_station_list(fetch_station_list(url, PROBE_TIMEOUT * 3), url)
+    except StationListRefused as exc:
+        return [Finding(what, str(exc).removeprefix(f"{url}: "))]
+    return [Finding(f"{what}: {count} stations")]
 
 
-def run_checks(settings: Settings, serve_bind: str | None, config_server_bind: str | None) -> list[Finding]:
+def run_checks(settings: Settings, serve_bind: str | None = None,
+               config_server_bind: str | None = None) -> list[Finding]:
+    """Every check; a bind None is the one the configuration names, empty skips that port."""
     from hisparc_datastore.plugin.registry import load_registry
 
     findings = [Finding(f"configuration {settings.source}")]
@@ -199,10 +205,14 @@ def run_checks(settings: Settings, serve_bind: str | None, config_server_bind: s
     if settings.station_list_url:
         folder = settings.station_list.parent
         findings.append(_writable(folder, f"config-server may replace the station list in {folder}"))
+        findings += station_list_url_findings(settings)
     findings += log_findings(settings)
     registry = load_registry()
     findings.append(Finding(f"plugins: {len(registry)} event types") if len(registry)
                     else Finding("plugins", "none installed: the writer could store nothing"))
+    serve_bind = settings.receiver_bind if serve_bind is None else serve_bind
+    if config_server_bind is None and settings.station_list_url:
+        config_server_bind = settings.config_server_bind
     if serve_bind:
         findings.append(port_finding("serve --bind", serve_bind, "receiver"))
     if settings.metrics_bind:

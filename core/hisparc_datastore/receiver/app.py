@@ -25,6 +25,8 @@ import attrs
 
 from hisparc_datastore.codec.decoding import DecodeError, Upload, parse_event_list
 from hisparc_datastore.config import ConfigError, Settings
+from hisparc_datastore.ops.health import CONTENT_TYPE as HEALTH_CONTENT_TYPE
+from hisparc_datastore.ops.health import HEALTH_PATH, health_body
 from hisparc_datastore.ops.http import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from hisparc_datastore.queue.folders import DB_NAME
 from hisparc_datastore.receiver.claims import DUPLICATE, IN_FLIGHT, NEW, Dedup
@@ -185,14 +187,22 @@ class ReceiverApp:
         # Everything below (the log, the password guard) sees the station's own address.
         environ["REMOTE_ADDR"] = client_address(environ, self.trusted_proxies)
         # Exactly /metrics, as the proxy's `location = /metrics` admits it (/foo/metrics got past).
-        to_metrics = environ.get("PATH_INFO", "") == "/metrics"
-        if to_metrics and environ.get("REQUEST_METHOD") in ("GET", "HEAD"):
-            return self._respond(start_response, self.metrics.render(), METRICS_CONTENT_TYPE)
+        path, method = environ.get("PATH_INFO", ""), environ.get("REQUEST_METHOD")
+        if method in ("GET", "HEAD") and path in _PAGES:
+            body, content_type = _PAGES[path](self)
+            return self._respond(start_response, body, content_type)
         started = time.perf_counter()
         size = _content_length(environ)
+        if method != "POST":
+            # A probe or a browser, not a station: answered as the protocol would, never
+            # counted as an upload (a health check used to count as a refused one).
+            self.metrics.not_an_upload()
+            log.warning("not an upload from %s: %s %s", environ.get("REMOTE_ADDR", "?"),
+                        clip(repr(method)), clip(repr(path)))
+            return self._respond(start_response, RC_INVALID_POST)
         try:
-            if to_metrics:
-                raise InvalidPost("/metrics takes no uploads")
+            if path in _PAGES:
+                raise InvalidPost(f"{path} takes no uploads")
             outcome = self.handle(environ, size)
         except InvalidPost as exc:
             outcome = Outcome(RC_INVALID_POST, detail=f"invalid POST: {exc}")
@@ -416,6 +426,13 @@ class ReceiverApp:
             return outcome
         kept = f"kept as quarantine/{path.name}" + (f", refused {count} times" if count > 1 else "")
         return attrs.evolve(outcome, detail=f"{outcome.detail}; {kept}")
+
+
+# What a GET may ask for; every other GET is answered as an invalid upload.
+_PAGES: dict[str, Callable[[ReceiverApp], tuple[str, str]]] = {
+    "/metrics": lambda app: (app.metrics.render(), METRICS_CONTENT_TYPE),
+    HEALTH_PATH: lambda app: (health_body("receiver").decode(), HEALTH_CONTENT_TYPE),
+}
 
 
 def _describe(exc: BaseException) -> str:

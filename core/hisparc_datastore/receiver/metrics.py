@@ -21,6 +21,7 @@ class Metrics:
         self._lock = threading.Lock()
         self._codes = dict.fromkeys(RETURN_CODES, 0)
         self._duplicates = 0
+        self._not_uploads = 0
         self._bytes = 0
         self._seconds = 0.0
         self._started = time.time()
@@ -33,6 +34,10 @@ class Metrics:
             if duplicate:
                 self._duplicates += 1
 
+    def not_an_upload(self) -> None:
+        with self._lock:
+            self._not_uploads += 1
+
     def count(self, code: str) -> int:
         with self._lock:
             return self._codes.get(code, 0)
@@ -41,9 +46,13 @@ class Metrics:
         with self._lock:
             codes = dict(self._codes)
             duplicates, size, seconds = self._duplicates, self._bytes, self._seconds
+            not_uploads = self._not_uploads
         return exposition(
             metric("datastore_uploads_total", "counter", "Upload requests answered, by return code.",
                    by=("code", dict(sorted(codes.items())))),
+            metric("datastore_not_upload_requests_total", "counter",
+                   "Requests other than a POST (probes, browsers): answered 400, not counted as uploads.",
+                   not_uploads),
             metric("datastore_duplicate_uploads_total", "counter",
                    "Uploads answered 100 as re-sends of a queued one.", duplicates),
             metric("datastore_upload_bytes_total", "counter",

@@ -296,11 +296,12 @@ class ServerThread:
         self.stop()
 
 
-def serve(config_path: str | os.PathLike, bind: str = "127.0.0.1:8080",
+def serve(config_path: str | os.PathLike, bind: str | None = None,
           threads: int = DEFAULT_THREADS, also_stderr: bool = True) -> int:
     """Receive uploads until SIGTERM or SIGINT; returns the exit status (0). SIGHUP reopens
     the log (after logrotate) and re-reads the station list."""
     settings = load_settings(config_path)
+    bind = bind or settings.receiver_bind  # the flag overrides the setting
     host, port = parse_bind(bind)
     require_data_dir(settings)
     configure_logging(settings, also_stderr=also_stderr)

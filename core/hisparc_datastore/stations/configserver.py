@@ -23,13 +23,14 @@ from typing import Any
 from xmlrpc.server import SimpleXMLRPCRequestHandler, SimpleXMLRPCServer
 
 from hisparc_datastore.config import ConfigError, Settings, load_settings
+from hisparc_datastore.ops.health import CONTENT_TYPE as HEALTH_CONTENT_TYPE
+from hisparc_datastore.ops.health import HEALTH_PATH, health_body
 from hisparc_datastore.ops.logsetup import configure_logging
 from hisparc_datastore.ops.logsetup import reopen as reopen_logs
 from hisparc_datastore.stations.sync import StationListRefused, reload_from_publicdb
 
 log = logging.getLogger(__name__)
 
-DEFAULT_BIND = "127.0.0.1:8002"
 RPC_PATH = "/RPC2"
 FAULT_REFUSED = 1  # the fault code publicdb sees when a list is refused
 
@@ -58,6 +59,22 @@ class _Handler(SimpleXMLRPCRequestHandler):
             self.close_connection = True
             return
         super().do_POST()
+
+    def do_GET(self) -> None:
+        """``/health`` for probes; anything else 404 in plain text (http.server's default was
+        501 with an HTML page)."""
+        if self.path.split("?", 1)[0] == HEALTH_PATH:
+            self._answer(200, health_body("config-server"), HEALTH_CONTENT_TYPE)
+        else:
+            self._answer(404, f"not found: the config server answers POST {RPC_PATH} and GET "
+                              f"{HEALTH_PATH}\n".encode(), "text/plain; charset=utf-8")
+
+    def _answer(self, status: int, body: bytes, content_type: str) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
 
     def log_message(self, format: str, *args: object) -> None:
         log.info("%s %s", self.address_string(), format % args)
@@ -125,12 +142,13 @@ def make_config_server(settings: Settings, host: str = "127.0.0.1", port: int = 
     return server
 
 
-def config_server_command(config: str | os.PathLike, bind: str = DEFAULT_BIND,
+def config_server_command(config: str | os.PathLike, bind: str | None = None,
                           also_stderr: bool = True) -> int:
     """Serve until SIGTERM or SIGINT; returns the exit status (0). SIGHUP reopens the log."""
     from hisparc_datastore.ops.http import parse_bind
 
     settings = load_settings(config)
+    bind = bind or settings.config_server_bind
     host, port = parse_bind(bind)
     configure_logging(settings, also_stderr=also_stderr)
     if not settings.station_list_url:

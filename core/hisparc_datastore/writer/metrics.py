@@ -20,6 +20,8 @@ import threading
 import time
 from typing import Any
 
+from hisparc_datastore.ops.health import CONTENT_TYPE as HEALTH_CONTENT_TYPE
+from hisparc_datastore.ops.health import HEALTH_PATH, health_body
 from hisparc_datastore.ops.http import CONTENT_TYPE, exposition, metric
 from hisparc_datastore.queue.folders import FOLDERS, folder_usage
 
@@ -80,12 +82,16 @@ class MetricsServer:
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_GET(self) -> None:
                 # Exactly /metrics: a proxy's `location = /metrics` then admits nothing else.
-                if self.path.split("?", 1)[0] != "/metrics":
+                path = self.path.split("?", 1)[0]
+                if path == HEALTH_PATH:
+                    body, content_type = health_body("writer"), HEALTH_CONTENT_TYPE
+                elif path == "/metrics":
+                    body, content_type = render(owner).encode(), CONTENT_TYPE
+                else:
                     self.send_error(404)
                     return
-                body = render(owner).encode()
                 self.send_response(200)
-                self.send_header("Content-Type", CONTENT_TYPE)
+                self.send_header("Content-Type", content_type)
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
                 self.wfile.write(body)
