@@ -108,7 +108,7 @@ def test_every_service_answers_health_and_a_get_is_never_an_upload(tmp_path):
             metrics = scrape(f"{server.url}metrics")
             counted = [name for name, n in metrics.items() if name.startswith("datastore_uploads") and n]
             assert counted == []
-            assert metrics["datastore_not_upload_requests_total"] == 2
+            assert metrics["datastore_receiver_not_upload_requests_total"] == 2
 
         base = f"http://127.0.0.1:{rpc.server_address[1]}"
         status_, content_type, body = get(f"{base}/health")

@@ -130,18 +130,19 @@ def test_a_running_writer_is_healthy_and_its_metrics_and_state_tell_what_it_stor
         metrics = scrape(f"http://127.0.0.1:{port}/metrics")
         assert metrics['datastore_writer_events_stored_total{type="CIC"}'] == 36
         assert metrics['datastore_writer_events_stored_total{type="SIN"}'] == 64
-        assert metrics["datastore_writer_uploads_total"] == 1
+        assert metrics["datastore_writer_uploads_stored_total"] == 1
         assert metrics["datastore_writer_batches_total"] == 1
         assert metrics["datastore_writer_storage_errors_total"] == 0
         assert metrics["datastore_writer_quarantined_files_total"] == 0
-        assert metrics['datastore_queue_files{folder="incoming"}'] == 0
-        assert 0 <= metrics["datastore_writer_last_batch_age_seconds"] < 3600
+        assert metrics['datastore_writer_queue_files{folder="incoming"}'] == 0
+        assert 0 <= time.time() - metrics["datastore_writer_last_batch_timestamp_seconds"] < 3600
 
         # an upload that cannot be read is quarantined, and counted
         (tmp_path / "data/incoming/garbage-510").write_bytes(b"not a pickle")
         assert wait_for(lambda: scrape(f"http://127.0.0.1:{port}/metrics")
                         ["datastore_writer_quarantined_files_total"] == 1)
-        assert scrape(f"http://127.0.0.1:{port}/metrics")['datastore_queue_files{folder="quarantine"}'] == 1
+        quarantine = 'datastore_writer_queue_files{folder="quarantine"}'
+        assert scrape(f"http://127.0.0.1:{port}/metrics")[quarantine] == 1
     finally:
         writer.send_signal(signal.SIGTERM)
         assert writer.wait(timeout=60) == 0, writer.stderr.read()

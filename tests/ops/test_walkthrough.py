@@ -110,7 +110,7 @@ def test_the_operations_walkthrough_works_for_an_unprivileged_user(home, testdat
         status = run("status", str(config))
         assert status.returncode == 0, status.stdout + status.stderr
         with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=60) as reply:
-            assert "datastore_writer_uploads_total 1" in reply.read().decode()
+            assert "datastore_writer_uploads_stored_total 1" in reply.read().decode()
         summary = run("summary", str(home / "data"))
         assert summary.returncode == 0 and "99" in summary.stdout, summary.stdout + summary.stderr
         quarantine = run("quarantine", str(config))

@@ -27,6 +27,7 @@ from hisparc_datastore.ops.check import data_dir_findings, station_list_findings
 from hisparc_datastore.ops.disk import disk_report
 from hisparc_datastore.ops.health import probe
 from hisparc_datastore.queue.folders import DATES_SUFFIX, DB_NAME, FOLDERS, folder_usage
+from hisparc_datastore.receiver.activity import read_activity
 from hisparc_datastore.stations.stationlist import parse_station_list
 from hisparc_datastore.writer.lock import writer_holding
 from hisparc_datastore.writer.state import events_in_window, read_state
@@ -130,32 +131,68 @@ def _queue(report: Report) -> None:
 
 
 def _stations(report: Report) -> None:
+    """Per listed station (and any the writer or the receiver still remembers): what it last
+    sent, what was refused, what was stored; the silent ones first, longest silent first."""
     settings, now = report.settings, report.now
     try:
         text = settings.station_list.read_text(encoding="utf-8-sig", errors="replace")
         listed = parse_station_list(text, str(settings.station_list))
     except OSError:
         listed = {}
-    received = last_received(settings.data_dir)
+    activity = read_activity(settings.data_dir)
+    accepted = last_received(settings.data_dir)  # from before the receiver kept its records
     stored = {int(k): v for k, v in read_state(settings.data_dir).get("stations", {}).items()}
+    names = _event_tables()
+    today = time.strftime("%Y-%m-%d", time.gmtime(now))
     stations = []
-    for number in sorted(set(listed) | set(received) | set(stored)):
-        got = received.get(number)
-        put = stored.get(number, {}).get("last_stored")
+    for number in set(listed) | set(activity) | set(stored):
+        seen, kept = activity.get(number, {}), stored.get(number, {})
+        got = seen.get("last_upload") or accepted.get(number)
+        put = kept.get("last_stored")
         latest = max((t for t in (got, put) if t is not None), default=None)
+        refusal = seen.get("last_refusal")
+        aside = max((t for t in (seen.get("last_set_aside"), kept.get("last_set_aside")) if t), default=None)
+        counts = kept.get("today", {}).get("events", {}) if kept.get("today", {}).get("date") == today else {}
         stations.append({
             "number": number,
             "cluster": listed[number].cluster if number in listed else None,
             "listed": number in listed,
             "last_received": got,
+            "last_accepted": seen.get("last_accepted") or accepted.get(number),
+            "last_refusal": refusal,
+            "refusals": seen.get("refusals", {}),
+            "refused_since_accepted": seen.get("refused_since_accepted", 0),
             "last_stored": put,
+            "stored_today": {names.get(code, code): n for code, n in sorted(counts.items())},
+            # what it sent lately went to suspicious/ or quarantine, not into the day files
+            "set_aside": aside is not None and (put is None or aside > put),
+            "silent_s": None if latest is None else round(now - latest, 1),
             "quiet": latest is None or now - latest > settings.quiet_after_s,
         })
-    quiet = [s["number"] for s in stations if s["quiet"] and s["listed"]]
-    report.fields.update(stations=stations, quiet_stations=quiet, quiet_after_s=settings.quiet_after_s)
+    # silent longest first (never heard of: first of all), then by number
+    stations.sort(key=lambda s: (-(s["silent_s"] if s["silent_s"] is not None else float("inf")),
+                                 s["number"]))
+    quiet = sorted(s["number"] for s in stations if s["quiet"] and s["listed"])
+    aside = sorted(s["number"] for s in stations if s["set_aside"] and s["listed"])
+    refused = sorted(s["number"] for s in stations if s["listed"] and s["refused_since_accepted"])
+    report.fields.update(stations=stations, quiet_stations=quiet, quiet_after_s=settings.quiet_after_s,
+                         set_aside_stations=aside, refused_stations=refused)
     if quiet:
         report.warnings.append(f"{len(quiet)} of {len(listed)} listed stations silent for more than "
                                f"[General] quiet_after_s = {settings.quiet_after_s:g}")
+    if aside:
+        report.warnings.append(f"stations {', '.join(map(str, aside))}: what they sent lately was set "
+                               f"aside, not stored; see `datastore quarantine {settings.source}`")
+
+
+def _event_tables() -> dict[str, str]:
+    """Upload code -> table name of the installed plugins (codes stay codes without them)."""
+    try:
+        from hisparc_datastore.plugin.registry import load_registry
+
+        return {event_type.upload_code: event_type.table_name for event_type in load_registry()}
+    except Exception:  # noqa: BLE001 - a broken plugin must not hide the status
+        return {}
 
 
 def _services(report: Report) -> None:
@@ -268,13 +305,24 @@ def render(status: dict[str, Any]) -> str:
     lines.append(f"archive    {status['archive_files']} files, {_size(status['archive_bytes'])}")
     quiet = len(status["quiet_stations"])
     lines.append(f"stations   {len(status['stations'])} known, {quiet} quiet (nothing for "
-                 f"{_age(status['quiet_after_s'])})")
-    lines.append(f"  {'station':>7}  {'cluster':<12} {'last received':<34} last stored")
+                 f"{_age(status['quiet_after_s'])}), silent longest first")
+    lines.append(f"  {'station':>7}  {'cluster':<12} {'last received':<34} {'last stored':<34} "
+                 "stored today; refusals")
     for s in status["stations"]:
-        mark = "  QUIET" if s["quiet"] else ""
-        unlisted = "" if s["listed"] else "  (not in the station list)"
+        notes = []
+        refusal = s["last_refusal"]
+        if refusal and s["refused_since_accepted"]:
+            notes.append(f"REFUSED {refusal['code']} {s['refused_since_accepted']}x since last accepted, "
+                         f"last {_age(now - refusal['at'])} ago: {refusal['detail'][:80]}")
+        if s["set_aside"]:
+            notes.append("SET ASIDE: see `datastore quarantine`")
+        if s["quiet"]:
+            notes.append("QUIET")
+        if not s["listed"]:
+            notes.append("(not in the station list)")
+        today = ", ".join(f"{table} {n}" for table, n in s["stored_today"].items()) or "-"
         lines.append(f"  {s['number']:>7}  {s['cluster'] or '-':<12} {_when(s['last_received'], now):<34} "
-                     f"{_when(s['last_stored'], now)}{mark}{unlisted}")
+                     f"{_when(s['last_stored'], now):<34} {today}" + "".join(f"; {n}" for n in notes))
     return "\n".join(lines)
 
 

@@ -29,6 +29,7 @@ from hisparc_datastore.ops.health import CONTENT_TYPE as HEALTH_CONTENT_TYPE
 from hisparc_datastore.ops.health import HEALTH_PATH, health_body
 from hisparc_datastore.ops.http import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from hisparc_datastore.queue.folders import DB_NAME
+from hisparc_datastore.receiver.activity import StationActivity
 from hisparc_datastore.receiver.claims import DUPLICATE, IN_FLIGHT, NEW, Dedup
 from hisparc_datastore.receiver.guard import PasswordGuard
 from hisparc_datastore.receiver.metrics import Metrics
@@ -72,6 +73,7 @@ class Outcome:
     detail: str = ""
     duplicate: bool = False
     quiet: bool = False  # logged in summary elsewhere (PasswordGuard), not line by line
+    set_aside: bool = False  # kept in suspicious/ or quarantine, not queued for storing
 
 
 def read_body(stream: Any, length: int) -> bytes:
@@ -174,13 +176,14 @@ class ReceiverApp:
 
     def __init__(self, settings: Settings, stations: StationList, spool: Spool,
                  dedup: Dedup | None, metrics: Metrics | None = None,
-                 guard: PasswordGuard | None = None) -> None:
+                 guard: PasswordGuard | None = None, activity: StationActivity | None = None) -> None:
         self.settings = settings
         self.stations = stations
         self.spool = spool
         self.dedup = dedup
         self.metrics = metrics or Metrics()
         self.guard = guard or PasswordGuard()
+        self.activity = activity or StationActivity(None)
         self.trusted_proxies = parse_trusted_proxies(settings)
 
     def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
@@ -211,6 +214,9 @@ class ReceiverApp:
             outcome = Outcome(RC_TRANSACTION_FAILED, detail=f"unexpected error: {_describe(exc)}")
         elapsed = time.perf_counter() - started
         self.metrics.record(outcome.code, max(size or 0, 0), elapsed, outcome.duplicate)
+        # Per station only for listed ones: a client cannot add records by inventing numbers.
+        if outcome.station_id is not None and self.stations.get(outcome.station_id) is not None:
+            self.activity.record(outcome.station_id, outcome.code, outcome.detail, outcome.set_aside)
         if outcome.quiet:
             return self._respond(start_response, outcome.code)
         level = (logging.INFO if outcome.code == RC_OK
@@ -332,7 +338,8 @@ class ReceiverApp:
         self._settle(self.dedup.remember if self.dedup else None, station_id, checksum, name)
         faults.point("receiver-remembered")
         return Outcome(RC_OK, station_id,
-                       f"{len(event_list)} events -> {path.parent.name}/{path.name}")
+                       f"{len(event_list)} events -> {path.parent.name}/{path.name}",
+                       set_aside=suspicious is not None)
 
     def _short_of_room(self, size: int) -> str | None:
         """Why queueing ``size`` more bytes would eat into ``[Receiver] receiver_reserve_mb``,
@@ -425,12 +432,12 @@ class ReceiverApp:
             log.error("cannot keep refused upload of station %s: %s", outcome.station_id, _describe(exc))
             return outcome
         kept = f"kept as quarantine/{path.name}" + (f", refused {count} times" if count > 1 else "")
-        return attrs.evolve(outcome, detail=f"{outcome.detail}; {kept}")
+        return attrs.evolve(outcome, detail=f"{outcome.detail}; {kept}", set_aside=True)
 
 
 # What a GET may ask for; every other GET is answered as an invalid upload.
 _PAGES: dict[str, Callable[[ReceiverApp], tuple[str, str]]] = {
-    "/metrics": lambda app: (app.metrics.render(), METRICS_CONTENT_TYPE),
+    "/metrics": lambda app: (app.metrics.render(app.activity, len(app.stations)), METRICS_CONTENT_TYPE),
     HEALTH_PATH: lambda app: (health_body("receiver").decode(), HEALTH_CONTENT_TYPE),
 }
 
@@ -456,4 +463,5 @@ def build_app(settings: Settings, *, spool: Spool | None = None, dedup: bool = T
     remember = dedup and settings.duplicate_window_hours > 0
     memory = (Dedup(settings.data_dir / DB_NAME, settings.duplicate_window_hours, spool.queue.tmp)
               if remember else None)
-    return ReceiverApp(settings, StationList(settings.station_list), spool, memory, metrics)
+    return ReceiverApp(settings, StationList(settings.station_list), spool, memory, metrics,
+                       activity=StationActivity(settings.data_dir))

@@ -63,6 +63,7 @@ class Writer:
         self.context = StoreContext.open(settings)
         self.queue, self.journal, self.files = self.context.queue, self.context.journal, self.context.files
         self.tally = Tally()
+        self.started = time.time()  # for /metrics
         self.state = WriterState(settings.data_dir, fsync=settings.fsync)  # for `datastore status`
         self.held = HeldFiles()  # day files a reader holds open, and the uploads waiting for them
         self._stop = threading.Event()
