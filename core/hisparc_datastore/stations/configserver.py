@@ -18,6 +18,7 @@ import os
 import signal
 import socketserver
 import threading
+import time
 import xmlrpc.client
 from typing import Any
 from xmlrpc.server import SimpleXMLRPCRequestHandler, SimpleXMLRPCServer
@@ -25,9 +26,12 @@ from xmlrpc.server import SimpleXMLRPCRequestHandler, SimpleXMLRPCServer
 from hisparc_datastore.config import ConfigError, Settings, load_settings
 from hisparc_datastore.ops.health import CONTENT_TYPE as HEALTH_CONTENT_TYPE
 from hisparc_datastore.ops.health import HEALTH_PATH, health_body
+from hisparc_datastore.ops.http import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from hisparc_datastore.ops.http import build_info, exposition, metric
 from hisparc_datastore.ops.logsetup import configure_logging
 from hisparc_datastore.ops.logsetup import reopen as reopen_logs
-from hisparc_datastore.stations.sync import StationListRefused, reload_from_publicdb
+from hisparc_datastore.stations.stationlist import parse_station_list
+from hisparc_datastore.stations.sync import StationListRefused, StationListUnreachable, reload_from_publicdb
 
 log = logging.getLogger(__name__)
 
@@ -63,11 +67,14 @@ class _Handler(SimpleXMLRPCRequestHandler):
     def do_GET(self) -> None:
         """``/health`` for probes; anything else 404 in plain text (http.server's default was
         501 with an HTML page)."""
-        if self.path.split("?", 1)[0] == HEALTH_PATH:
+        path = self.path.split("?", 1)[0]
+        if path == HEALTH_PATH:
             self._answer(200, health_body("config-server"), HEALTH_CONTENT_TYPE)
+        elif path == "/metrics":
+            self._answer(200, self.server.service.render_metrics().encode(), METRICS_CONTENT_TYPE)
         else:
-            self._answer(404, f"not found: the config server answers POST {RPC_PATH} and GET "
-                              f"{HEALTH_PATH}\n".encode(), "text/plain; charset=utf-8")
+            self._answer(404, f"not found: the config server answers POST {RPC_PATH}, GET "
+                              f"{HEALTH_PATH} and GET /metrics\n".encode(), "text/plain; charset=utf-8")
 
     def _answer(self, status: int, body: bytes, content_type: str) -> None:
         self.send_response(status)
@@ -116,20 +123,71 @@ class _Server(socketserver.ThreadingMixIn, SimpleXMLRPCServer):
             self._slots.release()
 
 
+# What a reload came to: the station list replaced, fetched but the same, refused on its
+# merits (an error page, a broken line), or publicdb not reached at all.
+RESULTS = ("replaced", "unchanged", "refused", "unreachable")
+PREFIX = "datastore_config_server"
+
+
 class ConfigService:
-    """The functions offered over XML-RPC."""
+    """The functions offered over XML-RPC, and what they did for ``/metrics``."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self._one_at_a_time = threading.Lock()  # two pushes never write the list at once
+        self.results = dict.fromkeys(RESULTS, 0)
+        self.last_result: str | None = None
+        self.last_reload: float | None = None
+        self.started = time.time()
 
     def reload_datastore(self) -> bool:
         with self._one_at_a_time:
             try:
-                reload_from_publicdb(self.settings)
-            except (StationListRefused, ConfigError) as exc:
+                result = "replaced" if reload_from_publicdb(self.settings).changed else "unchanged"
+            except StationListUnreachable as exc:
+                self._count("unreachable")
                 raise xmlrpc.client.Fault(FAULT_REFUSED, f"station list not replaced: {exc}") from None
+            except (StationListRefused, ConfigError) as exc:
+                self._count("refused")
+                raise xmlrpc.client.Fault(FAULT_REFUSED, f"station list not replaced: {exc}") from None
+            self._count(result)
         return True
+
+    def _count(self, result: str) -> None:
+        self.results[result] += 1
+        self.last_result, self.last_reload = result, time.time()
+
+    def render_metrics(self) -> str:
+        """The config-server's metrics: its reloads and the station list in place."""
+        path = self.settings.station_list
+        parts = [
+            *build_info(PREFIX, self.started),
+            metric(f"{PREFIX}_reloads_total", "counter",
+                   "reload_datastore() calls by result: replaced, unchanged, refused (a list not "
+                   "installed on its merits), unreachable (publicdb not reached).",
+                   by=("result", dict(self.results))),
+            metric(f"{PREFIX}_last_reload_result", "gauge",
+                   "1 for the result of the last reload_datastore(), 0 for the others (all 0 before one).",
+                   by=("result", {result: int(result == self.last_result) for result in RESULTS})),
+        ]
+        if self.last_reload is not None:
+            parts.append(metric(f"{PREFIX}_last_reload_timestamp_seconds", "gauge",
+                                "When reload_datastore() was last called.", f"{self.last_reload:.3f}"))
+        try:
+            modified = path.stat().st_mtime
+            stations = len(parse_station_list(path.read_text(encoding="utf-8-sig", errors="replace"),
+                                              str(path)))
+        except OSError:
+            pass  # absent: the station list cannot be read, which status names
+        else:
+            parts += [
+                metric(f"{PREFIX}_station_list_modified_timestamp_seconds", "gauge",
+                       "When the station list in place was last written (its age: time() minus this).",
+                       f"{modified:.3f}"),
+                metric(f"{PREFIX}_station_list_stations", "gauge", "Stations in the station list in place.",
+                       stations),
+            ]
+        return exposition(*parts)
 
 
 def make_config_server(settings: Settings, host: str = "127.0.0.1", port: int = 0, *,
@@ -137,7 +195,8 @@ def make_config_server(settings: Settings, host: str = "127.0.0.1", port: int = 
     """An XML-RPC server (not yet serving) offering ``reload_datastore`` at ``/RPC2``."""
     handler = type("Handler", (_Handler,), {"timeout": client_timeout})
     server = _Server((host, port), requestHandler=handler, logRequests=True, allow_none=False)
-    server.register_function(ConfigService(settings).reload_datastore, "reload_datastore")
+    server.service = ConfigService(settings)
+    server.register_function(server.service.reload_datastore, "reload_datastore")
     server.register_introspection_functions()
     return server
 
