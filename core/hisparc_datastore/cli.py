@@ -157,7 +157,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     return simulate_command(args.data_dir, stations=args.stations, hours=args.hours,
                             start=args.start, seed=args.seed, post=args.post,
                             prepare_only=args.prepare, concurrency=args.concurrency,
-                            give_up_after=args.give_up_after)
+                            give_up_after=args.give_up_after, force=args.force)
 
 
 def cmd_config_server(args: argparse.Namespace) -> int:
@@ -261,6 +261,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="stations posting at once (default %(default)s)")
     p.add_argument("--give-up-after", type=float, default=600.0, metavar="SECONDS",
                    help="with --post: stop retrying refused uploads after this long (default %(default)s)")
+    p.add_argument("--force", action="store_true",
+                   help="queue into a data_dir a writer holds, and replace a config.ini or station list "
+                        "that holds something else (refused without it)")
     p.set_defaults(func=cmd_simulate)
 
     p = sub.add_parser("config-server",

@@ -17,34 +17,23 @@ import time
 from typing import Any
 
 from hisparc_datastore.config import Settings
-from hisparc_datastore.sim.summary import day_files
+from hisparc_datastore.storage.layout import day_file_path
 
 GROWTH_DAYS = 7  # days of day files the growth is averaged over
 MIN_SPAN_S = 3600.0  # less than this of data makes no rate worth telling
 
 
-def day_file_date(name: str) -> datetime.date | None:
-    try:
-        year, month, day = (int(part) for part in name.removesuffix(".h5").split("_"))
-        return datetime.date(year, month, day)
-    except ValueError:
-        return None
-
-
 def growth_per_day(settings: Settings, now: float) -> float | None:
     """Bytes a day the day files of the last GROWTH_DAYS days grew by; None without enough data."""
     today = datetime.datetime.fromtimestamp(now, datetime.timezone.utc).date()
-    first = today - datetime.timedelta(days=GROWTH_DAYS - 1)
     total, earliest = 0, None
-    for path in day_files(settings.data_dir):
-        date = day_file_date(path.name)
-        if date is None or not first <= date <= today:
-            continue
+    for back in range(GROWTH_DAYS - 1, -1, -1):
+        date = today - datetime.timedelta(days=back)
         try:
-            total += path.stat().st_size
+            total += day_file_path(settings.data_dir, date).stat().st_size
         except OSError:
             continue
-        earliest = date if earliest is None else min(earliest, date)
+        earliest = earliest or date
     if earliest is None:
         return None
     start = datetime.datetime.combine(earliest, datetime.time(), datetime.timezone.utc).timestamp()
