@@ -62,6 +62,10 @@ def _loglevel(value: str) -> str | None:
     return None if value.lower() in _LOG_LEVELS else f"use one of {', '.join(sorted(_LOG_LEVELS))}"
 
 
+def _log_format(value: str) -> str | None:
+    return None if value in ("text", "json") else "use text or json"
+
+
 def _absolute(value: Path) -> str | None:
     # Services run from / under systemd: a relative data_dir would land wherever they start.
     return None if value.is_absolute() else "must be an absolute path (a service's folder is / under systemd)"
@@ -109,6 +113,9 @@ SETTINGS: tuple[Setting, ...] = (
             "standard error"),
     Setting("loglevel", "General", "info", str, "`debug`, `info`, `warning`, `error` or `critical`",
             check=_loglevel),
+    Setting("log_format", "General", "text", str,
+            "`text` (one line: UTC time with offset, pid, logger, level, message) or `json` (one "
+            "object a line with the same fields)", check=_log_format),
     Setting("station_list", "General", REQUIRED, Path, "one `number,cluster,password` line per station"),
     Setting("data_dir", "General", REQUIRED, Path, "the queue, the day files and the writer's state",
             check=_absolute),

@@ -32,6 +32,7 @@ from hisparc_datastore.ops.logsetup import configure_logging
 from hisparc_datastore.ops.logsetup import reopen as reopen_logs
 from hisparc_datastore.stations.stationlist import parse_station_list
 from hisparc_datastore.stations.sync import StationListRefused, StationListUnreachable, reload_from_publicdb
+from hisparc_datastore.util.brief import clip
 
 log = logging.getLogger(__name__)
 
@@ -83,8 +84,15 @@ class _Handler(SimpleXMLRPCRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
+    def log_request(self, code: object = "-", size: object = "-") -> None:
+        # One line in the services' format, not http.server's own (a second time stamp, the
+        # raw request line): who, what, the answer.
+        log.info("%s %s %s: HTTP %s", self.client_address[0], getattr(self, "command", None) or "-",
+                 clip(repr(getattr(self, "path", ""))), getattr(code, "value", code))
+
     def log_message(self, format: str, *args: object) -> None:
-        log.info("%s %s", self.address_string(), format % args)
+        # http.server's errors (a bad request line, a time-out) come here
+        log.warning("%s %s", self.client_address[0], clip(format % args))
 
 
 class _Server(socketserver.ThreadingMixIn, SimpleXMLRPCServer):
