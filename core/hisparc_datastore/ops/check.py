@@ -246,6 +246,10 @@ def init_command(config: str | os.PathLike) -> int:
         print(f"created {data_dir}")
     with contextlib.suppress(PermissionError):  # reported below, one line per folder
         Queue(data_dir)
+    if settings.log is not None and not settings.log.parent.exists():
+        with contextlib.suppress(OSError):  # log_findings names the folder and the user
+            settings.log.parent.mkdir(parents=True)
+            print(f"created {settings.log.parent}")
     findings = data_dir_findings(settings) + station_list_findings(settings) + log_findings(settings)
     for finding in findings:
         print(finding.line())
