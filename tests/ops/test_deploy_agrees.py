@@ -14,7 +14,8 @@ from hisparc_datastore.config import load_settings
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
 CONFIG_PATH = "/srv/datastore/config.ini"
-DAEMONS = {"serve": "datastore-serve", "writer": "datastore-writer", "config-server": "datastore-config-server"}
+DAEMONS = {"serve": "datastore-serve", "writer": "datastore-writer",
+           "config-server": "datastore-config-server"}
 
 
 def unit(name: str) -> configparser.ConfigParser:
