@@ -25,11 +25,17 @@ QUARANTINE_LINES = 4  # reason lines `datastore quarantine` shows per file
 
 
 def cmd_writer(args: argparse.Namespace) -> int:
+    from hisparc_datastore.ops.check import queue_device_problem
     from hisparc_datastore.ops.logsetup import configure_logging
     from hisparc_datastore.writer.service import GaveUp, Writer
 
     settings = load_settings(args.config)
     require_data_dir(settings)
+    # Claiming and archiving rename and link between the queue folders: across file
+    # systems every batch would fail for ever.
+    problem = queue_device_problem(settings)
+    if problem:
+        raise ConfigError(setting_problem(settings.source, "General", "data_dir", settings.data_dir, problem))
     configure_logging(settings, also_stderr=not args.quiet)
     registry = load_registry()
     if not len(registry):

@@ -28,6 +28,7 @@ def write_config(tmp_path: Path, extra: str = "", data_dir: Path | None = None,
     if station_list is None:
         station_list = tmp_path / "stations.csv"
         station_list.write_text(STATIONS)
+        station_list.chmod(0o640)  # it holds the passwords: check refuses one any user may read
     config = tmp_path / "config.ini"
     config.write_text(f"[General]\nlog=\nloglevel=info\nstation_list={station_list}\ndata_dir={data_dir}\n"
                       f"minimum_year=2016\n[Writer]\nsleep=0.2\nfsync=false\n{extra}")

@@ -26,6 +26,7 @@ MB = 2**20
 
 def write_config(folder: Path, data_dir: Path, writer_mb: int, receiver_mb: int) -> Path:
     (folder / "stations.csv").write_text("99,amsterdam,pw99\n")
+    (folder / "stations.csv").chmod(0o640)
     data_dir.mkdir(exist_ok=True)
     config = folder / "config.ini"
     config.write_text(f"[General]\nlog=\nloglevel=info\nstation_list={folder}/stations.csv\n"

@@ -18,6 +18,7 @@ import os
 import pwd
 import shutil
 import socket
+import stat
 from pathlib import Path
 
 import attrs
@@ -79,6 +80,9 @@ def data_dir_findings(settings: Settings, writable: bool = True) -> list[Finding
     from hisparc_datastore.queue import QUEUE_DIRS
 
     findings = [_writable(data_dir, what)]
+    devices = queue_device_problem(settings)
+    if devices:
+        findings.append(Finding("queue folders", devices))
     for name in QUEUE_DIRS:
         if (data_dir / name).exists():
             findings.append(_writable(data_dir / name, f"{name}/"))
@@ -86,6 +90,68 @@ def data_dir_findings(settings: Settings, writable: bool = True) -> list[Finding
         if (data_dir / name).exists():
             findings.append(_writable(data_dir / name, name))
     return findings
+
+
+def queue_device_problem(settings: Settings) -> str | None:
+    """Why the services could not move uploads between the queue folders, or None: they
+    rename (tmp/ to incoming/, incoming/ to partial/, ...) and link (partial/ to
+    archive/uploads/), which work only within one file system. A folder mounted elsewhere
+    made every upload a 205, or left the writer retrying a cross-device link for ever."""
+    from hisparc_datastore.queue.folders import QUEUE_DIRS, UPLOADS
+
+    data_dir = settings.data_dir
+    try:
+        home = data_dir.stat().st_dev
+    except OSError:
+        return None  # data_dir_findings says why
+    elsewhere = []
+    for folder in [*(data_dir / name for name in QUEUE_DIRS), data_dir / "archive" / UPLOADS]:
+        try:
+            if folder.stat().st_dev != home:
+                elsewhere.append(f"{folder.relative_to(data_dir)}/")
+        except OSError:
+            continue  # not made yet: it will be made in data_dir
+    if not elsewhere:
+        return None
+    return (f"{', '.join(elsewhere)} on another file system than {data_dir}: uploads are moved "
+            "between the queue folders by rename and link, which cannot cross file systems "
+            "(mount the disk at data_dir instead)")
+
+
+def risky_permission_findings(settings: Settings) -> list[Finding]:
+    """What others than the services could use: a queue folder or ``config.ini`` any user
+    may write, a station list any user may read (the passwords; it should be 0640), and a
+    queue folder or the log file that is a symbolic link (appended to, its target is)."""
+    from hisparc_datastore.queue.folders import QUEUE_DIRS
+
+    findings = []
+    folders = [settings.data_dir, *(settings.data_dir / name for name in QUEUE_DIRS)]
+    for folder in folders:
+        if folder.is_symlink():
+            findings.append(Finding(f"{folder}", "a symbolic link: what the services write there lands "
+                                                 f"in {os.path.realpath(folder)}; make it a folder"))
+        elif _mode(folder) is not None and _mode(folder) & 0o002:
+            findings.append(Finding(f"{folder}", f"mode {_mode(folder):04o}: any user may put or remove "
+                                                 "uploads; chmod o-w (0775 at most)"))
+    if _mode(settings.source) is not None and _mode(settings.source) & 0o002:
+        findings.append(Finding(f"configuration {settings.source}",
+                                f"mode {_mode(settings.source):04o}: any user may change it; chmod o-w"))
+    listed = _mode(settings.station_list)
+    if listed is not None and listed & 0o004:
+        findings.append(Finding(f"[General] station_list {settings.station_list}",
+                                f"mode {listed:04o}: any user may read the passwords; chmod 0640"))
+    if settings.log is not None and settings.log.is_symlink():
+        findings.append(Finding(f"[General] log {settings.log}",
+                                f"a symbolic link: the services would append to "
+                                f"{os.path.realpath(settings.log)}; name the file itself"))
+    return findings
+
+
+def _mode(path: Path) -> int | None:
+    try:
+        return stat.S_IMODE(path.lstat().st_mode)
+    except OSError:
+        return None
 
 
 def station_list_findings(settings: Settings) -> list[Finding]:
@@ -202,6 +268,7 @@ def run_checks(settings: Settings, serve_bind: str | None = None,
     findings += data_dir_findings(settings)
     findings += station_list_findings(settings)
     findings += disk_findings(settings)
+    findings += risky_permission_findings(settings)
     if settings.station_list_url:
         folder = settings.station_list.parent
         findings.append(_writable(folder, f"config-server may replace the station list in {folder}"))
@@ -261,6 +328,8 @@ def receiver_cannot_write(settings: Settings) -> str | None:
     """Why the receiver could not queue an upload in ``data_dir``, or None."""
     folders = [settings.data_dir] + [settings.data_dir / name for name in RECEIVER_FOLDERS]
     denied = [str(folder) for folder in folders if not os.access(folder, os.W_OK | os.X_OK)]
-    if not denied:
-        return None
-    return f"user {user()} may not create files in {', '.join(denied)}: every upload would be answered 205"
+    if denied:
+        return (f"user {user()} may not create files in {', '.join(denied)}: every upload would be "
+                "answered 205")
+    devices = queue_device_problem(settings)
+    return f"{devices}: every upload would be answered 205" if devices else None
