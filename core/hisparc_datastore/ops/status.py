@@ -152,7 +152,7 @@ def _stations(report: Report) -> None:
         latest = max((t for t in (got, put) if t is not None), default=None)
         refusal = seen.get("last_refusal")
         aside = max((t for t in (seen.get("last_set_aside"), kept.get("last_set_aside")) if t), default=None)
-        counts = kept.get("today", {}).get("events", {}) if kept.get("today", {}).get("date") == today else {}
+        counts = kept.get("today", {}).get("counts", {}) if kept.get("today", {}).get("date") == today else {}
         stations.append({
             "number": number,
             "cluster": listed[number].cluster if number in listed else None,

@@ -89,8 +89,8 @@ class WriterState:
             entry["events_stored"] = int(entry.get("events_stored", 0)) + stored
             # events stored today (UTC, the day they were stored) per upload code
             if entry.get("today", {}).get("date") != today:
-                entry["today"] = {"date": today, "events": {}}
-            counts = entry["today"]["events"]
+                entry["today"] = {"date": today, "counts": {}}
+            counts = entry["today"]["counts"]
             for day in item.days.values():
                 for code, rows in day.arrays.items():
                     counts[code] = counts.get(code, 0) + len(rows)
