@@ -95,6 +95,7 @@ def test_each_station_shows_what_it_sent_what_was_refused_and_what_was_stored(tm
     assert report["set_aside_stations"] == [501, 502]
     assert f"stations 501, 502: what they sent lately was set aside, not stored; see `datastore quarantine " \
            f"{config}`" in report["warnings"]
+    assert "stations refused since their last accepted upload: 501 (208)" in report["warnings"]
     # silent longest first: 511 never heard of, then by silence
     assert [s["number"] for s in report["stations"]][0] == 511
 

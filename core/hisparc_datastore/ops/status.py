@@ -180,6 +180,10 @@ def _stations(report: Report) -> None:
     if quiet:
         report.warnings.append(f"{len(quiet)} of {len(listed)} listed stations silent for more than "
                                f"[General] quiet_after_s = {settings.quiet_after_s:g}")
+    if refused:
+        codes = ", ".join(f"{s['number']} ({s['last_refusal']['code']})" for s in stations
+                          if s["number"] in refused)
+        report.warnings.append(f"stations refused since their last accepted upload: {codes}")
     if aside:
         report.warnings.append(f"stations {', '.join(map(str, aside))}: what they sent lately was set "
                                f"aside, not stored; see `datastore quarantine {settings.source}`")
