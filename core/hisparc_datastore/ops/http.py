@@ -3,6 +3,7 @@ and metrics written in the Prometheus text exposition format."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Mapping
 
 from hisparc_datastore.config import ConfigError, split_host_port
@@ -91,15 +92,17 @@ def build_info(prefix: str, started: float) -> list[list[str]]:
     ]
 
 
-def plugin_versions() -> list[tuple[str, str]]:
-    """(distribution, version) of every installed detector plugin, sorted."""
+@functools.cache
+def plugin_versions() -> tuple[tuple[str, str], ...]:
+    """(distribution, version) of every installed detector plugin, sorted; read once, as the
+    services load their plugins once (a scrape read every distribution's metadata: 10 ms)."""
     from importlib.metadata import entry_points
 
     found = set()
     for entry in entry_points(group="hisparc_datastore"):
         dist = entry.dist
         found.add((dist.name, dist.version) if dist is not None else (entry.name, "unknown"))
-    return sorted(found)
+    return tuple(sorted(found))
 
 
 def exposition(*metrics: list[str]) -> str:
