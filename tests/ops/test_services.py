@@ -228,3 +228,19 @@ def test_a_disk_full_within_two_weeks_is_a_warning(tmp_path, days, warned):
     report = status_module.collect(settings)
     found = [w for w in report["warnings"] if w.startswith("the disk is full in ")]
     assert bool(found) is warned, report["warnings"]
+
+
+def test_upload_time_is_a_histogram_with_cumulative_buckets(tmp_path, testdata):
+    config = write_config(tmp_path, free_port())
+    with ServerThread(build_app(load_settings(config))) as server:
+        assert upload(server.url, testdata) == "100"
+        assert upload(server.url, testdata) == "100"  # a duplicate: answered quickly
+        metrics = scrape(f"{server.url}metrics")
+    name = "datastore_receiver_upload_duration_seconds"
+    buckets = [(k.split('le="')[1].rstrip('"}'), v) for k, v in metrics.items()
+               if k.startswith(f"{name}_bucket")]
+    assert buckets[-1] == ("+Inf", 2) and metrics[f"{name}_count"] == 2
+    counts = [v for _, v in buckets]
+    assert counts == sorted(counts)  # cumulative
+    assert 0 < metrics[f"{name}_sum"] < 60
+    assert [float(le) for le, _ in buckets[:-1]] == sorted(float(le) for le, _ in buckets[:-1])
