@@ -92,8 +92,8 @@ def test_one_station_cannot_fill_quarantine_or_suspicious(tmp_path, caplog):
     assert not status["healthy"] and any("beyond [General] hold_files" in p for p in status["problems"])
     assert "beyond the bound: quarantine 25 upload(s)" in render(status)
     lines = [line for lines in held_metrics(data) for line in lines]
-    assert 'datastore_held_beyond_bound_uploads{folder="quarantine"} 25' in lines
-    assert 'datastore_held_beyond_bound_uploads{folder="suspicious"} 25' in lines
+    assert 'datastore_writer_held_beyond_bound_uploads{folder="quarantine"} 25' in lines
+    assert 'datastore_writer_held_beyond_bound_uploads{folder="suspicious"} 25' in lines
 
 
 def test_the_writer_keeps_events_it_cannot_store_within_the_bound(tmp_path):

@@ -306,7 +306,7 @@ def test_a_resent_upload_is_answered_100_and_queued_once_even_after_a_restart(te
     assert post(second.url, form) == "100"
     assert len(queue(settings.data_dir)["incoming"]) == 1
     metrics = urllib.request.urlopen(second.url + "metrics", timeout=10).read().decode()
-    assert "datastore_duplicate_uploads_total 1\n" in metrics
+    assert "datastore_receiver_duplicate_uploads_total 1\n" in metrics
 
     # The same bytes from another station are another upload.
     (settings.station_list).write_text(STATIONS + "511,Utrecht,pw511\n")
@@ -442,7 +442,7 @@ def test_an_oversized_body_is_refused_with_400_before_it_is_read(settings, serve
     assert head.startswith(b"HTTP/1.1 200 ") and body == b"400"
     assert_queue_empty(settings.data_dir)
     metrics = urllib.request.urlopen(server.url + "metrics", timeout=10).read().decode()
-    assert 'datastore_uploads_total{code="400"} 1\n' in metrics
+    assert 'datastore_receiver_uploads_total{code="400"} 1\n' in metrics
 
 
 def test_a_body_one_byte_over_the_limit_is_refused_and_one_at_the_limit_is_read(testdata, settings, server):
@@ -525,9 +525,9 @@ def test_metrics_count_every_return_code(testdata, server):
     counts = {code: n for code, n in [("100", 2), ("201", 1), ("203", 1), ("205", 0), ("206", 1),
                                       ("208", 0), ("400", 1)]}
     for code, n in counts.items():
-        assert f'datastore_uploads_total{{code="{code}"}} {n}\n' in text
-    assert "datastore_duplicate_uploads_total 1\n" in text
-    assert "datastore_upload_seconds_count 6\n" in text
+        assert f'datastore_receiver_uploads_total{{code="{code}"}} {n}\n' in text
+    assert "datastore_receiver_duplicate_uploads_total 1\n" in text
+    assert "datastore_receiver_upload_duration_seconds_count 6\n" in text
 
 
 # -- end to end -----------------------------------------------------------------------------------------

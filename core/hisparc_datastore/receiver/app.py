@@ -14,6 +14,7 @@ import hashlib
 import ipaddress
 import logging
 import re
+import shutil
 import sqlite3
 import time
 import urllib.parse
@@ -24,8 +25,11 @@ import attrs
 
 from hisparc_datastore.codec.decoding import DecodeError, Upload, parse_event_list
 from hisparc_datastore.config import ConfigError, Settings
+from hisparc_datastore.ops.health import CONTENT_TYPE as HEALTH_CONTENT_TYPE
+from hisparc_datastore.ops.health import HEALTH_PATH, health_body
 from hisparc_datastore.ops.http import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from hisparc_datastore.queue.folders import DB_NAME, hold_limits
+from hisparc_datastore.receiver.activity import StationActivity
 from hisparc_datastore.receiver.claims import DUPLICATE, IN_FLIGHT, NEW, Dedup
 from hisparc_datastore.receiver.guard import PasswordGuard
 from hisparc_datastore.receiver.metrics import Metrics
@@ -70,6 +74,7 @@ class Outcome:
     detail: str = ""
     duplicate: bool = False
     quiet: bool = False  # logged in summary elsewhere (PasswordGuard), not line by line
+    set_aside: bool = False  # kept in suspicious/ or quarantine, not queued for storing
 
 
 def read_body(stream: Any, length: int) -> bytes:
@@ -172,7 +177,7 @@ class ReceiverApp:
 
     def __init__(self, settings: Settings, stations: StationList, spool: Spool,
                  dedup: Dedup | None, metrics: Metrics | None = None,
-                 guard: PasswordGuard | None = None) -> None:
+                 guard: PasswordGuard | None = None, activity: StationActivity | None = None) -> None:
         self.settings = settings
         self.stations = stations
         self.spool = spool
@@ -180,20 +185,29 @@ class ReceiverApp:
         self.metrics = metrics or Metrics()
         self.guard = guard or PasswordGuard()
         self.refusals = RefusalLog()
+        self.activity = activity or StationActivity(None)
         self.trusted_proxies = parse_trusted_proxies(settings)
 
     def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
         # Everything below (the log, the password guard) sees the station's own address.
         environ["REMOTE_ADDR"] = client_address(environ, self.trusted_proxies)
         # Exactly /metrics, as the proxy's `location = /metrics` admits it (/foo/metrics got past).
-        to_metrics = environ.get("PATH_INFO", "") == "/metrics"
-        if to_metrics and environ.get("REQUEST_METHOD") in ("GET", "HEAD"):
-            return self._respond(start_response, self.metrics.render(), METRICS_CONTENT_TYPE)
+        path, method = environ.get("PATH_INFO", ""), environ.get("REQUEST_METHOD")
+        if method in ("GET", "HEAD") and path in _PAGES:
+            body, content_type = _PAGES[path](self)
+            return self._respond(start_response, body, content_type)
         started = time.perf_counter()
         size = _content_length(environ)
+        if method != "POST":
+            # A probe or a browser, not a station: answered as the protocol would, never
+            # counted as an upload (a health check used to count as a refused one).
+            self.metrics.not_an_upload()
+            log.warning("not an upload from %s: %s %s", environ.get("REMOTE_ADDR", "?"),
+                        clip(repr(method)), clip(repr(path)))
+            return self._respond(start_response, RC_INVALID_POST)
         try:
-            if to_metrics:
-                raise InvalidPost("/metrics takes no uploads")
+            if path in _PAGES:
+                raise InvalidPost(f"{path} takes no uploads")
             outcome = self.handle(environ, size)
         except InvalidPost as exc:
             outcome = Outcome(RC_INVALID_POST, detail=f"invalid POST: {exc}")
@@ -202,6 +216,9 @@ class ReceiverApp:
             outcome = Outcome(RC_TRANSACTION_FAILED, detail=f"unexpected error: {_describe(exc)}")
         elapsed = time.perf_counter() - started
         self.metrics.record(outcome.code, max(size or 0, 0), elapsed, outcome.duplicate)
+        # Per station only for listed ones: a client cannot add records by inventing numbers.
+        if outcome.station_id is not None and self.stations.get(outcome.station_id) is not None:
+            self.activity.record(outcome.station_id, outcome.code, outcome.detail, outcome.set_aside)
         if outcome.quiet or (outcome.code == RC_INVALID_POST
                              and not self.refusals.log_in_full(environ.get("REMOTE_ADDR", "?"))):
             return self._respond(start_response, outcome.code)
@@ -279,6 +296,12 @@ class ReceiverApp:
             # may yet fail, so this one may not say 100. The station retries.
             return Outcome(RC_TRANSACTION_FAILED, station_id, f"the same upload (md5 {checksum}) "
                            "is being queued by another request")
+        short = self._short_of_room(len(payload))
+        if short:
+            # Not kept in quarantine: that would spend the room the writer needs. The station
+            # keeps the upload and retries.
+            self._release(station_id, checksum, name)
+            return Outcome(RC_TRANSACTION_FAILED, station_id, short)
         faults.point("receiver-claimed")
         try:
             return self._queue(station, payload, checksum, name)
@@ -324,7 +347,24 @@ class ReceiverApp:
         self._settle(self.dedup.remember if self.dedup else None, station_id, checksum, name)
         faults.point("receiver-remembered")
         return Outcome(RC_OK, station_id,
-                       f"{len(event_list)} events -> {path.parent.name}/{path.name}")
+                       f"{len(event_list)} events -> {path.parent.name}/{path.name}",
+                       set_aside=suspicious is not None)
+
+    def _short_of_room(self, size: int) -> str | None:
+        """Why queueing ``size`` more bytes would eat into ``[Receiver] receiver_reserve_mb``,
+        or None. The writer needs room to store what was accepted: a receiver filling the disk
+        to the last byte would leave it waiting with every upload queued and none stored."""
+        reserve = self.settings.receiver_reserve_mb * 2**20
+        if not reserve:
+            return None
+        try:
+            free = shutil.disk_usage(self.settings.data_dir).free
+        except OSError:
+            return None  # writing the queue file meets whatever is wrong, and says so
+        if free - size >= reserve:
+            return None
+        return (f"disk nearly full: {free / 2**20:.1f} MB free in {self.settings.data_dir}, "
+                f"below [Receiver] receiver_reserve_mb = {self.settings.receiver_reserve_mb}")
 
     def _claim(self, station_id: int, checksum: str, name: str) -> str:
         if self.dedup is None:
@@ -401,7 +441,14 @@ class ReceiverApp:
             log.error("cannot keep refused upload of station %s: %s", outcome.station_id, _describe(exc))
             return outcome
         kept = f"kept as quarantine/{path.name}" + (f", refused {count} times" if count > 1 else "")
-        return attrs.evolve(outcome, detail=f"{outcome.detail}; {kept}")
+        return attrs.evolve(outcome, detail=f"{outcome.detail}; {kept}", set_aside=True)
+
+
+# What a GET may ask for; every other GET is answered as an invalid upload.
+_PAGES: dict[str, Callable[[ReceiverApp], tuple[str, str]]] = {
+    "/metrics": lambda app: (app.metrics.render(app.activity, len(app.stations)), METRICS_CONTENT_TYPE),
+    HEALTH_PATH: lambda app: (health_body("receiver").decode(), HEALTH_CONTENT_TYPE),
+}
 
 
 def _describe(exc: BaseException) -> str:
@@ -426,4 +473,5 @@ def build_app(settings: Settings, *, spool: Spool | None = None, dedup: bool = T
     remember = dedup and settings.duplicate_window_hours > 0
     memory = (Dedup(settings.data_dir / DB_NAME, settings.duplicate_window_hours, spool.queue.tmp)
               if remember else None)
-    return ReceiverApp(settings, StationList(settings.station_list), spool, memory, metrics)
+    return ReceiverApp(settings, StationList(settings.station_list), spool, memory, metrics,
+                       activity=StationActivity(settings.data_dir))

@@ -35,6 +35,7 @@ from hisparc_datastore.ops.http import parse_bind
 from hisparc_datastore.ops.logsetup import configure_logging
 from hisparc_datastore.ops.logsetup import reopen as reopen_logs
 from hisparc_datastore.queue.folders import Queue
+from hisparc_datastore.receiver.activity import FLUSH_S
 from hisparc_datastore.receiver.app import RC_INVALID_POST, ReceiverApp, build_app
 
 log = logging.getLogger(__name__)
@@ -265,6 +266,12 @@ def _recover_now_and_then(app: ReceiverApp, stop: threading.Event,
             log.exception("cannot settle what receivers that died left behind")
 
 
+def _save_activity_now_and_then(app: ReceiverApp, stop: threading.Event) -> None:
+    # A station's last upload reaches the file for `datastore status` within FLUSH_S.
+    while not stop.wait(FLUSH_S):
+        app.activity.flush()
+
+
 class ServerThread:
     """A receiver served from a background thread: for tests and benchmarks."""
 
@@ -293,6 +300,7 @@ class ServerThread:
             self._stop.set()
             _wake(self.server)
         self._thread.join(DRAIN_SECONDS + 5)
+        self.app.activity.flush()
 
     def __enter__(self) -> ServerThread:
         return self.start()
@@ -301,11 +309,12 @@ class ServerThread:
         self.stop()
 
 
-def serve(config_path: str | os.PathLike, bind: str = "127.0.0.1:8080",
+def serve(config_path: str | os.PathLike, bind: str | None = None,
           threads: int = DEFAULT_THREADS, also_stderr: bool = True) -> int:
     """Receive uploads until SIGTERM or SIGINT; returns the exit status (0). SIGHUP reopens
     the log (after logrotate) and re-reads the station list."""
     settings = load_settings(config_path)
+    bind = bind or settings.receiver_bind  # the flag overrides the setting
     host, port = parse_bind(bind)
     require_data_dir(settings)
     configure_logging(settings, also_stderr=also_stderr)
@@ -360,10 +369,13 @@ def serve(config_path: str | os.PathLike, bind: str = "127.0.0.1:8080",
     sweeper = threading.Thread(target=_recover_now_and_then, args=(app, stop), name="recover",
                                daemon=True)
     sweeper.start()
+    threading.Thread(target=_save_activity_now_and_then, args=(app, stop), name="activity",
+                     daemon=True).start()
     try:
         run_until(server, stop, between=between)
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+    app.activity.flush()
     log.info("receiver stopped (%s)", ", ".join(signal.Signals(n).name for n in received) or "no signal")
     return 0

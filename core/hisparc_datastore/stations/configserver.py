@@ -34,13 +34,18 @@ from xmlrpc.server import SimpleXMLRPCRequestHandler, SimpleXMLRPCServer
 
 from hisparc_datastore import _hangup
 from hisparc_datastore.config import ConfigError, Settings, load_settings
+from hisparc_datastore.ops.health import CONTENT_TYPE as HEALTH_CONTENT_TYPE
+from hisparc_datastore.ops.health import HEALTH_PATH, health_body
+from hisparc_datastore.ops.http import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from hisparc_datastore.ops.http import build_info, exposition, metric
 from hisparc_datastore.ops.logsetup import configure_logging
 from hisparc_datastore.ops.logsetup import reopen as reopen_logs
-from hisparc_datastore.stations.sync import StationListRefused, reload_from_publicdb
+from hisparc_datastore.stations.stationlist import parse_station_list
+from hisparc_datastore.stations.sync import StationListRefused, StationListUnreachable, reload_from_publicdb
+from hisparc_datastore.util.brief import clip
 
 log = logging.getLogger(__name__)
 
-DEFAULT_BIND = "127.0.0.1:8002"
 RPC_PATH = "/RPC2"
 FAULT_REFUSED = 1  # the fault code publicdb sees when a list is refused
 
@@ -75,8 +80,34 @@ class _Handler(SimpleXMLRPCRequestHandler):
             return
         super().do_POST()
 
+    def do_GET(self) -> None:
+        """``/health`` for probes; anything else 404 in plain text (http.server's default was
+        501 with an HTML page)."""
+        path = self.path.split("?", 1)[0]
+        if path == HEALTH_PATH:
+            self._answer(200, health_body("config-server"), HEALTH_CONTENT_TYPE)
+        elif path == "/metrics":
+            self._answer(200, self.server.service.render_metrics().encode(), METRICS_CONTENT_TYPE)
+        else:
+            self._answer(404, f"not found: the config server answers POST {RPC_PATH}, GET "
+                              f"{HEALTH_PATH} and GET /metrics\n".encode(), "text/plain; charset=utf-8")
+
+    def _answer(self, status: int, body: bytes, content_type: str) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_request(self, code: object = "-", size: object = "-") -> None:
+        # One line in the services' format, not http.server's own (a second time stamp, the
+        # raw request line): who, what, the answer.
+        log.info("%s %s %s: HTTP %s", self.client_address[0], getattr(self, "command", None) or "-",
+                 clip(repr(getattr(self, "path", ""))), getattr(code, "value", code))
+
     def log_message(self, format: str, *args: object) -> None:
-        log.info("%s %s", self.address_string(), format % args)
+        # http.server's errors (a bad request line, a time-out) come here
+        log.warning("%s %s", self.client_address[0], clip(format % args))
 
 
 class _Server(socketserver.ThreadingMixIn, SimpleXMLRPCServer):
@@ -185,20 +216,71 @@ def _normal(address: str) -> str:
         return address
 
 
+# What a reload came to: the station list replaced, fetched but the same, refused on its
+# merits (an error page, a broken line), or publicdb not reached at all.
+RESULTS = ("replaced", "unchanged", "refused", "unreachable")
+PREFIX = "datastore_config_server"
+
+
 class ConfigService:
-    """The functions offered over XML-RPC."""
+    """The functions offered over XML-RPC, and what they did for ``/metrics``."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self._one_at_a_time = threading.Lock()  # two pushes never write the list at once
+        self.results = dict.fromkeys(RESULTS, 0)
+        self.last_result: str | None = None
+        self.last_reload: float | None = None
+        self.started = time.time()
 
     def reload_datastore(self) -> bool:
         with self._one_at_a_time:
             try:
-                reload_from_publicdb(self.settings)
-            except (StationListRefused, ConfigError) as exc:
+                result = "replaced" if reload_from_publicdb(self.settings).changed else "unchanged"
+            except StationListUnreachable as exc:
+                self._count("unreachable")
                 raise xmlrpc.client.Fault(FAULT_REFUSED, f"station list not replaced: {exc}") from None
+            except (StationListRefused, ConfigError) as exc:
+                self._count("refused")
+                raise xmlrpc.client.Fault(FAULT_REFUSED, f"station list not replaced: {exc}") from None
+            self._count(result)
         return True
+
+    def _count(self, result: str) -> None:
+        self.results[result] += 1
+        self.last_result, self.last_reload = result, time.time()
+
+    def render_metrics(self) -> str:
+        """The config-server's metrics: its reloads and the station list in place."""
+        path = self.settings.station_list
+        parts = [
+            *build_info(PREFIX, self.started),
+            metric(f"{PREFIX}_reloads_total", "counter",
+                   "reload_datastore() calls by result: replaced, unchanged, refused (a list not "
+                   "installed on its merits), unreachable (publicdb not reached).",
+                   by=("result", dict(self.results))),
+            metric(f"{PREFIX}_last_reload_result", "gauge",
+                   "1 for the result of the last reload_datastore(), 0 for the others (all 0 before one).",
+                   by=("result", {result: int(result == self.last_result) for result in RESULTS})),
+        ]
+        if self.last_reload is not None:
+            parts.append(metric(f"{PREFIX}_last_reload_timestamp_seconds", "gauge",
+                                "When reload_datastore() was last called.", f"{self.last_reload:.3f}"))
+        try:
+            modified = path.stat().st_mtime
+            stations = len(parse_station_list(path.read_text(encoding="utf-8-sig", errors="replace"),
+                                              str(path)))
+        except OSError:
+            pass  # absent: the station list cannot be read, which status names
+        else:
+            parts += [
+                metric(f"{PREFIX}_station_list_modified_timestamp_seconds", "gauge",
+                       "When the station list in place was last written (its age: time() minus this).",
+                       f"{modified:.3f}"),
+                metric(f"{PREFIX}_station_list_stations", "gauge", "Stations in the station list in place.",
+                       stations),
+            ]
+        return exposition(*parts)
 
 
 def make_config_server(settings: Settings, host: str = "127.0.0.1", port: int = 0, *,
@@ -209,7 +291,8 @@ def make_config_server(settings: Settings, host: str = "127.0.0.1", port: int = 
     server = _Server((host, port), requestHandler=handler, logRequests=True, allow_none=False,
                      max_clients=max_clients, per_address=per_address, request_seconds=request_seconds,
                      trusted=publicdb_addresses(settings))
-    server.register_function(ConfigService(settings).reload_datastore, "reload_datastore")
+    server.service = ConfigService(settings)
+    server.register_function(server.service.reload_datastore, "reload_datastore")
     server.register_introspection_functions()
     return server
 
@@ -219,12 +302,13 @@ def publicdb_addresses(settings: Settings) -> frozenset[str]:
     return frozenset(_normal(word) for word in (settings.publicdb_addresses or "").replace(",", " ").split())
 
 
-def config_server_command(config: str | os.PathLike, bind: str = DEFAULT_BIND,
+def config_server_command(config: str | os.PathLike, bind: str | None = None,
                           also_stderr: bool = True) -> int:
     """Serve until SIGTERM or SIGINT; returns the exit status (0). SIGHUP reopens the log."""
     from hisparc_datastore.ops.http import parse_bind
 
     settings = load_settings(config)
+    bind = bind or settings.config_server_bind
     host, port = parse_bind(bind)
     configure_logging(settings, also_stderr=also_stderr)
     if not settings.station_list_url:
