@@ -9,7 +9,8 @@ station software, that checks each upload and queues it durably for the writer.
               budget waiting their turn
 ``refusals``  requests refused before a station is known, logged in full a few times, then
               in summary
-``metrics``   counts per return code, served at ``GET /metrics``
+``activity``  per listed station its last upload, acceptance and refusal (receiver-stations.json)
+``metrics``   counts per return code, the answer time, per station, served at ``GET /metrics``
 ``server``    runs the application on waitress (``datastore serve``)
 """
 
