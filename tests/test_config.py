@@ -129,7 +129,10 @@ def test_every_setting_is_read_from_its_section_as_its_type(tmp_path):
              "batch_uploads": "7", "batch_bytes": "1000", "archive_days": "0", "fsync": "no",
              "prepare_process": "off", "max_lag_s": "30", "metrics_bind": "127.0.0.1:9100",
              "max_body_bytes": "999", "duplicate_window_hours": "1.5", "request_timeout": "9",
-             "max_connections": "20", "trusted_proxies": "127.0.0.1"}
+             "max_connections": "20", "trusted_proxies": "127.0.0.1", "publicdb_addresses": "192.0.2.10",
+             "hold_files": "10", "hold_mb": "5", "hold_days": "0", "receiver_reserve_mb": "0",
+             "quiet_after_s": "60", "receiver_bind": "127.0.0.1:8081", "config_server_bind": "[::1]:8012",
+             "log_format": "json"}
     assert set(given) == {s.name for s in SETTINGS}  # a new setting needs a value here too
     sections: dict[str, list[str]] = {}
     for setting in SETTINGS:

@@ -1,6 +1,12 @@
 """hisparc-datastore: the ingest framework of the HiSPARC raw datastore."""
 
-from hisparc_datastore.plugin.eventtype import (
+# First, before the imports below take their quarter second: a SIGHUP then must not end a
+# service (see _hangup).
+from hisparc_datastore import _hangup
+
+_hangup.hold()
+
+from hisparc_datastore.plugin.eventtype import (  # noqa: E402
            BOOLEAN,
            EventType,
            OneOf,
@@ -9,8 +15,8 @@ from hisparc_datastore.plugin.eventtype import (
            boolean_checks,
            text_blob,
 )
-from hisparc_datastore.plugin.hookspecs import SimulatedStation, hookimpl
-from hisparc_datastore.plugin.stationevent import station_event
+from hisparc_datastore.plugin.hookspecs import SimulatedStation, hookimpl  # noqa: E402
+from hisparc_datastore.plugin.stationevent import station_event  # noqa: E402
 
 __all__ = ["BOOLEAN", "EventType", "OneOf", "Range", "SimulatedStation", "base64_blob", "boolean_checks",
            "hookimpl", "station_event", "text_blob"]

@@ -33,11 +33,17 @@ EXIT_BROKEN_PIPE = 141
 
 
 def cmd_writer(args: argparse.Namespace) -> int:
+    from hisparc_datastore.ops.check import queue_device_problem
     from hisparc_datastore.ops.logsetup import configure_logging
-    from hisparc_datastore.writer.service import Writer
+    from hisparc_datastore.writer.service import GaveUp, Writer
 
     settings = load_settings(args.config)
     require_data_dir(settings)
+    # Claiming and archiving rename and link between the queue folders: across file
+    # systems every batch would fail for ever.
+    problem = queue_device_problem(settings)
+    if problem:
+        raise ConfigError(setting_problem(settings.source, "General", "data_dir", settings.data_dir, problem))
     configure_logging(settings, also_stderr=not args.quiet)
     registry = load_registry()
     if not len(registry):
@@ -52,7 +58,13 @@ def cmd_writer(args: argparse.Namespace) -> int:
         if args.once:
             stack.enter_context(Progress(lambda: f"stored {writer.tally.events} events from "
                                          f"{writer.tally.uploads} uploads"))
-        tally = writer.run(once=args.once, lock=lock)
+        try:
+            tally = writer.run(once=args.once, lock=lock)
+        except GaveUp as exc:
+            log.error("writer --once gave up: %s", exc)
+            if args.quiet and settings.log is not None:  # else the log line went to stderr
+                print(f"datastore writer: {exc}", file=sys.stderr)
+            return 1
     if args.once:
         print(f"stored {tally.events} events from {tally.uploads} uploads"
               + "".join(f", {code} {n}" for code, n in sorted(tally.stored.items()))
@@ -75,7 +87,7 @@ def start_metrics(writer, settings):
 def cmd_status(args: argparse.Namespace) -> int:
     from hisparc_datastore.ops.status import status_command
 
-    return status_command(args.config, as_json=args.json)
+    return status_command(args.config, as_json=args.json, as_nagios=args.nagios)
 
 
 def cmd_plugins(args: argparse.Namespace) -> int:
@@ -159,7 +171,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     return simulate_command(args.data_dir, stations=args.stations, hours=args.hours,
                             start=args.start, seed=args.seed, post=args.post,
                             prepare_only=args.prepare, concurrency=args.concurrency,
-                            give_up_after=args.give_up_after)
+                            give_up_after=args.give_up_after, force=args.force)
 
 
 def cmd_config_server(args: argparse.Namespace) -> int:
@@ -212,16 +224,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add_command(sub, "status", help="is ingestion healthy: writer, queue, stations, disk (exit 1 if not)")
     p.add_argument("config", help=CONFIG_HELP)
-    p.add_argument("--json", action="store_true", help="print one JSON object")
+    form = p.add_mutually_exclusive_group()
+    form.add_argument("--json", action="store_true", help="print one JSON object")
+    form.add_argument("--nagios", action="store_true",
+                      help="print one line with perfdata and exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN")
     p.set_defaults(func=cmd_status)
 
     p = add_command(sub, "check", help="check a configuration and this host: paths, permissions, "
                        "station list, ports, plugins (exit 1 on any problem)")
     p.add_argument("config", help=CONFIG_HELP)
-    p.add_argument("--serve-bind", default="127.0.0.1:8080",
-                   help="the receiver's --bind to check (default %(default)s; empty: none)")
-    p.add_argument("--config-server-bind", default="127.0.0.1:8002",
-                   help="config-server's --bind to check (default %(default)s; empty: none)")
+    p.add_argument("--serve-bind",
+                   help="the receiver's address to check (default: [Receiver] receiver_bind; empty: none)")
+    p.add_argument("--config-server-bind",
+                   help="config-server's address to check (default: [ConfigServer] config_server_bind "
+                        "when station_list_url is set; empty: none)")
     p.set_defaults(func=cmd_check)
 
     p = add_command(sub, "init", help="create data_dir and its queue folders, then check them")
@@ -243,7 +259,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add_command(sub, "serve", help="receive station uploads over HTTP and queue them")
     p.add_argument("config", help=CONFIG_HELP)
-    p.add_argument("--bind", default="127.0.0.1:8080", help="HOST:PORT (default %(default)s)")
+    p.add_argument("--bind", help="HOST:PORT (default: [Receiver] receiver_bind)")
     p.add_argument("--threads", type=int, default=8,
                    help="requests handled at once (default %(default)s; the deployed uWSGI ran 9 workers)")
     p.add_argument("--quiet", action="store_true", help="log only to the configured log file")
@@ -275,12 +291,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="stations posting at once (default %(default)s)")
     p.add_argument("--give-up-after", type=float, default=600.0, metavar="SECONDS",
                    help="with --post: stop retrying refused uploads after this long (default %(default)s)")
+    p.add_argument("--force", action="store_true",
+                   help="queue into a data_dir a writer holds, and replace a config.ini or station list "
+                        "that holds something else (refused without it)")
     p.set_defaults(func=cmd_simulate)
 
     p = add_command(sub, "config-server",
                        help="answer publicdb's reload_datastore() over XML-RPC at /RPC2")
     p.add_argument("config", help=CONFIG_HELP)
-    p.add_argument("--bind", default="127.0.0.1:8002", help="HOST:PORT (default %(default)s)")
+    p.add_argument("--bind", help="HOST:PORT (default: [ConfigServer] config_server_bind)")
     p.add_argument("--quiet", action="store_true", help="log only to the configured log file")
     p.set_defaults(func=cmd_config_server)
 
@@ -313,7 +332,7 @@ def build_parser() -> argparse.ArgumentParser:
 def cmd_check(args: argparse.Namespace) -> int:
     from hisparc_datastore.ops.check import check_command
 
-    return check_command(args.config, args.serve_bind or None, args.config_server_bind or None)
+    return check_command(args.config, args.serve_bind, args.config_server_bind)
 
 
 def cmd_init(args: argparse.Namespace) -> int:

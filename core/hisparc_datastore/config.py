@@ -10,6 +10,7 @@ from __future__ import annotations
 import configparser
 import datetime
 import difflib
+import ipaddress
 import math
 import os
 from collections.abc import Callable
@@ -62,6 +63,10 @@ def _loglevel(value: str) -> str | None:
     return None if value.lower() in _LOG_LEVELS else f"use one of {', '.join(sorted(_LOG_LEVELS))}"
 
 
+def _log_format(value: str) -> str | None:
+    return None if value in ("text", "json") else "use text or json"
+
+
 def _absolute(value: Path) -> str | None:
     # Services run from / under systemd: a relative data_dir would land wherever they start.
     return None if value.is_absolute() else "must be an absolute path (a service's folder is / under systemd)"
@@ -76,6 +81,15 @@ def _host_port(value: str) -> str | None:
         split_host_port(value)
     except ValueError as exc:
         return str(exc)
+    return None
+
+
+def _addresses(value: str) -> str | None:
+    for word in value.replace(",", " ").split():
+        try:
+            ipaddress.ip_address(word)
+        except ValueError:
+            return f"{word!r} is not an IP address"
     return None
 
 
@@ -111,6 +125,9 @@ SETTINGS: tuple[Setting, ...] = (
             "standard error"),
     Setting("loglevel", "General", "info", str, "`debug`, `info`, `warning`, `error` or `critical`",
             check=_loglevel),
+    Setting("log_format", "General", "text", str,
+            "`text` (one line: UTC time with offset, pid, logger, level, message) or `json` (one "
+            "object a line with the same fields)", check=_log_format),
     Setting("station_list", "General", REQUIRED, Path, "one `number,cluster,password` line per station"),
     Setting("data_dir", "General", REQUIRED, Path, "the queue, the day files and the writer's state",
             check=_absolute),
@@ -125,8 +142,18 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("max_events_per_upload", "General", 20_000, int,
             "the receiver refuses a larger upload with 208 (kept in quarantine); the writer sets a larger "
             "queue file aside in `suspicious/`; `requeue` stores it anyway", range=Range(1, 10**7)),
+    # What quarantine/ and suspicious/ keep of one station (queue/holding.py): past these, a
+    # count and the first and latest upload, so one station's password cannot fill the disk.
+    Setting("hold_files", "General", 5000, int,
+            "files `quarantine/` and `suspicious/` each keep per station and kind; beyond it (or "
+            "`hold_mb`) a count and the first and latest upload", range=Range(1, 10**9)),
+    Setting("hold_mb", "General", 200, int,
+            "MB `quarantine/` and `suspicious/` each keep per station and kind", range=Range(1, 10**7)),
     Setting("station_list_url", "General", None, str,
             "publicdb's `/config/datastore` page, for `config-server` and `fetch-stations`", check=_url),
+    Setting("quiet_after_s", "General", 3600.0, float,
+            "a listed station with no upload received or stored for this long is silent: listed first "
+            "in `datastore status`, a warning for `--nagios`", range=Range(0, open_low=True)),
     Setting("sleep", "Writer", 5.0, float, "seconds between looks at an empty queue",
             range=Range(0, 3600, open_low=True)),
     Setting("batch_uploads", "Writer", 50, int, "most uploads stored per journaled batch",
@@ -140,6 +167,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("archive_days", "Writer", 14, int,
             "days a stored upload is kept in `archive/` for `rebuild`; 0 turns the archive off",
             range=Range(0, 3660)),
+    Setting("hold_days", "Writer", 90, int,
+            "days a file is kept in `quarantine/` and `suspicious/` (pruned like the archive, logged); "
+            "0 keeps them", range=Range(0, 36600)),
     Setting("fsync", "Writer", True, bool, "fsync day files, journal and queue moves (off only for tests)"),
     # so a full disk is met between batches, not inside HDF5
     Setting("reserve_mb", "Writer", 100, int,
@@ -154,6 +184,15 @@ SETTINGS: tuple[Setting, ...] = (
             range=Range(0, open_low=True)),
     Setting("metrics_bind", "Writer", None, str,
             "`HOST:PORT` where the writer serves Prometheus metrics (`/metrics`)", check=_host_port),
+    Setting("receiver_bind", "Receiver", "127.0.0.1:8080", str,
+            "`HOST:PORT` where `datastore serve` listens (its `--bind` overrides it) and where "
+            "`status` and `check` look for it", check=_host_port),
+    # Above the writer's reserve: the gap is the writer's room for its batches and day-file
+    # copies, so uploads accepted on a small disk can still be stored.
+    Setting("receiver_reserve_mb", "Receiver", 300, int,
+            "MB left free: below it the receiver answers 205 (the station keeps the upload and "
+            "retries), so the writer always has room; keep it above `[Writer] reserve_mb` "
+            "(`datastore check` fails otherwise)", range=Range(0, 10**7)),
     Setting("max_body_bytes", "Receiver", 2_000_000, int, "larger uploads are refused with 400 unread",
             range=Range(1, 2**31)),
     Setting("duplicate_window_hours", "Receiver", 24.0, float,
@@ -169,6 +208,13 @@ SETTINGS: tuple[Setting, ...] = (
             "addresses of reverse proxies (comma-separated): from them the station's address is the last "
             "one in `X-Forwarded-For`, for the log and the password guard; from any other peer the "
             "header is ignored"),
+    Setting("publicdb_addresses", "ConfigServer", "127.0.0.1", str,
+            "addresses `config-server` always serves, outside its limits of 16 connections and 4 per "
+            "address (comma-separated): publicdb's, or the web server's in front of it (deploy/proxy "
+            "admits only publicdb)", check=_addresses),
+    Setting("config_server_bind", "ConfigServer", "127.0.0.1:8002", str,
+            "`HOST:PORT` where `datastore config-server` listens (its `--bind` overrides it) and where "
+            "`status` and `check` look for it", check=_host_port),
 )
 
 

@@ -1,6 +1,7 @@
 """Configuration that refuses mistakes at start and in ``status``, ``datastore init`` and
 ``datastore check`` (issue 18, item 1)."""
 
+import http.server
 import json
 import socket
 import subprocess
@@ -27,6 +28,7 @@ def write_config(tmp_path: Path, extra: str = "", data_dir: Path | None = None,
     if station_list is None:
         station_list = tmp_path / "stations.csv"
         station_list.write_text(STATIONS)
+        station_list.chmod(0o640)  # it holds the passwords: check refuses one any user may read
     config = tmp_path / "config.ini"
     config.write_text(f"[General]\nlog=\nloglevel=info\nstation_list={station_list}\ndata_dir={data_dir}\n"
                       f"minimum_year=2016\n[Writer]\nsleep=0.2\nfsync=false\n{extra}")
@@ -191,10 +193,28 @@ def test_check_passes_on_a_ready_host_and_fails_naming_each_problem(tmp_path, ca
     assert "2 problem(s)" in out
 
 
+class _Publicdb(http.server.BaseHTTPRequestHandler):
+    """publicdb's /config/datastore page: the station list."""
+
+    def do_GET(self):
+        body = STATIONS.encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "text/plain")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
 def test_check_accepts_ports_held_by_our_own_receiver_and_config_server(tmp_path, capsys):
+    publicdb = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Publicdb)
+    threading.Thread(target=publicdb.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{publicdb.server_address[1]}/config/datastore"
     config = write_config(tmp_path, data_dir=None).read_text()
     (tmp_path / "config.ini").write_text(config.replace("minimum_year=2016\n",
-                                                        "minimum_year=2016\nstation_list_url=http://127.0.0.1:9/\n"))
+                                                        f"minimum_year=2016\nstation_list_url={url}\n"))
     config = tmp_path / "config.ini"
     assert main(["init", str(config)]) == 0
     settings = load_settings(config)
@@ -204,10 +224,17 @@ def test_check_accepts_ports_held_by_our_own_receiver_and_config_server(tmp_path
         with ServerThread(build_app(settings)) as server:
             assert main(["check", str(config), "--serve-bind", f"127.0.0.1:{server.port}",
                          "--config-server-bind", f"127.0.0.1:{rpc.server_address[1]}"]) == 0
+        out = capsys.readouterr().out
+        # publicdb refusing or gone: named with the URL
+        publicdb.shutdown()
+        publicdb.server_close()
+        assert main(["check", str(config), "--serve-bind", "", "--config-server-bind", ""]) == 1
+        assert (f"FAIL  [General] station_list_url {url}: cannot fetch: [Errno 111] Connection refused"
+                in capsys.readouterr().out)
     finally:
         rpc.shutdown()
         rpc.server_close()
-    out = capsys.readouterr().out
+    assert f"ok    [General] station_list_url {url}: 2 stations" in out
     assert f"serve --bind 127.0.0.1:{server.port}: held by our receiver" in out
     assert f"config-server --bind 127.0.0.1:{rpc.server_address[1]}: held by our config-server" in out
 

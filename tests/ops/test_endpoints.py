@@ -42,7 +42,7 @@ def get(url: str) -> tuple[int, str]:
 @pytest.mark.parametrize("path", ["foo/metrics", "metrics/", "a/b/metrics", "metricsx"])
 def test_the_receiver_serves_metrics_only_at_exactly_slash_metrics(config, path):
     with ServerThread(build_app(load_settings(config))) as server:
-        assert get(server.url + "metrics")[1].startswith("# HELP datastore_uploads_total")
+        assert "\n# HELP datastore_receiver_uploads_total" in get(server.url + "metrics")[1]
         status, body = get(server.url + path)
         assert (status, body) == (200, "400")  # a GET elsewhere is an invalid upload, no metrics
 
@@ -58,7 +58,7 @@ def writer_metrics(tmp_path):
 def test_the_writer_serves_metrics_only_at_exactly_slash_metrics(writer_metrics, path):
     base = writer_metrics.url.removesuffix("/metrics")
     status, body = get(writer_metrics.url)
-    assert status == 200 and "datastore_writer_uploads_total 0" in body
+    assert status == 200 and "datastore_writer_uploads_stored_total 0" in body
     assert get(base + path)[0] == 404
 
 
@@ -71,7 +71,7 @@ def test_an_idle_connection_does_not_block_the_writers_scrapes(writer_metrics):
         slow.sendall(b"GET /metr")
         for _ in range(3):
             status, body = get(writer_metrics.url)
-            assert status == 200 and "datastore_queue_files" in body
+            assert status == 200 and "datastore_writer_queue_files" in body
         # and the idle one is closed by the server after its time-out, not kept for ever
         assert idle.recv(100) == b""
 

@@ -1,5 +1,6 @@
 """``datastore status`` and the writer's metrics, against a real writer process."""
 
+import contextlib
 import json
 import os
 import signal
@@ -13,6 +14,9 @@ from pathlib import Path
 import pytest
 
 from hisparc_datastore.codec.decoding import Upload, parse_event_list
+from hisparc_datastore.config import load_settings
+from hisparc_datastore.receiver.app import build_app
+from hisparc_datastore.receiver.server import ServerThread
 from hisparc_datastore.testing.helpers import queue_uploads, settings_for, wait_for
 from hisparc_datastore.writer.lock import WriterLock
 from hisparc_datastore.writer.state import read_state
@@ -26,14 +30,32 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def write_config(tmp_path: Path, extra: str = "") -> Path:
+def write_config(tmp_path: Path, extra: str = "", receiver_port: int | None = None) -> Path:
+    """A config.ini whose receiver is at ``receiver_port`` (default: a port nobody serves)."""
     (tmp_path / "stations.csv").write_text("510,amsterdam,pw510\n511,amsterdam,pw511\n")
     (tmp_path / "data").mkdir(exist_ok=True)  # no service creates data_dir
     config = tmp_path / "config.ini"
     config.write_text(
         f"[General]\nlog={tmp_path}/log/writer.log\nloglevel=info\nstation_list={tmp_path}/stations.csv\n"
-        f"data_dir={tmp_path}/data\nminimum_year=2016\n[Writer]\nsleep=0.2\nfsync=false\n{extra}")
+        f"data_dir={tmp_path}/data\nminimum_year=2016\n[Writer]\nsleep=0.2\nfsync=false\n{extra}"
+        f"[Receiver]\nreceiver_bind=127.0.0.1:{receiver_port or free_port()}\n")
     return config
+
+
+@contextlib.contextmanager
+def receiver(config: Path):
+    """A real receiver at the config's receiver_bind."""
+    settings = load_settings(config)
+    port = int(settings.receiver_bind.rsplit(":", 1)[1])
+    with ServerThread(build_app(settings), port=port) as server:
+        yield server
+
+
+@pytest.fixture
+def serve_receiver():
+    """``serve_receiver(config)`` runs a receiver for the config until the test ends."""
+    with contextlib.ExitStack() as stack:
+        yield lambda config: stack.enter_context(receiver(config))
 
 
 def status(config: Path) -> tuple[int, dict]:
@@ -64,7 +86,10 @@ def test_a_stopped_writer_is_unhealthy_with_exit_1(tmp_path, testdata):
     assert report["queue"] == {"incoming": 1, "partial": 0, "suspicious": 0, "quarantine": 0}
     assert report["queue_bytes"]["incoming"] == path.stat().st_size
     assert 99 <= report["oldest_incoming_age_s"] < 300
-    assert report["problems"] == [f"no writer is running on {tmp_path / 'data'}"]
+    receiver_at = load_settings(config).receiver_bind
+    assert report["problems"] == [f"no writer is running on {tmp_path / 'data'}",
+                                  f"receiver at {receiver_at}: does not answer: Connection refused"]
+    assert report["services"]["receiver"]["up"] is False
     assert report["last_batch_at"] is None
     assert [s["number"] for s in report["stations"]] == [510, 511]
     assert all(s["quiet"] for s in report["stations"])
@@ -75,9 +100,11 @@ def test_a_stopped_writer_is_unhealthy_with_exit_1(tmp_path, testdata):
     assert "UNHEALTHY" in text.stdout and "writer     NOT RUNNING" in text.stdout
 
 
-def test_a_running_writer_is_healthy_and_its_metrics_and_state_tell_what_it_stored(tmp_path, testdata):
+def test_a_running_writer_is_healthy_and_its_metrics_and_state_tell_what_it_stored(
+        tmp_path, testdata, serve_receiver):
     port = free_port()
     config = write_config(tmp_path, f"metrics_bind=127.0.0.1:{port}\n")
+    serve_receiver(config)
     writer = subprocess.Popen([BIN / "datastore", "writer", str(config), "--quiet"],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
@@ -103,18 +130,19 @@ def test_a_running_writer_is_healthy_and_its_metrics_and_state_tell_what_it_stor
         metrics = scrape(f"http://127.0.0.1:{port}/metrics")
         assert metrics['datastore_writer_events_stored_total{type="CIC"}'] == 36
         assert metrics['datastore_writer_events_stored_total{type="SIN"}'] == 64
-        assert metrics["datastore_writer_uploads_total"] == 1
+        assert metrics["datastore_writer_uploads_stored_total"] == 1
         assert metrics["datastore_writer_batches_total"] == 1
         assert metrics["datastore_writer_storage_errors_total"] == 0
         assert metrics["datastore_writer_quarantined_files_total"] == 0
-        assert metrics['datastore_queue_files{folder="incoming"}'] == 0
-        assert 0 <= metrics["datastore_writer_last_batch_age_seconds"] < 3600
+        assert metrics['datastore_writer_queue_files{folder="incoming"}'] == 0
+        assert 0 <= time.time() - metrics["datastore_writer_last_batch_timestamp_seconds"] < 3600
 
         # an upload that cannot be read is quarantined, and counted
         (tmp_path / "data/incoming/garbage-510").write_bytes(b"not a pickle")
         assert wait_for(lambda: scrape(f"http://127.0.0.1:{port}/metrics")
                         ["datastore_writer_quarantined_files_total"] == 1)
-        assert scrape(f"http://127.0.0.1:{port}/metrics")['datastore_queue_files{folder="quarantine"}'] == 1
+        quarantine = 'datastore_writer_queue_files{folder="quarantine"}'
+        assert scrape(f"http://127.0.0.1:{port}/metrics")[quarantine] == 1
     finally:
         writer.send_signal(signal.SIGTERM)
         assert writer.wait(timeout=60) == 0, writer.stderr.read()
@@ -123,8 +151,9 @@ def test_a_running_writer_is_healthy_and_its_metrics_and_state_tell_what_it_stor
     assert report["events_last_hour"] == {"CIC": 36, "SIN": 64}  # the state outlives the writer
 
 
-def test_an_upload_waiting_longer_than_max_lag_is_unhealthy(tmp_path, testdata):
+def test_an_upload_waiting_longer_than_max_lag_is_unhealthy(tmp_path, testdata, serve_receiver):
     config = write_config(tmp_path, "max_lag_s=60\n")
+    serve_receiver(config)
     events = parse_event_list((testdata / "uploads/py3event").read_bytes())
     [path] = queue_uploads(tmp_path / "data", [Upload(510, "Amsterdam", events)])
     with WriterLock(tmp_path / "data"):  # a writer holds the lock (stuck, say) but drains nothing

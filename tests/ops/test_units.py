@@ -70,8 +70,11 @@ def test_receiver_and_writer_need_the_data_dir_mounted_and_may_write_only_it_and
 
 def test_the_config_server_listens_on_loopback_and_keeps_the_station_list_from_others():
     service = read_unit(UNITS / "datastore-config-server.service")["Service"]
-    bind = service["ExecStart"].split("--bind", 1)[1].split()[0]
-    assert bind == "127.0.0.1:8012"  # nginx listens on 8002 for publicdb and passes /RPC2 here
+    assert "--bind" not in service["ExecStart"]  # the address is config.ini's, where status looks
+    deployed = configparser.ConfigParser(interpolation=None)
+    deployed.read(ROOT / "deploy" / "config.ini")
+    # nginx listens on 8002 for publicdb and passes /RPC2 here
+    assert deployed["ConfigServer"]["config_server_bind"] == "127.0.0.1:8012"
     assert service["UMask"] == "0027"
 
 

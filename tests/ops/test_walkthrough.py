@@ -76,7 +76,8 @@ def test_the_operations_walkthrough_works_for_an_unprivileged_user(home, testdat
         f"station_list={home}/stations/station_list.csv\ndata_dir={home}/data\nminimum_year=2016\n"
         f"station_list_url=http://127.0.0.1:{publicdb.server_address[1]}/config/datastore\n"
         f"[Writer]\nsleep=0.5\nmax_lag_s=600\nmetrics_bind=127.0.0.1:{metrics_port}\n"
-        "[Receiver]\ntrusted_proxies=127.0.0.1\n")
+        f"[Receiver]\ntrusted_proxies=127.0.0.1\nreceiver_bind=127.0.0.1:{receiver_port}\n"
+        f"[ConfigServer]\nconfig_server_bind=127.0.0.1:{config_port}\n")
     for path in [home / "data", home / "stations", home / "log", config]:
         os.chown(path, NOBODY, NOBODY)
     services = []
@@ -90,8 +91,7 @@ def test_the_operations_walkthrough_works_for_an_unprivileged_user(home, testdat
         assert (home / "stations/station_list.csv").stat().st_uid == NOBODY
 
         for args in (["writer", str(config), "--quiet"],
-                     ["serve", str(config), "--bind", f"127.0.0.1:{receiver_port}", "--quiet"],
-                     ["config-server", str(config), "--bind", f"127.0.0.1:{config_port}", "--quiet"]):
+                     ["serve", str(config), "--quiet"], ["config-server", str(config), "--quiet"]):
             services.append(subprocess.Popen(as_nobody(str(datastore), *args), stdin=subprocess.DEVNULL,
                                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True))
         log = home / "log/datastore.log"
@@ -112,7 +112,7 @@ def test_the_operations_walkthrough_works_for_an_unprivileged_user(home, testdat
         status = run("status", str(config))
         assert status.returncode == 0, status.stdout + status.stderr
         with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=60) as reply:
-            assert "datastore_writer_uploads_total 1" in reply.read().decode()
+            assert "datastore_writer_uploads_stored_total 1" in reply.read().decode()
         summary = run("summary", str(home / "data"))
         assert summary.returncode == 0 and "99" in summary.stdout, summary.stdout + summary.stderr
         quarantine = run("quarantine", str(config))

@@ -306,7 +306,7 @@ def test_a_resent_upload_is_answered_100_and_queued_once_even_after_a_restart(te
     assert post(second.url, form) == "100"
     assert len(queue(settings.data_dir)["incoming"]) == 1
     metrics = urllib.request.urlopen(second.url + "metrics", timeout=10).read().decode()
-    assert "datastore_duplicate_uploads_total 1\n" in metrics
+    assert "datastore_receiver_duplicate_uploads_total 1\n" in metrics
 
     # The same bytes from another station are another upload.
     (settings.station_list).write_text(STATIONS + "511,Utrecht,pw511\n")
@@ -442,7 +442,7 @@ def test_an_oversized_body_is_refused_with_400_before_it_is_read(settings, serve
     assert head.startswith(b"HTTP/1.1 200 ") and body == b"400"
     assert_queue_empty(settings.data_dir)
     metrics = urllib.request.urlopen(server.url + "metrics", timeout=10).read().decode()
-    assert 'datastore_uploads_total{code="400"} 1\n' in metrics
+    assert 'datastore_receiver_uploads_total{code="400"} 1\n' in metrics
 
 
 def test_a_body_one_byte_over_the_limit_is_refused_and_one_at_the_limit_is_read(testdata, settings, server):
@@ -525,9 +525,9 @@ def test_metrics_count_every_return_code(testdata, server):
     counts = {code: n for code, n in [("100", 2), ("201", 1), ("203", 1), ("205", 0), ("206", 1),
                                       ("208", 0), ("400", 1)]}
     for code, n in counts.items():
-        assert f'datastore_uploads_total{{code="{code}"}} {n}\n' in text
-    assert "datastore_duplicate_uploads_total 1\n" in text
-    assert "datastore_upload_seconds_count 6\n" in text
+        assert f'datastore_receiver_uploads_total{{code="{code}"}} {n}\n' in text
+    assert "datastore_receiver_duplicate_uploads_total 1\n" in text
+    assert "datastore_receiver_upload_duration_seconds_count 6\n" in text
 
 
 # -- end to end -----------------------------------------------------------------------------------------
@@ -580,12 +580,14 @@ def test_a_station_list_with_a_byte_order_mark_keeps_its_first_station(tmp_path)
 
 def test_stale_files_in_tmp_are_removed_at_start_up_and_fresh_ones_kept(tmp_path):
     queue_spool = spool.Spool(tmp_path, fsync=False)
-    old, fresh = queue_spool.queue.tmp / "old", queue_spool.queue.tmp / "fresh"
+    # temporary files as write_atomically names them (a requeue's); names not the datastore's
+    # are never removed (test_receiver_foreign_tmp)
+    old, fresh = queue_spool.queue.tmp / ".old.events.12.tmp", queue_spool.queue.tmp / ".fresh.events.34.tmp"
     old.write_bytes(b"half")
     fresh.write_bytes(b"being written by another receiver")
     os.utime(old, (time.time() - 2 * 3600,) * 2)
     assert queue_spool.remove_stale_tmp() == 1
-    assert sorted(os.listdir(queue_spool.queue.tmp)) == ["fresh"]
+    assert sorted(os.listdir(queue_spool.queue.tmp)) == [".fresh.events.34.tmp"]
 
 
 def test_unique_names_differ_within_one_nanosecond_and_carry_pid_and_station(tmp_path):

@@ -56,7 +56,9 @@ def test_a_claim_the_full_disk_kept_is_taken_over_by_the_retry_once_space_return
     (tmp_path / "stations.csv").write_text("99,amsterdam,pw99\n")
     config = tmp_path / "config.ini"
     config.write_text(f"[General]\nlog=\nloglevel=info\nstation_list={tmp_path}/stations.csv\n"
-                      f"data_dir={small_disk}/data\nminimum_year=2016\n")
+                      f"data_dir={small_disk}/data\nminimum_year=2016\n"
+                      # filled to the last byte on purpose: no reserve (test_reserve.py has one)
+                      "[Receiver]\nreceiver_reserve_mb=0\n")
     app = build_app(load_settings(config))
     store = app.spool.store
 

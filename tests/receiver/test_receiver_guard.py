@@ -5,6 +5,8 @@ import hashlib
 import http.client
 import logging
 import pickle
+import threading
+import time
 import urllib.parse
 
 import pytest
@@ -57,8 +59,9 @@ def test_an_unknown_station_hears_206_and_a_wrong_password_203_as_the_deployed_r
 
 def test_a_guesser_is_limited_and_stations_beside_it_keep_being_answered(config, caplog):
     caplog.set_level(logging.INFO)
-    # a long refill: within this test the guesser gets no try back
-    with serve(config, PasswordGuard(burst=5, refill_seconds=3600)) as server:
+    # a long refill: within this test the guesser gets no try back; its requests past the
+    # budget wait their turn a moment (max_wait), then are answered unchecked
+    with serve(config, PasswordGuard(burst=5, refill_seconds=3600, max_wait=0.05)) as server:
         answers = []
         for n in range(60):
             answers.append(post(server.port, GUESSER, 99, f"guess{n}", n))
@@ -83,9 +86,38 @@ def test_the_guessed_station_behind_the_guessers_address_gets_in_after_a_bounded
     with serve(config, PasswordGuard(burst=3, refill_seconds=1.0)) as server:
         for n in range(10):
             post(server.port, GUESSER, 99, f"guess{n}", n)
-        assert post(server.port, GUESSER, 99, "pw99", 100) == "205"
-        # the guesser stopped: within a refill period the station's retry is taken
-        assert wait_for(lambda: post(server.port, GUESSER, 99, "pw99", 101) == "100", timeout=60)
+        # past the budget the station's upload waits its turn (a refill period), not refused
+        assert post(server.port, GUESSER, 99, "pw99", 101) == "100"
+
+
+def test_a_guesser_sharing_the_stations_address_cannot_keep_it_out(config):
+    """A school's NAT: the guesser sends one guess after another for station 99 from the
+    station's own address; every upload of the station still gets in, each waiting its
+    turn (at most two refill periods), and the guesser's checks stay one per period."""
+    refill = 1.0
+    stop = threading.Event()
+    answers = []
+
+    def guess():
+        n = 0
+        while not stop.is_set():
+            answers.append(post(server.port, GUESSER, 99, f"guess{n}", n))
+            n += 1
+
+    with serve(config, PasswordGuard(burst=5, refill_seconds=refill)) as server:
+        guesser = threading.Thread(target=guess)
+        started = time.monotonic()
+        guesser.start()
+        try:
+            assert wait_for(lambda: answers.count("203") >= 5, 60)
+            honest = [post(server.port, GUESSER, 99, "pw99", 1000 + n) for n in range(8)]
+        finally:
+            stop.set()
+            guesser.join(60)
+        elapsed = time.monotonic() - started
+    assert honest == ["100"] * 8
+    # bounded as before: the burst, then one check per refill period (and one in hand)
+    assert answers.count("203") <= 5 + elapsed / refill + 1, (answers.count("203"), elapsed)
 
 
 def test_the_guard_refills_in_bounded_time_and_bounds_its_table():
@@ -99,4 +131,24 @@ def test_the_guard_refills_in_bounded_time_and_bounds_its_table():
     assert guard.may_try("a", 1)  # one try back per refill period
     for n in range(1000):
         guard.failed(f"addr{n}", 1)
-    assert len(guard._pairs) == 100
+    assert len(guard._pairs) <= 100
+
+
+def test_filling_the_table_never_forgives_a_guesser_still_limited():
+    """102,000 pairs made by one failure each pushed the guesser's own bucket out (the least
+    recently failed: its guesses were turned away, not failed); its next 5 guesses were
+    checked again."""
+    now = [0.0]
+    guard = PasswordGuard(burst=5, refill_seconds=60.0, max_pairs=1000, clock=lambda: now[0])
+    for _ in range(5):
+        guard.failed(guard.admit("10.0.0.1", 99))
+    assert not guard.may_try("10.0.0.1", 99)
+    for n in range(1020):
+        now[0] += 0.01
+        turn = guard.admit(f"10.1.{n // 250}.{n % 250}", 99)
+        guard.failed(turn)
+    assert len(guard._pairs) <= 1000
+    assert not guard.may_try("10.0.0.1", 99)
+    # an honest station's matching password takes no room in the table
+    guard.matched(guard.admit("10.9.9.9", 501))
+    assert ("10.9.9.9", 501) not in guard._pairs

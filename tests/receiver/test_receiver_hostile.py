@@ -237,7 +237,7 @@ def test_a_post_to_metrics_is_not_an_upload(tmp_path):
         assert post(server.url + "metrics", form(normal_upload(1))) == "400"
         assert not os.listdir(tmp_path / "data/incoming")
         metrics = urllib.request.urlopen(server.url + "metrics", timeout=10).read().decode()
-        assert 'datastore_uploads_total{code="400"} 1' in metrics
+        assert 'datastore_receiver_uploads_total{code="400"} 1' in metrics
 
 
 def test_an_unexpected_error_answers_a_code_keeps_the_upload_and_releases_its_claim(tmp_path,

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from hisparc_datastore.cli import main
-from hisparc_datastore.config import load_settings
+from hisparc_datastore.config import ConfigError, load_settings
 from hisparc_datastore.receiver.app import build_app
 from hisparc_datastore.receiver.server import ServerThread
 from hisparc_datastore.stations.configserver import make_config_server
@@ -345,3 +345,115 @@ def test_a_trickling_station_list_url_is_given_up_at_the_total_time_out():
     finally:
         server.shutdown()
         server.server_close()
+
+
+# -- a client cannot keep publicdb out (issue 28) ------------------------------------------------
+
+def served(settings, **limits):
+    server = make_config_server(settings, "127.0.0.1", 0, **limits)
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True).start()
+    return server
+
+
+def reload_from(port: int, source: str) -> bool:
+    class Transport(xmlrpc.client.Transport):
+        def make_connection(self, host):
+            connection = super().make_connection(host)
+            connection.source_address = (source, 0)
+            connection.timeout = 60
+            return connection
+    proxy = xmlrpc.client.ServerProxy(f"http://127.0.0.1:{port}/RPC2", transport=Transport())
+    return proxy.reload_datastore()
+
+
+def test_a_trickling_client_is_cut_off_at_the_whole_request_deadline(tmp_path, capsys):
+    """The time-out was per read: a byte every 20 s held a slot for about 15 days."""
+    settings = load_settings(write_config(tmp_path, "http://127.0.0.1:9/none"))
+    server = served(settings, client_timeout=30.0, request_seconds=2.0)
+    try:
+        with socket.create_connection(("127.0.0.1", server.server_address[1]), timeout=60) as slow:
+            slow.sendall(b"POST /RPC2 HTTP/1.0\r\nContent-Length: 60000\r\n\r\n")
+            started = time.monotonic()
+            cut = False
+            while time.monotonic() - started < 60 and not cut:
+                try:
+                    slow.sendall(b"<")  # a byte every 0.2 s: each read well within its time-out
+                    time.sleep(0.2)
+                except OSError:
+                    cut = True
+            assert cut, "a trickling client kept its connection for 60 s"
+    finally:
+        server.shutdown()
+        server.server_close()
+    # the cut is a log line, not socketserver's traceback on standard error
+    assert "Traceback" not in capsys.readouterr().err
+
+
+def test_idle_connections_from_other_addresses_keep_neither_publicdb_nor_others_out(tmp_path):
+    """16 idle connections locked reload_datastore() out for 30 s each."""
+    with PublicDB() as publicdb:
+        config = write_config(tmp_path, publicdb.url)
+        config.write_text(config.read_text() + "[ConfigServer]\npublicdb_addresses=127.0.0.3\n")
+        settings = load_settings(config)
+        server = served(settings, client_timeout=60.0, request_seconds=60.0)
+        port = server.server_address[1]
+        idle = []
+        try:
+            # one address holds at most 4 slots: the other 12 are closed at once
+            for _ in range(16):
+                sock = socket.create_connection(("127.0.0.1", port), timeout=60,
+                                                source_address=("127.0.0.2", 0))
+                idle.append(sock)
+            assert wait_closed(idle[4:]) and not any(closed(sock) for sock in idle[:4])
+            assert reload_from(port, "127.0.0.1") is True  # another address is still served
+            # 12 more addresses fill every slot: others are turned away, publicdb is served
+            for n in range(12):
+                sock = socket.create_connection(("127.0.0.1", port), timeout=60,
+                                                source_address=(f"127.0.1.{n + 1}", 0))
+                idle.append(sock)
+            time.sleep(0.5)
+            with pytest.raises((ConnectionError, xmlrpc.client.ProtocolError, OSError)):
+                reload_from(port, "127.0.0.1")
+            (tmp_path / "stations.csv").write_text(OLD)
+            assert reload_from(port, "127.0.0.3") is True
+            assert (tmp_path / "stations.csv").read_text() == NEW
+            # and a burst of publicdb's calls is answered whole
+            results = []
+            threads = [threading.Thread(target=lambda: results.append(reload_from(port, "127.0.0.3")))
+                       for _ in range(40)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join(120)
+            assert results == [True] * 40
+        finally:
+            for sock in idle:
+                sock.close()
+            server.shutdown()
+            server.server_close()
+
+
+def closed(sock: socket.socket) -> bool:
+    sock.settimeout(0.05)
+    try:
+        return sock.recv(1) == b""
+    except TimeoutError:
+        return False
+    except OSError:
+        return True
+
+
+def wait_closed(socks, timeout=60.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if all(closed(sock) for sock in socks):
+            return True
+    return False
+
+
+def test_publicdb_addresses_must_be_addresses(tmp_path):
+    config = write_config(tmp_path, "http://127.0.0.1:9/none")
+    config.write_text(config.read_text() + "[ConfigServer]\npublicdb_addresses=publicdb.example\n")
+    with pytest.raises(ConfigError, match=r"\[ConfigServer\] publicdb_addresses: .*'publicdb.example' is "
+                                          "not an IP address"):
+        load_settings(config)

@@ -6,6 +6,8 @@
 ``logsetup``  logging as the deployed datastore configures it
 ``progress``  a one-line progress display, on a terminal only
 ``http``      ``HOST:PORT`` settings as addresses, Prometheus text (``metric``, ``exposition``)
+``health``    ``GET /health`` of the services, and the probe status and check send it
+``disk``      free space in data_dir, both reserves, and the days until it is full
 """
 
 from hisparc_datastore.ops.logsetup import configure_logging

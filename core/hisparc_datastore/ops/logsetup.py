@@ -10,13 +10,63 @@ one at the path before the next line; SIGHUP makes every service reopen at once
 
 from __future__ import annotations
 
+import datetime
+import json
 import logging
 import logging.handlers
 import sys
 
 from hisparc_datastore.config import Settings
+from hisparc_datastore.util.brief import printable
 
 FORMAT = "%(asctime)s %(process)d %(name)s %(levelname)s: %(message)s"
+
+
+def utc_time(record: logging.LogRecord) -> str:
+    """``2026-12-06T04:54:47.123+00:00``: ISO 8601 in UTC with its offset, as status prints
+    times, whatever the host's time zone."""
+    moment = datetime.datetime.fromtimestamp(record.created, datetime.timezone.utc)
+    return moment.isoformat(timespec="milliseconds")
+
+
+class UtcFormatter(logging.Formatter):
+    """The one text line of every service: UTC time, pid, logger, level, message. Every record
+    is one line: a client's text in a message (a station field, a form value) cannot start a
+    line of its own that reads like the services' own. A traceback still follows on lines of
+    its own, each indented, so none of them reads as a record."""
+
+    def __init__(self) -> None:
+        super().__init__(FORMAT)
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:  # noqa: N802
+        return utc_time(record)
+
+    def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802
+        record.message = printable(record.message)
+        return super().formatMessage(record)
+
+    def formatException(self, ei) -> str:  # noqa: N802
+        return "\n".join("  " + printable(line) for line in super().formatException(ei).splitlines())
+
+    def formatStack(self, stack_info: str) -> str:  # noqa: N802
+        return "\n".join("  " + printable(line) for line in stack_info.splitlines())
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object a line (``[General] log_format = json``), for a log shipper: the same
+    fields as the text line, and the traceback as one string. The message is escaped as in
+    the text line, so a client's text reads the same (and as harmless) in both."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {"time": utc_time(record), "pid": record.process, "logger": record.name,
+                 "level": record.levelname, "message": printable(record.getMessage())}
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry, ensure_ascii=False)
+
+
+def make_formatter(settings: Settings) -> logging.Formatter:
+    return JsonFormatter() if settings.log_format == "json" else UtcFormatter()
 
 
 def configure_logging(settings: Settings, also_stderr: bool = True) -> None:
@@ -25,7 +75,7 @@ def configure_logging(settings: Settings, also_stderr: bool = True) -> None:
         root.removeHandler(handler)
         handler.close()
     root.setLevel(settings.loglevel.upper())
-    formatter = logging.Formatter(FORMAT)
+    formatter = make_formatter(settings)
     if settings.log is not None:
         settings.log.parent.mkdir(parents=True, exist_ok=True)
         handler = logging.handlers.WatchedFileHandler(settings.log, encoding="utf-8")

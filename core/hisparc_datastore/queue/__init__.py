@@ -2,6 +2,8 @@
 has happened to it.
 
 ``folders``  ``Queue``: tmp, incoming, partial, suspicious, quarantine and the archive
+``names``    what a queue file's name tells: suffixes, the station it is from
+``holding``  what quarantine/ and suspicious/ keep per station and kind, and pruning by age
 """
 
 from hisparc_datastore.queue.folders import QUEUE_DIRS, REASON_SUFFIX, Queue, read_archived

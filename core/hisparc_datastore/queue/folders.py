@@ -27,21 +27,23 @@ from typing import Protocol
 
 import attrs
 
+from hisparc_datastore.queue.holding import Holding, HoldLimits
+from hisparc_datastore.queue.names import (  # noqa: F401 - the names queue.folders has always offered
+    EVENTS_SUFFIX,
+    REASON_SUFFIX,
+    REFUSED_SUFFIX,
+    REQUEUED_PREFIX,
+    station_of,
+)
+from hisparc_datastore.util.brief import printable
 from hisparc_datastore.util.durable import fsync_dir, move, write_atomically
 
 log = logging.getLogger(__name__)
 
 QUEUE_DIRS = ("tmp", "incoming", "partial", "suspicious", "quarantine", "archive")
-REASON_SUFFIX = ".reason"
-#: Queue files ``requeue`` put back: an operator chose to store them, bounds per upload or not.
-REQUEUED_PREFIX = "requeued-"
-EVENTS_SUFFIX = ".events"  # events of an upload kept in quarantine
 UPLOADS = "uploads"  # archive/uploads/: each stored upload once, with its dates beside it
 DATES_SUFFIX = ".dates"
 RELIST_S = 2.0  # seconds a listing of incoming/ is used for claims before incoming/ is listed again
-# The raw ``data`` of an upload the receiver refused though the station was
-# authenticated (bad checksum, cannot be unpickled), kept for an operator.
-REFUSED_SUFFIX = ".refused"
 # Refusals of the same bytes from the same station are one entry; its count is rewritten
 # in place, one thread at a time (processes may race and lose a count, never the bytes).
 _REFUSED_LOCK = threading.Lock()
@@ -81,6 +83,8 @@ class Queue:
         ``datastore quarantine``, which must leave ``data_dir`` as it found it)."""
         self.data_dir = Path(data_dir)
         self.fsync = fsync
+        self._holdings: dict[str, Holding] = {}
+        self.hold_limits = default_hold_limits()
         for name in QUEUE_DIRS if create else ():
             (self.data_dir / name).mkdir(parents=True, exist_ok=True)
         self._pending: list[str] = []
@@ -106,6 +110,30 @@ class Queue:
     @property
     def quarantine(self) -> Path:
         return self.data_dir / "quarantine"
+
+    def holding(self, folder: Path) -> Holding:
+        """The bound of ``quarantine/`` or ``suspicious/`` (queue/holding.py)."""
+        held = self._holdings.get(folder.name)
+        if held is None or held.limits != self.hold_limits:
+            held = self._holdings[folder.name] = Holding(folder, self.hold_limits, self.fsync)
+        return held
+
+    def _hold(self, folder: Path, name: str, size: int, reason: str, put) -> Path:
+        """Keep ``name`` in ``folder`` by ``put(target)``, with its reason (lines already
+        printable); beyond the bound of its station and kind, as the first or latest sample,
+        counted."""
+        held = self.holding(folder)
+        if held.admit(name, size):
+            target = folder / name
+            write_atomically(folder / (name + REASON_SUFFIX), reason.encode() + b"\n",
+                             fsync=self.fsync)
+            put(target)
+            return target
+        with held.beyond(name, size, reason) as target:
+            put(target)
+        log.warning("%s/%s: %s beyond the bound of its station and kind (hold_files, hold_mb): counted "
+                    "in %s.reason, kept only as a sample", folder.name, name, _size_text(size), target.name)
+        return target
 
     @property
     def archive(self) -> Path:
@@ -168,30 +196,24 @@ class Queue:
 
     def quarantine_file(self, name: str, reason: str) -> Path:
         """Move a claimed upload that cannot be read at all into quarantine."""
-        target = self.quarantine / name
-        write_atomically(self.quarantine / (name + REASON_SUFFIX), reason.encode() + b"\n",
-                         fsync=self.fsync)
-        move(self.partial / name, target, fsync=self.fsync)
+        target = self._hold(self.quarantine, name, _size_of(self.partial / name), printable(reason),
+                            lambda target: move(self.partial / name, target, fsync=self.fsync))
         log.error("quarantined %s: %s", name, reason)
         return target
 
     def set_aside(self, name: str, reason: str) -> Path:
         """Move a claimed upload over a bound per upload into ``suspicious/``, with why; a
         ``datastore requeue`` stores it anyway."""
-        target = self.suspicious / name
-        write_atomically(self.suspicious / (name + REASON_SUFFIX), reason.encode() + b"\n",
-                         fsync=self.fsync)
-        move(self.partial / name, target, fsync=self.fsync)
+        target = self._hold(self.suspicious, name, _size_of(self.partial / name), printable(reason),
+                            lambda target: move(self.partial / name, target, fsync=self.fsync))
         log.warning("set aside %s in %s: %s", name, self.suspicious, reason)
         return target
 
     def quarantine_events(self, name: str, payload: bytes, reasons: Iterable[str]) -> Path:
         """Keep the events of an upload that cannot be stored, as a queue file of their own."""
-        target = self.quarantine / events_name(name)
-        write_atomically(target.with_name(target.name + REASON_SUFFIX),
-                         "\n".join(reasons).encode() + b"\n", fsync=self.fsync)
-        write_atomically(target, payload, fsync=self.fsync)
-        return target
+        return self._hold(self.quarantine, events_name(name), len(payload),
+                          "\n".join(map(printable, reasons)),
+                          lambda target: write_atomically(target, payload, fsync=self.fsync))
 
     def keep_refused(self, data: bytes, station_id: int, cluster: str, reason: str) -> tuple[Path, int]:
         """Keep the raw bytes of an authenticated upload the receiver refused, with why; the
@@ -213,7 +235,12 @@ class Queue:
             if count and not target.exists():
                 count = 0  # requeued meanwhile: a new entry
             count += 1
-            header = f"station {station_id} cluster {cluster}\n"
+            if count == 1 and not self.holding(self.quarantine).admit(target.name, len(data)):
+                with self.holding(self.quarantine).beyond(target.name, len(data), reason) as sample:
+                    write_atomically(sample, data, fsync=self.fsync)
+                return sample, 1
+            header = f"station {station_id} cluster {printable(cluster)}\n"
+            reason = printable(reason)
             tally = f"{_COUNT_PREFIX}{count} time(s), first {first}, last {now}\n"
             # The bytes first: a reason file never names a count of bytes not kept.
             if not target.exists():
@@ -473,24 +500,34 @@ def requeued_name(name: str) -> str:
     return f"{REQUEUED_PREFIX}{int(time.time())}-{name}"
 
 
+def default_hold_limits() -> HoldLimits:
+    """The bounds of quarantine/ and suspicious/ at the settings' defaults (a service sets
+    its own from its settings: ``hold_limits``)."""
+    from hisparc_datastore.config import SETTINGS
+
+    default = {setting.name: setting.default for setting in SETTINGS}
+    return HoldLimits(default["hold_files"], default["hold_mb"] * 1_000_000)
+
+
+def hold_limits(settings) -> HoldLimits:
+    return HoldLimits(settings.hold_files, settings.hold_mb * 1_000_000)
+
+
+def _size_of(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
+def _size_text(size: int) -> str:
+    return f"{size} bytes"
+
+
 def events_name(name: str) -> str:
     """The quarantine name of the events kept from the upload ``name``: ``NAME.events``, and
     no second suffix when those events come round again."""
     return name if name.endswith(EVENTS_SUFFIX) else name + EVENTS_SUFFIX
-
-
-def station_of(name: str) -> str:
-    """The station a queue file is from, as far as its name tells: the receiver names them
-    ``TIME-PID-COUNTER-STATION-MD5`` (``requeued-TIME-`` before it after a requeue), the test
-    helpers ``TIME-STATION-N``; any other name is taken as a station of its own."""
-    parts = name.removeprefix(REQUEUED_PREFIX).split("-")
-    if parts and parts[0].isdigit() and name.startswith(REQUEUED_PREFIX):
-        parts = parts[1:]
-    if len(parts) == 5:
-        return parts[3]
-    if len(parts) == 3:
-        return parts[1]
-    return name
 
 
 def _round_robin(names: list[str]) -> list[str]:

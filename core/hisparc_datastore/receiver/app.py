@@ -14,6 +14,7 @@ import hashlib
 import ipaddress
 import logging
 import re
+import shutil
 import sqlite3
 import time
 import urllib.parse
@@ -24,11 +25,15 @@ import attrs
 
 from hisparc_datastore.codec.decoding import DecodeError, Upload, parse_event_list
 from hisparc_datastore.config import ConfigError, Settings
+from hisparc_datastore.ops.health import CONTENT_TYPE as HEALTH_CONTENT_TYPE
+from hisparc_datastore.ops.health import HEALTH_PATH, health_body
 from hisparc_datastore.ops.http import CONTENT_TYPE as METRICS_CONTENT_TYPE
-from hisparc_datastore.queue.folders import DB_NAME
+from hisparc_datastore.queue.folders import DB_NAME, hold_limits
+from hisparc_datastore.receiver.activity import StationActivity
 from hisparc_datastore.receiver.claims import DUPLICATE, IN_FLIGHT, NEW, Dedup
 from hisparc_datastore.receiver.guard import PasswordGuard
 from hisparc_datastore.receiver.metrics import Metrics
+from hisparc_datastore.receiver.refusals import RefusalLog
 from hisparc_datastore.receiver.spool import ClaimLost, Spool, suspicious_reason
 from hisparc_datastore.stations.stationlist import Station, StationList
 from hisparc_datastore.util import faults
@@ -69,6 +74,7 @@ class Outcome:
     detail: str = ""
     duplicate: bool = False
     quiet: bool = False  # logged in summary elsewhere (PasswordGuard), not line by line
+    set_aside: bool = False  # kept in suspicious/ or quarantine, not queued for storing
 
 
 def read_body(stream: Any, length: int) -> bytes:
@@ -171,27 +177,37 @@ class ReceiverApp:
 
     def __init__(self, settings: Settings, stations: StationList, spool: Spool,
                  dedup: Dedup | None, metrics: Metrics | None = None,
-                 guard: PasswordGuard | None = None) -> None:
+                 guard: PasswordGuard | None = None, activity: StationActivity | None = None) -> None:
         self.settings = settings
         self.stations = stations
         self.spool = spool
         self.dedup = dedup
         self.metrics = metrics or Metrics()
         self.guard = guard or PasswordGuard()
+        self.refusals = RefusalLog()
+        self.activity = activity or StationActivity(None)
         self.trusted_proxies = parse_trusted_proxies(settings)
 
     def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
         # Everything below (the log, the password guard) sees the station's own address.
         environ["REMOTE_ADDR"] = client_address(environ, self.trusted_proxies)
         # Exactly /metrics, as the proxy's `location = /metrics` admits it (/foo/metrics got past).
-        to_metrics = environ.get("PATH_INFO", "") == "/metrics"
-        if to_metrics and environ.get("REQUEST_METHOD") in ("GET", "HEAD"):
-            return self._respond(start_response, self.metrics.render(), METRICS_CONTENT_TYPE)
+        path, method = environ.get("PATH_INFO", ""), environ.get("REQUEST_METHOD")
+        if method in ("GET", "HEAD") and path in _PAGES:
+            body, content_type = _PAGES[path](self)
+            return self._respond(start_response, body, content_type)
         started = time.perf_counter()
         size = _content_length(environ)
+        if method != "POST":
+            # A probe or a browser, not a station: answered as the protocol would, never
+            # counted as an upload (a health check used to count as a refused one).
+            self.metrics.not_an_upload()
+            log.warning("not an upload from %s: %s %s", environ.get("REMOTE_ADDR", "?"),
+                        clip(repr(method)), clip(repr(path)))
+            return self._respond(start_response, RC_INVALID_POST)
         try:
-            if to_metrics:
-                raise InvalidPost("/metrics takes no uploads")
+            if path in _PAGES:
+                raise InvalidPost(f"{path} takes no uploads")
             outcome = self.handle(environ, size)
         except InvalidPost as exc:
             outcome = Outcome(RC_INVALID_POST, detail=f"invalid POST: {exc}")
@@ -200,7 +216,11 @@ class ReceiverApp:
             outcome = Outcome(RC_TRANSACTION_FAILED, detail=f"unexpected error: {_describe(exc)}")
         elapsed = time.perf_counter() - started
         self.metrics.record(outcome.code, max(size or 0, 0), elapsed, outcome.duplicate)
-        if outcome.quiet:
+        # Per station only for listed ones: a client cannot add records by inventing numbers.
+        if outcome.station_id is not None and self.stations.get(outcome.station_id) is not None:
+            self.activity.record(outcome.station_id, outcome.code, outcome.detail, outcome.set_aside)
+        if outcome.quiet or (outcome.code == RC_INVALID_POST
+                             and not self.refusals.log_in_full(environ.get("REMOTE_ADDR", "?"))):
             return self._respond(start_response, outcome.code)
         level = (logging.INFO if outcome.code == RC_OK
                  else logging.ERROR if outcome.code == RC_TRANSACTION_FAILED else logging.WARNING)
@@ -241,15 +261,19 @@ class ReceiverApp:
         station = self.stations.get(station_id)
         address = environ.get("REMOTE_ADDR", "?")
         pair = station_id if station is not None else None
-        if not self.guard.may_try(address, pair):
+        # Past the pair's budget this waits its turn (see guard): a guesser sharing the
+        # station's address cannot keep the station out by taking every try.
+        turn = self.guard.admit(address, pair)
+        if turn is None:
             self.guard.turned_away(address, pair)
             return Outcome(RC_TRANSACTION_FAILED, station_id, "too many password failures", quiet=True)
         if station is None:
-            self.guard.failed(address, pair)
+            self.guard.failed(turn)
             return Outcome(RC_UNKNOWN_STATION, station_id, "unknown station")
         if not station.password_matches(form["password"]):
-            self.guard.failed(address, pair)
+            self.guard.failed(turn)
             return Outcome(RC_PASSWORD, station_id, "wrong password")
+        self.guard.matched(turn)
         try:
             payload = form["data"].encode("latin-1")
         except UnicodeEncodeError:
@@ -272,6 +296,12 @@ class ReceiverApp:
             # may yet fail, so this one may not say 100. The station retries.
             return Outcome(RC_TRANSACTION_FAILED, station_id, f"the same upload (md5 {checksum}) "
                            "is being queued by another request")
+        short = self._short_of_room(len(payload))
+        if short:
+            # Not kept in quarantine: that would spend the room the writer needs. The station
+            # keeps the upload and retries.
+            self._release(station_id, checksum, name)
+            return Outcome(RC_TRANSACTION_FAILED, station_id, short)
         faults.point("receiver-claimed")
         try:
             return self._queue(station, payload, checksum, name)
@@ -317,7 +347,24 @@ class ReceiverApp:
         self._settle(self.dedup.remember if self.dedup else None, station_id, checksum, name)
         faults.point("receiver-remembered")
         return Outcome(RC_OK, station_id,
-                       f"{len(event_list)} events -> {path.parent.name}/{path.name}")
+                       f"{len(event_list)} events -> {path.parent.name}/{path.name}",
+                       set_aside=suspicious is not None)
+
+    def _short_of_room(self, size: int) -> str | None:
+        """Why queueing ``size`` more bytes would eat into ``[Receiver] receiver_reserve_mb``,
+        or None. The writer needs room to store what was accepted: a receiver filling the disk
+        to the last byte would leave it waiting with every upload queued and none stored."""
+        reserve = self.settings.receiver_reserve_mb * 2**20
+        if not reserve:
+            return None
+        try:
+            free = shutil.disk_usage(self.settings.data_dir).free
+        except OSError:
+            return None  # writing the queue file meets whatever is wrong, and says so
+        if free - size >= reserve:
+            return None
+        return (f"disk nearly full: {free / 2**20:.1f} MB free in {self.settings.data_dir}, "
+                f"below [Receiver] receiver_reserve_mb = {self.settings.receiver_reserve_mb}")
 
     def _claim(self, station_id: int, checksum: str, name: str) -> str:
         if self.dedup is None:
@@ -394,7 +441,14 @@ class ReceiverApp:
             log.error("cannot keep refused upload of station %s: %s", outcome.station_id, _describe(exc))
             return outcome
         kept = f"kept as quarantine/{path.name}" + (f", refused {count} times" if count > 1 else "")
-        return attrs.evolve(outcome, detail=f"{outcome.detail}; {kept}")
+        return attrs.evolve(outcome, detail=f"{outcome.detail}; {kept}", set_aside=True)
+
+
+# What a GET may ask for; every other GET is answered as an invalid upload.
+_PAGES: dict[str, Callable[[ReceiverApp], tuple[str, str]]] = {
+    "/metrics": lambda app: (app.metrics.render(app.activity, len(app.stations)), METRICS_CONTENT_TYPE),
+    HEALTH_PATH: lambda app: (health_body("receiver").decode(), HEALTH_CONTENT_TYPE),
+}
 
 
 def _describe(exc: BaseException) -> str:
@@ -414,8 +468,10 @@ def build_app(settings: Settings, *, spool: Spool | None = None, dedup: bool = T
               metrics: Metrics | None = None) -> ReceiverApp:
     """The receiver for ``settings``: its station list, queue, duplicate memory and counters."""
     spool = spool or Spool(settings.data_dir, fsync=settings.fsync)
+    spool.queue.hold_limits = hold_limits(settings)
     # A window of 0 (or less) turns duplicate detection off.
     remember = dedup and settings.duplicate_window_hours > 0
     memory = (Dedup(settings.data_dir / DB_NAME, settings.duplicate_window_hours, spool.queue.tmp)
               if remember else None)
-    return ReceiverApp(settings, StationList(settings.station_list), spool, memory, metrics)
+    return ReceiverApp(settings, StationList(settings.station_list), spool, memory, metrics,
+                       activity=StationActivity(settings.data_dir))

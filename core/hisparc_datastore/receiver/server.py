@@ -28,12 +28,14 @@ from waitress.server import TcpWSGIServer
 from waitress.task import ErrorTask, ThreadedTaskDispatcher
 from waitress.utilities import RequestEntityTooLarge
 
+from hisparc_datastore import _hangup
 from hisparc_datastore.config import ConfigError, load_settings, require_data_dir, setting_problem
 from hisparc_datastore.ops.check import receiver_cannot_write
 from hisparc_datastore.ops.http import parse_bind
 from hisparc_datastore.ops.logsetup import configure_logging
 from hisparc_datastore.ops.logsetup import reopen as reopen_logs
 from hisparc_datastore.queue.folders import Queue
+from hisparc_datastore.receiver.activity import FLUSH_S
 from hisparc_datastore.receiver.app import RC_INVALID_POST, ReceiverApp, build_app
 
 log = logging.getLogger(__name__)
@@ -65,8 +67,9 @@ class _ProtocolErrorTask(ErrorTask):
         app = getattr(self.channel.server, "receiver_app", None)
         if isinstance(app, ReceiverApp):
             app.metrics.record(RC_INVALID_POST, 0, 0.0)
-        log.warning("station ? from %s: %s, body refused unread (%s)", self.channel.addr[0],
-                    RC_INVALID_POST, self.request.error.body)
+        if not isinstance(app, ReceiverApp) or app.refusals.log_in_full(self.channel.addr[0]):
+            log.warning("station ? from %s: %s, body refused unread (%s)", self.channel.addr[0],
+                        RC_INVALID_POST, self.request.error.body)
         body = RC_INVALID_POST.encode()
         self.status = "200 OK"
         self.response_headers.append(("Content-Type", "text/plain"))
@@ -228,6 +231,9 @@ def _shut_down(server: Any, drain_seconds: float) -> None:
     # Stop accepting: close only the listening socket (server.close() would also close the
     # trigger, which the worker threads need to hand their replies to this loop).
     server.asyncore.dispatcher.close(server)
+    app = getattr(server, "receiver_app", None)
+    if isinstance(app, ReceiverApp):
+        app.guard.close()  # requests waiting their turn are answered now, not in minutes
     dispatcher = server.task_dispatcher
     deadline = time.monotonic() + drain_seconds
     while time.monotonic() < deadline:
@@ -260,6 +266,12 @@ def _recover_now_and_then(app: ReceiverApp, stop: threading.Event,
             log.exception("cannot settle what receivers that died left behind")
 
 
+def _save_activity_now_and_then(app: ReceiverApp, stop: threading.Event) -> None:
+    # A station's last upload reaches the file for `datastore status` within FLUSH_S.
+    while not stop.wait(FLUSH_S):
+        app.activity.flush()
+
+
 class ServerThread:
     """A receiver served from a background thread: for tests and benchmarks."""
 
@@ -288,6 +300,7 @@ class ServerThread:
             self._stop.set()
             _wake(self.server)
         self._thread.join(DRAIN_SECONDS + 5)
+        self.app.activity.flush()
 
     def __enter__(self) -> ServerThread:
         return self.start()
@@ -296,11 +309,12 @@ class ServerThread:
         self.stop()
 
 
-def serve(config_path: str | os.PathLike, bind: str = "127.0.0.1:8080",
+def serve(config_path: str | os.PathLike, bind: str | None = None,
           threads: int = DEFAULT_THREADS, also_stderr: bool = True) -> int:
     """Receive uploads until SIGTERM or SIGINT; returns the exit status (0). SIGHUP reopens
     the log (after logrotate) and re-reads the station list."""
     settings = load_settings(config_path)
+    bind = bind or settings.receiver_bind  # the flag overrides the setting
     host, port = parse_bind(bind)
     require_data_dir(settings)
     configure_logging(settings, also_stderr=also_stderr)
@@ -341,6 +355,7 @@ def serve(config_path: str | os.PathLike, bind: str = "127.0.0.1:8080",
         _wake(server)
 
     def between() -> None:
+        app.refusals.sweep()
         if hangups:
             hangups.clear()
             reopen_logs()
@@ -348,16 +363,19 @@ def serve(config_path: str | os.PathLike, bind: str = "127.0.0.1:8080",
             app.stations.reload()
 
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
-    previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, on_hangup)
+    previous[signal.SIGHUP] = _hangup.take_over(on_hangup)
     log.info("receiving uploads on http://%s:%s/ with %d threads; %d station(s); queue in %s",
              server.effective_host, server.effective_port, threads, len(app.stations), settings.data_dir)
     sweeper = threading.Thread(target=_recover_now_and_then, args=(app, stop), name="recover",
                                daemon=True)
     sweeper.start()
+    threading.Thread(target=_save_activity_now_and_then, args=(app, stop), name="activity",
+                     daemon=True).start()
     try:
         run_until(server, stop, between=between)
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+    app.activity.flush()
     log.info("receiver stopped (%s)", ", ".join(signal.Signals(n).name for n in received) or "no signal")
     return 0

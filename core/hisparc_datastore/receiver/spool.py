@@ -21,6 +21,7 @@ import datetime
 import itertools
 import logging
 import os
+import re
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -29,13 +30,16 @@ from hisparc_datastore.codec.decoding import Upload, event_datetime
 from hisparc_datastore.queue.folders import REASON_SUFFIX, Queue
 from hisparc_datastore.receiver.owner import pid_may_have_named
 from hisparc_datastore.util import faults
-from hisparc_datastore.util.durable import fsync_dir, write_atomically
+from hisparc_datastore.util.brief import printable
+from hisparc_datastore.util.durable import TEMPORARY_NAME, fsync_dir, write_atomically
 
 log = logging.getLogger(__name__)
 
-# Files in tmp/ whose name does not tell their writer (not the receiver's) are removed
-# once they are this old; younger ones may still be being written.
+# Temporary files of write_atomically (a requeue's) are removed once they are this old;
+# younger ones may still be being written.
 STALE_TMP_SECONDS = 3600
+# A name Spool.unique_name makes: time (ns), pid, counter, station, checksum.
+_UNIQUE_NAME = re.compile(r"([0-9]{1,20})-([0-9]{1,10})-[0-9]+-[0-9]{1,9}-[0-9a-f]{8}")
 
 
 class ClaimLost(Exception):
@@ -70,6 +74,7 @@ class Spool:
         self.queue = Queue(data_dir, fsync=fsync)
         self.fsync = fsync
         self._counter = itertools.count()  # next() on it is atomic under the GIL
+        self._foreign_named = False  # tmp/ entries not ours are named in the log once
 
     def unique_name(self, station_id: int, checksum: str) -> str:
         # time, pid and a per-process counter: unique across threads and processes.
@@ -92,6 +97,9 @@ class Spool:
         target_dir = self.queue.suspicious if suspicious else self.queue.incoming
         tmp = self.queue.tmp / name
         target = target_dir / name
+        reason = f"station {upload.station_id} cluster {upload.cluster}: {suspicious}"
+        if suspicious and not self.queue.holding(target_dir).admit(name, len(payload)):
+            return self._store_beyond(upload, name, payload, reason, commit, release)
         try:
             self._write(tmp, payload)
         except BaseException:
@@ -135,8 +143,35 @@ class Spool:
                 return target
             raise
         if suspicious:
-            self._keep_reason(name, f"station {upload.station_id} cluster {upload.cluster}: {suspicious}")
+            self._keep_reason(name, reason)
         faults.point("receiver-queued")
+        return target
+
+    def _store_beyond(self, upload: Upload, name: str, payload: bytes, reason: str,
+                      commit: Callable[[], bool] | None, release: Callable[[], bool] | None) -> Path:
+        """Keep a suspicious upload past the bound of its station (queue/holding.py) as the
+        first or latest sample, counted; as :meth:`store` does, from ``tmp/`` by a rename."""
+        tmp = self.queue.tmp / name
+        try:
+            self._write(tmp, payload)
+        except BaseException:
+            _remove(tmp)
+            if release is not None:
+                release()
+            raise
+        if commit is not None and not commit():
+            _remove(tmp)
+            raise ClaimLost(name)
+        held = self.queue.holding(self.queue.suspicious)
+        try:
+            with held.beyond(name, len(payload), reason) as target:
+                os.rename(tmp, target)
+                if self.fsync:
+                    fsync_dir(target.parent)
+        except BaseException:
+            if tmp.exists():
+                self._take_back(tmp, release)
+            raise
         return target
 
     def _keep_reason(self, name: str, reason: str) -> None:
@@ -183,13 +218,23 @@ class Spool:
         keeping those of processes still running. ``release(name)`` first drops any claim
         naming a file; a file whose claim cannot be dropped is kept.
 
-        Names not made by :meth:`unique_name` are removed once ``max_age`` seconds old.
+        Only names the datastore makes are removed: :meth:`unique_name`'s, and
+        ``write_atomically``'s once ``max_age`` seconds old. Anything else is left alone
+        and named in the log once: ``data_dir`` set to a folder such as ``/var`` makes
+        ``tmp/`` another program's.
         """
         now = time.time()
         removed = 0
+        foreign = []
         for entry in os.scandir(self.queue.tmp):
             try:
-                if not entry.is_file() or not _is_dead_tmp(entry, now, max_age):
+                if not entry.is_file(follow_symlinks=False):
+                    foreign.append(entry.name)
+                    continue
+                dead = _is_dead_tmp(entry, now, max_age)
+                if dead is None:
+                    foreign.append(entry.name)
+                if not dead:
                     continue
                 if release is not None and not release(entry.name):
                     continue
@@ -200,6 +245,11 @@ class Spool:
         if removed:
             log.warning("removed %d file(s) of receiver requests that died from %s", removed,
                         self.queue.tmp)
+        if foreign and not self._foreign_named:
+            self._foreign_named = True
+            log.warning("%s holds %d entr(ies) the datastore did not make (%s): left alone; is "
+                        "data_dir a folder of its own?", self.queue.tmp, len(foreign),
+                        ", ".join(printable(name) for name in sorted(foreign)[:5]))
         return removed
 
     def remove_stale_tmp(self, max_age: float = STALE_TMP_SECONDS) -> int:
@@ -208,20 +258,24 @@ class Spool:
         return self.remove_dead_tmp(None, max_age)
 
 
-def _is_dead_tmp(entry: os.DirEntry, now: float, max_age: float) -> bool:
+def _is_dead_tmp(entry: os.DirEntry, now: float, max_age: float) -> bool | None:
+    """Whether a file in tmp/ is one the datastore made and its writer is gone; None when
+    the datastore did not make it."""
     parsed = _parse_name(entry.name)
-    if parsed is None:
-        return entry.stat().st_mtime < now - max_age
-    named_at, pid = parsed
-    return not pid_may_have_named(pid, named_at)
+    if parsed is not None:
+        named_at, pid = parsed
+        return not pid_may_have_named(pid, named_at)
+    if TEMPORARY_NAME.fullmatch(entry.name):
+        return entry.stat(follow_symlinks=False).st_mtime < now - max_age
+    return None
 
 
 def _parse_name(name: str) -> tuple[float, int] | None:
     """(Unix time, pid) of a name made by :meth:`Spool.unique_name`, else None."""
-    parts = name.split("-", 2)
-    if len(parts) < 3 or not parts[0].isdigit() or not parts[1].isdigit():
+    match = _UNIQUE_NAME.fullmatch(name)
+    if match is None:
         return None
-    return int(parts[0]) / 1e9, int(parts[1])
+    return int(match.group(1)) / 1e9, int(match.group(2))
 
 
 def _write_all(fd: int, view: memoryview) -> None:

@@ -69,7 +69,7 @@ def stop_receiver(process: subprocess.Popen) -> int:
 def receiver_codes(url: str) -> str:
     with urllib.request.urlopen(url + "metrics", timeout=30) as reply:
         text = reply.read().decode()
-    codes = re.findall(r'datastore_uploads_total\{code="(\d+)"\} (\d+)', text)
+    codes = re.findall(r'datastore_receiver_uploads_total\{code="(\d+)"\} (\d+)', text)
     return ", ".join(f"{code} x {n}" for code, n in codes if n != "0") or "none"
 
 

@@ -18,9 +18,11 @@ from pathlib import Path
 import attrs
 
 from hisparc_datastore.codec.decoding import Upload
+from hisparc_datastore.config import ConfigError
 from hisparc_datastore.plugin.hookspecs import SimulatedStation
 from hisparc_datastore.plugin.registry import get_plugin_manager
 from hisparc_datastore.util.durable import write_atomically
+from hisparc_datastore.writer.lock import writer_holding
 
 BATCH_SIZE = 100
 CLUSTERS = ("Amsterdam", "Utrecht", "Leiden", "Twente", "Bristol")
@@ -92,23 +94,52 @@ def write_queue(data_dir: str | os.PathLike, uploads: list[Upload]) -> int:
 
 
 def prepare(data_dir: str | os.PathLike, station_count: int, seed: int = 1,
-            minimum_year: int = 2020) -> tuple[Path, tuple[SimulatedStation, ...]]:
-    """Write ``data_dir/config.ini`` and the station list (passwords drawn from ``seed``)."""
+            minimum_year: int = 2020, force: bool = False) -> tuple[Path, tuple[SimulatedStation, ...]]:
+    """Write ``data_dir/config.ini`` and the station list (passwords drawn from ``seed``);
+    unless ``force``, refuse (ConfigError) a data_dir a writer holds, or to replace a file
+    that holds something else."""
     data_dir = Path(data_dir).resolve()
-    data_dir.mkdir(parents=True, exist_ok=True)
     station_list = stations(station_count)
-    (data_dir / "config.ini").write_text(
-        CONFIG_TEMPLATE.format(data_dir=data_dir, minimum_year=minimum_year))
     rng = random.Random(seed)
-    (data_dir / "station_list.csv").write_text("".join(
-        f"{s.number},{s.cluster.lower()},{rng.getrandbits(48):012x}\n" for s in station_list))
+    files = {
+        data_dir / "config.ini": CONFIG_TEMPLATE.format(data_dir=data_dir, minimum_year=minimum_year),
+        data_dir / "station_list.csv": "".join(
+            f"{s.number},{s.cluster.lower()},{rng.getrandbits(48):012x}\n" for s in station_list),
+    }
+    if not force:
+        refuse_live(data_dir, files)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    for path, text in files.items():
+        path.write_text(text)
     return data_dir, station_list
 
 
+def refuse_live(data_dir: Path, files: dict[Path, str]) -> None:
+    """A simulation belongs in a folder of its own: its fake events queued where a writer runs
+    would be stored in real day files, and its config.ini and station list would replace real
+    ones (a real password lost). Raise ConfigError naming what is in the way."""
+    holder = writer_holding(data_dir) if data_dir.is_dir() else None
+    if holder:
+        raise ConfigError(f"{data_dir}: a writer is running there ({holder}): simulated uploads would "
+                          "be stored in its day files; simulate into a folder of its own (or --force)")
+    for path, text in files.items():
+        try:
+            current = path.read_text(encoding="utf-8", errors="replace")
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            raise ConfigError(f"{path}: {exc.strerror or exc}") from None
+        if current != text:
+            raise ConfigError(f"{path} exists and holds something else: simulate would replace it "
+                              "(a real configuration or station list?); simulate into a folder of its "
+                              "own (or --force)")
+
+
 def simulate(data_dir: str | os.PathLike, station_count: int, seconds: int,
-             start: datetime.datetime, seed: int = 1, minimum_year: int = 2020) -> SimulationResult:
+             start: datetime.datetime, seed: int = 1, minimum_year: int = 2020,
+             force: bool = False) -> SimulationResult:
     """Write a config, a station list and a queue of simulated uploads into ``data_dir``."""
-    data_dir, station_list = prepare(data_dir, station_count, seed, minimum_year)
+    data_dir, station_list = prepare(data_dir, station_count, seed, minimum_year, force)
     uploads = simulated_uploads(station_list, start, seconds, seed)
     size = write_queue(data_dir, uploads)
     by_code = Counter(event["header"]["eventtype_uploadcode"] for u in uploads for event in u.event_list)
@@ -117,17 +148,18 @@ def simulate(data_dir: str | os.PathLike, station_count: int, seconds: int,
 
 def simulate_command(data_dir: str, stations: int, hours: float, start: str, seed: int,
                      post: str | None = None, prepare_only: bool = False, concurrency: int = 8,
-                     give_up_after: float = 600.0) -> int:
+                     give_up_after: float = 600.0, force: bool = False) -> int:
     moment = datetime.datetime.fromisoformat(start)
     minimum_year = min(2020, moment.year)
     if prepare_only:
-        path, _ = prepare(data_dir, stations, seed, minimum_year)
+        path, _ = prepare(data_dir, stations, seed, minimum_year, force)
         print(f"config: {path / 'config.ini'}, station list: {path / 'station_list.csv'}")
         return 0
     if post:
         return _post_command(data_dir, post, stations, hours, moment, seed, minimum_year,
                              concurrency, give_up_after)
-    result = simulate(data_dir, stations, round(hours * 3600), moment, seed, minimum_year=minimum_year)
+    result = simulate(data_dir, stations, round(hours * 3600), moment, seed, minimum_year=minimum_year,
+                      force=force)
     # What the installed plugins answered: a station "with weather" has none without its plugin.
     kinds = ", ".join(f"{code} {n}" for code, n in sorted(result.by_code.items())) or "no plugin simulates"
     print(f"simulated {len(result.stations)} stations for {hours:g} h from {moment:%Y-%m-%d %H:%M} UTC: "

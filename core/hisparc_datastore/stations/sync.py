@@ -33,6 +33,11 @@ MAX_BYTES = 1_000_000  # ~140 stations take ~5 kB; anything this large is not a 
 PREVIOUS_SUFFIX = ".previous"
 
 
+class StationListUnreachable(StationListRefused):
+    """publicdb could not be reached at all (no connection, a time-out): nothing was refused
+    on its merits, and the list in place stays."""
+
+
 @attrs.frozen
 class Reloaded:
     """A station list that was checked and installed."""
@@ -40,6 +45,23 @@ class Reloaded:
     path: Path
     stations: int
     changed: bool  # False: the fetched list equals the installed one, which was left alone
+    added: tuple[int, ...] = ()
+    removed: tuple[int, ...] = ()
+    altered: tuple[int, ...] = ()  # cluster or password changed (which one is not told: passwords)
+
+    def differences(self) -> str:
+        """``added 512; removed 501; changed 502`` (cluster or password), or empty."""
+        parts = [f"{what} {', '.join(map(str, numbers))}" for what, numbers in
+                 (("added", self.added), ("removed", self.removed), ("changed", self.altered)) if numbers]
+        return "; ".join(parts)
+
+
+def station_differences(old: dict, new: dict) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
+    """Stations added, removed, and with another cluster or password, from ``old`` to ``new``."""
+    added = tuple(sorted(set(new) - set(old)))
+    removed = tuple(sorted(set(old) - set(new)))
+    altered = tuple(sorted(n for n in set(old) & set(new) if old[n] != new[n]))
+    return added, removed, altered
 
 
 def check_station_list(text: str, source: str) -> int:
@@ -69,7 +91,7 @@ def fetch_station_list(url: str, timeout: float = FETCH_TIMEOUT) -> str:
     worker.start()
     worker.join(timeout)
     if not outcome:
-        raise StationListRefused(f"{url}: not complete after {timeout:g} s, given up")
+        raise StationListUnreachable(f"{url}: not complete after {timeout:g} s, given up")
     if isinstance(outcome[0], BaseException):
         exc = outcome[0]
         if isinstance(exc, urllib.error.HTTPError):
@@ -77,7 +99,8 @@ def fetch_station_list(url: str, timeout: float = FETCH_TIMEOUT) -> str:
         if isinstance(exc, StationListRefused):
             raise exc
         reason = getattr(exc, "reason", None) or exc
-        raise StationListRefused(f"{url}: cannot fetch: {reason}") from None
+        # no connection, no answer in time, a broken answer: publicdb is not reachable
+        raise StationListUnreachable(f"{url}: cannot fetch: {reason}") from None
     content_type, body = outcome[0]
     if len(body) > MAX_BYTES:
         raise StationListRefused(f"{url}: more than {MAX_BYTES} bytes, not a station list")
@@ -96,7 +119,7 @@ def _fetch(url: str, timeout: float, deadline: float, outcome: list) -> None:
             parts, size = [], 0
             while size <= MAX_BYTES:
                 if time.monotonic() > deadline:
-                    raise StationListRefused(f"{url}: not complete after {timeout:g} s, given up")
+                    raise StationListUnreachable(f"{url}: not complete after {timeout:g} s, given up")
                 chunk = reply.read1(65536)  # returns what one read gives: the deadline is seen
                 if not chunk:
                     break
@@ -119,11 +142,13 @@ def install_station_list(path: Path, text: str, source: str) -> Reloaded:
         current, status = None, None
     if current == data:
         return Reloaded(path, count, changed=False)  # leave the receiver's copy untouched
+    old = {} if current is None else parse_station_list(current.decode("utf-8-sig", "replace"), str(path))
+    differences = station_differences(old, parse_station_list(text, source))
     # Both keep the mode and owner the operator gave the list: it holds the passwords.
     if current is not None:
         write_atomically(path.with_name(path.name + PREVIOUS_SUFFIX), current, like=status)
     write_atomically(path, data, like=status)
-    return Reloaded(path, count, changed=True)
+    return Reloaded(path, count, True, *differences)
 
 
 def reload_from_publicdb(settings: Settings) -> Reloaded:
@@ -134,6 +159,9 @@ def reload_from_publicdb(settings: Settings) -> Reloaded:
                           "nowhere to fetch the station list from")
     try:
         result = install_station_list(settings.station_list, fetch_station_list(url), url)
+    except StationListUnreachable as exc:
+        log.error("publicdb unreachable, station list %s kept: %s", settings.station_list, exc)
+        raise
     except StationListRefused as exc:
         log.error("station list refused, %s kept: %s", settings.station_list, exc)
         raise
@@ -141,8 +169,9 @@ def reload_from_publicdb(settings: Settings) -> Reloaded:
         log.error("cannot write station list %s: %s", settings.station_list, exc)
         raise StationListRefused(f"cannot write {settings.station_list}: {exc.strerror or exc}") from None
     if result.changed:
-        log.info("station list %s replaced from %s: %d station(s); the old one is %s%s",
-                 result.path, url, result.stations, result.path.name, PREVIOUS_SUFFIX)
+        log.info("station list %s replaced from %s: %d station(s) (%s); the old one is %s%s",
+                 result.path, url, result.stations, result.differences() or "the same stations",
+                 result.path.name, PREVIOUS_SUFFIX)
     else:
         log.info("station list %s unchanged (%d station(s) at %s)", result.path, result.stations, url)
     return result
@@ -157,9 +186,13 @@ def fetch_stations_command(config: str | os.PathLike) -> int:
     configure_logging(settings, also_stderr=False)
     try:
         result = reload_from_publicdb(settings)
+    except StationListUnreachable as exc:
+        print(f"datastore fetch-stations: unreachable, {settings.station_list} kept: {exc}", file=sys.stderr)
+        return 1
     except StationListRefused as exc:
         print(f"datastore fetch-stations: refused, {settings.station_list} kept: {exc}", file=sys.stderr)
         return 1
     state = "replaced" if result.changed else "unchanged"
-    print(f"{result.path}: {state}, {result.stations} station(s)")
+    differences = f" ({result.differences()})" if result.differences() else ""
+    print(f"{result.path}: {state}, {result.stations} station(s){differences}")
     return 0

@@ -1,4 +1,5 @@
-"""Describes any value a station sent in a few dozen characters, for log lines and reasons.
+"""Describes any value a station sent in a few dozen characters, for log lines and reasons,
+and shows a text's control characters rather than obey them.
 
 An error message about an upload must never cost more than the message:
 ``f"{value!r:.40}"`` builds the whole repr before cutting it, which for a
@@ -30,6 +31,15 @@ def brief(value: Any, limit: int = 60) -> str:
     except Exception:  # noqa: BLE001 - a description must never fail
         return f"<{type(value).__name__}>"
     return clip(text, limit)
+
+
+def printable(text: str) -> str:
+    """``text`` with every character that is not printable (line breaks, other control
+    characters, direction overrides) shown as its escape, as ``repr`` shows it: text a
+    client sent is shown in a log line, a reason file or a metric label, never obeyed."""
+    if text.isprintable():
+        return text
+    return "".join(char if char.isprintable() else repr(char)[1:-1] for char in text)
 
 
 def clip(text: str, limit: int = 200) -> str:

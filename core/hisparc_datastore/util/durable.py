@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import stat
 from pathlib import Path
 
@@ -26,6 +27,14 @@ def _fsync(path: str | os.PathLike, flags: int) -> None:
         os.close(fd)
 
 
+# The name write_atomically gives its temporary file: another program's files never match it.
+TEMPORARY_NAME = re.compile(r"\..+\.\d+\.tmp")
+
+
+def temporary_name(name: str) -> str:
+    return f".{name}.{os.getpid()}.tmp"
+
+
 def write_atomically(target: Path, data: bytes, tmp_dir: Path | None = None, fsync: bool = True,
                      like: os.stat_result | None = None) -> None:
     """Write ``data`` to a temporary file, fsync it, then rename it onto ``target``.
@@ -37,7 +46,7 @@ def write_atomically(target: Path, data: bytes, tmp_dir: Path | None = None, fsy
     private from its first byte.
     """
     tmp_dir = tmp_dir or target.parent
-    tmp = tmp_dir / f".{target.name}.{os.getpid()}.tmp"
+    tmp = tmp_dir / temporary_name(target.name)
     try:
         flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
         with open(os.open(tmp, flags, 0o600 if like is not None else 0o666), "wb") as fh:

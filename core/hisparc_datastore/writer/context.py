@@ -6,7 +6,7 @@ from __future__ import annotations
 import attrs
 
 from hisparc_datastore.config import Settings
-from hisparc_datastore.queue.folders import Queue
+from hisparc_datastore.queue.folders import Queue, hold_limits
 from hisparc_datastore.storage.openfiles import OpenFiles
 from hisparc_datastore.writer.journal import Journal
 
@@ -21,5 +21,6 @@ class StoreContext:
     @classmethod
     def open(cls, settings: Settings) -> StoreContext:
         """The queue and journal under ``settings.data_dir``, and no day file open yet."""
-        return cls(settings, Queue(settings.data_dir, fsync=settings.fsync),
-                   Journal(settings.data_dir, fsync=settings.fsync), OpenFiles())
+        queue = Queue(settings.data_dir, fsync=settings.fsync)
+        queue.hold_limits = hold_limits(settings)
+        return cls(settings, queue, Journal(settings.data_dir, fsync=settings.fsync), OpenFiles())

@@ -23,6 +23,7 @@ import time
 from multiprocessing.connection import Connection
 from pathlib import Path
 
+from hisparc_datastore import _hangup
 from hisparc_datastore.plugin.registry import Registry, load_registry
 from hisparc_datastore.storage.errors import describe
 from hisparc_datastore.writer.prepare import Bounds, PreparedUpload, Screen, prepare_file
@@ -51,8 +52,11 @@ def _serve(inbox: Connection, conn: Connection, split, lock, partial: str, bound
     uploads from the back (see :class:`_Child`); until it is sent None or the pipe closes."""
     # A Ctrl-C or a SIGTERM to the whole group is for the writer, which finishes its batch
     # and then ends the child.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    # SIGHUP (logrotate's, to the group) is the writer's too. All three stay blocked from the
+    # start (_hangup.ignored_in_children) until ignored here.
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, (signal.SIGINT, signal.SIGTERM, signal.SIGHUP))
     registry = load_registry()
     screen = Screen(registry, bounds)
     conn.send(_table_map(registry))
@@ -89,20 +93,22 @@ class _Child:
     """
 
     def __init__(self, partial: Path, bounds: Bounds) -> None:
-        context = multiprocessing.get_context("spawn")
-        # One pipe each way: the writer's end of the one to the child does not block, so a
-        # child that stops reading (SIGSTOP) makes a send fail once the pipe is full, rather
-        # than hang the writer; the answers are read by a thread that may block.
-        inbox, self.outbox = context.Pipe(duplex=False)
-        self.conn, theirs = context.Pipe(duplex=False)
-        os.set_blocking(self.outbox.fileno(), False)
-        self.split = context.RawArray("q", 3)
-        self.split[0] = -1
-        self.lock = context.Lock()
-        self.process = context.Process(
-            target=_serve, args=(inbox, theirs, self.split, self.lock, str(partial), bounds),
-            name="datastore-preparer", daemon=True)
-        self.process.start()
+        # The resource tracker (started for the lock) and the child start with these blocked.
+        with _hangup.ignored_in_children():
+            context = multiprocessing.get_context("spawn")
+            # One pipe each way: the writer's end of the one to the child does not block, so a
+            # child that stops reading (SIGSTOP) makes a send fail once the pipe is full, rather
+            # than hang the writer; the answers are read by a thread that may block.
+            inbox, self.outbox = context.Pipe(duplex=False)
+            self.conn, theirs = context.Pipe(duplex=False)
+            os.set_blocking(self.outbox.fileno(), False)
+            self.split = context.RawArray("q", 3)
+            self.split[0] = -1
+            self.lock = context.Lock()
+            self.process = context.Process(
+                target=_serve, args=(inbox, theirs, self.split, self.lock, str(partial), bounds),
+                name="datastore-preparer", daemon=True)
+            self.process.start()
         theirs.close()
         inbox.close()
         self.answers: dict[int, dict] = {}

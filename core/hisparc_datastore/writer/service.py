@@ -22,28 +22,33 @@ from pathlib import Path
 
 import tables
 
-from hisparc_datastore import __version__
+from hisparc_datastore import __version__, _hangup
 from hisparc_datastore.config import Settings
 from hisparc_datastore.ops.logsetup import reopen as reopen_logs
 from hisparc_datastore.plugin.registry import Registry
 from hisparc_datastore.queue.folders import REASON_SUFFIX, events_name
 from hisparc_datastore.storage.errors import DamagedDayFile, StorageError, describe, held_by_another
 from hisparc_datastore.storage.heldfiles import HeldFiles
-from hisparc_datastore.writer.batch import BatchStore, Interrupted, Tally, claimed_batches
+from hisparc_datastore.writer.batch import BatchStore, Interrupted, NoRoom, Tally, claimed_batches
 from hisparc_datastore.writer.context import StoreContext
 from hisparc_datastore.writer.lock import WriterLock
 from hisparc_datastore.writer.prefetch import AHEAD, Preparer
 from hisparc_datastore.writer.prepare import MAX_REASON, Bounds
 from hisparc_datastore.writer.recovery import Recovery
 from hisparc_datastore.writer.state import WriterState
-from hisparc_datastore.writer.tidying import ArchiveTidier
+from hisparc_datastore.writer.tidying import ArchiveTidier, prune_held
 
 log = logging.getLogger(__name__)
 
 FIRST_BACKOFF = 1.0  # seconds; doubles up to MAX_BACKOFF while storing keeps failing
 MAX_BACKOFF = 60.0
 
-__all__ = ["Tally", "Writer"]
+__all__ = ["GaveUp", "Tally", "Writer"]
+
+
+class GaveUp(Exception):
+    """``--once`` met what only the operator can end (too little disk): the batch stays
+    claimed in ``partial/`` for the next run, and the message says why."""
 
 
 class Writer:
@@ -58,6 +63,7 @@ class Writer:
         self.context = StoreContext.open(settings)
         self.queue, self.journal, self.files = self.context.queue, self.context.journal, self.context.files
         self.tally = Tally()
+        self.started = time.time()  # for /metrics
         self.state = WriterState(settings.data_dir, fsync=settings.fsync)  # for `datastore status`
         self.held = HeldFiles()  # day files a reader holds open, and the uploads waiting for them
         self._stop = threading.Event()
@@ -67,10 +73,12 @@ class Writer:
         self.tidier = ArchiveTidier(settings, self.queue, self._stop)
         self.preparer = Preparer(self.queue.partial, registry, Bounds.of(settings),
                                  enabled=settings.prepare_process)
+        self._once = False
 
     def run(self, once: bool = False, lock: WriterLock | None = None) -> Tally:
         """Drain the queue; with ``once`` stop when it is empty, else on SIGTERM/SIGINT.
         ``lock``: the data_dir's lock, when the caller took it already."""
+        self._once = once
         with contextlib.nullcontext() if lock is not None else WriterLock(self.settings.data_dir):
             previous = self._install_signal_handlers()
             log.info("writer started: hisparc-datastore %s; plugins %s; data_dir %s; %d waiting in "
@@ -94,6 +102,7 @@ class Writer:
                     if once:
                         self._leave_waiting()
                         self.queue.prune_archive(self.settings.archive_days)
+                        prune_held(self.queue, self.settings.hold_days)
                         break
                     self.tidier.tidy()
                     # Waiting on an Event sleeps in the kernel and wakes at once on a signal.
@@ -129,7 +138,7 @@ class Writer:
             self._hangups.append(signum)  # the log is reopened between batches
 
         previous = {signum: signal.signal(signum, handle) for signum in (signal.SIGTERM, signal.SIGINT)}
-        previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, hangup)
+        previous[signal.SIGHUP] = _hangup.take_over(hangup)
         return previous
 
     def _reopen_log_if_asked(self) -> None:
@@ -188,6 +197,11 @@ class Writer:
                 except (StorageError, OSError, tables.HDF5ExtError) as exc:
                     if not self.resilient:
                         raise
+                    if self._once and isinstance(exc, NoRoom):
+                        # waiting is the service's way; a run from cron or a shell would hang
+                        raise GaveUp(f"{exc.args[0].removesuffix('; waiting for room')}; "
+                                     f"{len(batch)} uploads stay claimed in {self.queue.partial} "
+                                     "for the next run") from None
                     prepared = None  # used up: the retry prepares the uploads again
                     self.tally.storage_errors += 1
                     # Disk full or an I/O error: keep the uploads claimed and retry

@@ -76,13 +76,24 @@ class WriterState:
         now = self.clock()
         self.batches += 1
         self.last_batch = now
+        today = time.strftime("%Y-%m-%d", time.gmtime(now))
         for item in decoded:
             stored = item.events - item.rejected_events
+            if item.rejected_events:
+                # so that status can point to `datastore quarantine` for this station
+                self.stations.setdefault(str(item.station_id), {"events_stored": 0})["last_set_aside"] = now
             if stored <= 0:
                 continue
             entry = self.stations.setdefault(str(item.station_id), {"events_stored": 0})
             entry["last_stored"] = now
             entry["events_stored"] = int(entry.get("events_stored", 0)) + stored
+            # events stored today (UTC, the day they were stored) per upload code
+            if entry.get("today", {}).get("date") != today:
+                entry["today"] = {"date": today, "counts": {}}
+            counts = entry["today"]["counts"]
+            for day in item.days.values():
+                for code, rows in day.arrays.items():
+                    counts[code] = counts.get(code, 0) + len(rows)
         stored_now = Counter(tally.stored)
         added = stored_now - self._seen
         self._seen = stored_now
