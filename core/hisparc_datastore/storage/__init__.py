@@ -1,7 +1,9 @@
 """The day files: one HDF5 file per UTC day, in the layout publicdb and sapphire read.
 
 ``layout``     paths, groups, tables and blobs of a day file, and bulk appends into them
-``vlblobs``    appends a batch of blobs to a ``blobs`` VLArray in one pass
+``vlblobs``    appends a batch of blobs to a ``blobs`` VLArray in one HDF5 write
+``hdf5calls``  the HDF5 calls made below PyTables (template copies, table appends, one flush)
+``reserve``    room set aside in a day file before a batch adds a node, so no write meets a full disk
 ``openfiles``  the day files the writer has open, the least recently used closed first
 ``heldfiles``  day files a reader holds open, and the uploads waiting for them
 ``contents``   reads day files back into comparable rows (checks, rebuilds, crash tests)

@@ -35,7 +35,7 @@ H5S_SELECT_SET = 0
 H5F_SCOPE_GLOBAL = 1
 
 
-def _loaded_libhdf5() -> str:
+def loaded_libhdf5() -> str:
     """The path of the libhdf5 this process loaded with PyTables (a wheel bundles its own)."""
     import tables.hdf5extension  # noqa: F401 - loads it
 
@@ -50,7 +50,7 @@ def _loaded_libhdf5() -> str:
 def _lib() -> ctypes.CDLL:
     # PyDLL keeps the GIL during each call, as PyTables does for most of its own: no other
     # thread of this process enters HDF5 (not built thread-safe) meanwhile.
-    lib = ctypes.PyDLL(_loaded_libhdf5())
+    lib = ctypes.PyDLL(loaded_libhdf5())
     signatures = {
         "H5Dopen2": (hid_t, [hid_t, ctypes.c_char_p, hid_t]),
         "H5Dclose": (herr_t, [hid_t]),

@@ -13,7 +13,7 @@ and 12x faster than ``append`` (../shared/research/hdf5-append-speed.md,
 checked again here).
 
 The calls go, through ctypes, to the very libhdf5 that PyTables loaded (found
-in this process's memory map: Linux), with the dataset id of PyTables' own node
+in this process's memory map by ``hdf5calls``: Linux), with the dataset id of PyTables' own node
 object (``_v_objectid``), so HDF5's caches and locks are the ones PyTables uses.
 PyTables' row counter for the node is raised here as ``append`` would; the
 C-level counter its ``append`` uses is not (it cannot be reached from Python),
@@ -32,11 +32,12 @@ from __future__ import annotations
 
 import ctypes
 import functools
-import re
 from collections.abc import Sequence
 
 import numpy as np
 import tables
+
+from hisparc_datastore.storage.hdf5calls import loaded_libhdf5
 
 _HID = ctypes.c_int64
 _SELECT_SET = 0  # H5S_SELECT_SET
@@ -47,13 +48,9 @@ class _HDF5:
     """The few HDF5 functions used, from PyTables' own libhdf5."""
 
     def __init__(self) -> None:
-        with open("/proc/self/maps") as maps:
-            paths = sorted(set(re.findall(r"\S*/tables\.libs/libhdf5[^\s/]*\.so[^\s/]*", maps.read())))
-        if not paths:
-            raise ImportError("the libhdf5 that PyTables loaded was not found in /proc/self/maps")
         # PyDLL keeps the GIL during each call: PyTables holds it too, so no other thread enters
         # HDF5 (built without thread safety) meanwhile.
-        lib = ctypes.PyDLL(paths[0])
+        lib = ctypes.PyDLL(loaded_libhdf5())
         pointer, herr = ctypes.c_void_p, ctypes.c_int
         for name, result, arguments in [
             ("H5open", herr, []),
