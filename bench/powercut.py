@@ -6,7 +6,7 @@ receiver and writer, each restarted and checked for lost, doubled or unreadable 
    whatever is not answered ``100``, and sends some uploads twice, as after a lost reply),
    then a real ``datastore writer --once`` drains them (small batches, fsync and the
    archive on); twice, so the second round meets day files and an archive. Every process
-   runs under ``strace`` (hisparc_datastore.testing.crashstates explains why strace, and the
+   runs under ``strace`` (bench/crashstates.py explains why strace, and the
    model).
 2. Build states. The records are replayed into the model of the file system; after chosen
    operations (every directory operation, fsync and logged line is a candidate, half
@@ -54,6 +54,7 @@ import time
 from pathlib import Path
 
 import attrs
+import crashstates
 from chaos import read_reference
 from sent_blobs import compare_sent
 
@@ -65,7 +66,6 @@ from hisparc_datastore.sim.simulate import simulated_uploads, stations
 from hisparc_datastore.sim.stationclient import post_once, station_form
 from hisparc_datastore.sim.summary import read_all, unreadable_blobs
 from hisparc_datastore.storage.contents import multiset_difference
-from hisparc_datastore.testing import crashstates
 from hisparc_datastore.testing.serveprocess import free_port
 from hisparc_datastore.writer.service import Writer
 

@@ -1,5 +1,5 @@
 """Power cuts: the states a cut can leave, built from strace records of the real processes
-(hisparc_datastore.testing.crashstates). The model itself is checked against the disk; the station
+(bench/crashstates.py). The model itself is checked against the disk; the station
 list (fetch-stations, config-server) and writer-state.json are the old or the new version in
 every state; a short run of bench/powercut.py restarts receiver and writer on crash states
 (make chaos runs the long one)."""
@@ -21,9 +21,12 @@ from pathlib import Path
 import pytest
 
 from hisparc_datastore.sim.simulate import simulated_uploads, stations, write_queue
-from hisparc_datastore.testing import crashstates
 from hisparc_datastore.testing.helpers import wait_for
 from hisparc_datastore.testing.serveprocess import free_port
+
+BENCH = Path(__file__).resolve().parents[1] / "bench"
+sys.path.insert(0, str(BENCH))
+import crashstates  # noqa: E402 - the power-cut model, beside bench/powercut.py that uses it
 
 ROOT = Path(__file__).resolve().parents[1]
 POWERCUT = ROOT / "bench" / "powercut.py"

@@ -8,7 +8,6 @@
 ``fixture``       the ``datastore`` fixture and its ``datastore`` marker
 ``helpers``       runs the real writer over a few uploads and reads the rows back
 ``serveprocess``  ``datastore serve`` as a child process, for crash tests and chaos
-``crashstates``   the states a power cut can leave on disk, from strace records (``bench/powercut.py``)
 """
 
 from hisparc_datastore.testing.fixture import datastore, pytest_configure
