@@ -61,7 +61,7 @@ def test_each_station_shows_what_it_sent_what_was_refused_and_what_was_stored(tm
         assert post(server.url, 502, "pw502", old) == "100"
         # 510: accepted and stored; 511 sends nothing; 999 is not a station of ours
         assert post(server.url, 510, "pw510", good) == "100"
-        assert post(server.url, 999, "pw999", good) == "206"  # unknown station, as the deployed receiver answers
+        assert post(server.url, 999, "pw999", good) == "206"  # as the deployed receiver answers
         metrics = scrape(urllib.request.urlopen(f"{server.url}metrics", timeout=60).read().decode())
     done = subprocess.run([sys.executable, "-m", "hisparc_datastore.cli", "writer", str(config), "--once"],
                           capture_output=True, text=True, timeout=300)

@@ -206,8 +206,9 @@ class ReceiverApp:
             self.metrics.not_an_upload()
             address = environ.get("REMOTE_ADDR", "?")
             if self.refusals.log_in_full(address):
-                log.warning("not an upload from %s: %s, %s bytes (invalid POST: method %s, not POST; path %s)",
-                            address, RC_INVALID_POST, size if size is not None else "?",
+                log.warning("not an upload from %s: %s, %s bytes "
+                            "(invalid POST: method %s, not POST; path %s)", address, RC_INVALID_POST,
+                            size if size is not None else "?",
                             clip(str(method)), clip(repr(path)))
             return self._respond(start_response, RC_INVALID_POST)
         try:
