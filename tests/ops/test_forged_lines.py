@@ -4,6 +4,7 @@ with a valid password names a global with a line break in it (the receiver answe
 keeps the upload with the reason); before, that wrote forged log and reason lines."""
 
 import hashlib
+import json
 import logging
 import urllib.parse
 import urllib.request
@@ -99,3 +100,24 @@ def test_a_metric_label_shows_control_characters():
 def test_printable_leaves_printable_text_alone():
     assert printable("station 501: 'CIC' é ü 测") == "station 501: 'CIC' é ü 测"
     assert printable("a\tb\x00\x1b[31m") == "a\\tb\\x00\\x1b[31m"
+
+
+def test_the_json_log_shows_a_client_text_escaped_as_the_text_line_does(tmp_path):
+    # ensure_ascii=False keeps U+0085 and U+2028 raw, and a line reader breaks at both: the
+    # message is escaped before JSON, so every line is still one whole record.
+    config = write_config(tmp_path)
+    config.write_text(config.read_text().replace("[Writer]", "log_format=json\n[Writer]"))
+    settings = load_settings(config)
+    configure_logging(settings, also_stderr=False)
+    try:
+        logging.getLogger("test").warning("station %s sent %s", 501, "x" + FORGED)
+        logging.getLogger("test").info("station %s sent %s", 502, "plain text, ü kept")
+    finally:
+        logging.getLogger().handlers.clear()
+    lines = (tmp_path / "datastore.log").read_text(encoding="utf-8").splitlines()
+    records = [json.loads(line) for line in lines]
+    assert [r["message"] for r in records] == [
+        "station 501 sent x\\n2026-12-06 03:00:00,000 1 hisparc_datastore.receiver.app INFO: "
+        "station 501 stored\\r\\x85\\u2028",
+        "station 502 sent plain text, ü kept"]
+    assert [r["level"] for r in records] == ["WARNING", "INFO"]

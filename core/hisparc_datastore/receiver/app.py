@@ -201,9 +201,15 @@ class ReceiverApp:
         if method != "POST":
             # A probe or a browser, not a station: answered as the protocol would, never
             # counted as an upload (a health check used to count as a refused one).
+            # Logged like the other refusals before a station is known: a flood of GETs is a
+            # few lines and a summary, not a line each.
             self.metrics.not_an_upload()
-            log.warning("not an upload from %s: %s %s", environ.get("REMOTE_ADDR", "?"),
-                        clip(repr(method)), clip(repr(path)))
+            address = environ.get("REMOTE_ADDR", "?")
+            if self.refusals.log_in_full(address):
+                log.warning("not an upload from %s: %s, %s bytes "
+                            "(invalid POST: method %s, not POST; path %s)", address, RC_INVALID_POST,
+                            size if size is not None else "?",
+                            clip(str(method)), clip(repr(path)))
             return self._respond(start_response, RC_INVALID_POST)
         try:
             if path in _PAGES:
