@@ -174,8 +174,8 @@ SETTINGS: tuple[Setting, ...] = (
     # so a full disk is met between batches, not inside HDF5
     Setting("reserve_mb", "Writer", 100, int,
             "MB left free: the writer waits (logged, unhealthy in `datastore status`) rather than start a "
-            "batch that would leave less (about twice the batch's queue files, plus a copy of each day "
-            "file it adds a group or table to)", range=Range(0, 10**7)),
+            "batch that would leave less (about twice the batch's queue files, plus the room it sets aside "
+            "in each day file it adds a group or table to)", range=Range(0, 10**7)),
     Setting("prepare_process", "Writer", True, bool,
             "read and convert the next batches in a second process while the writer appends "
             "(false on a one-core host)"),
