@@ -30,6 +30,7 @@ from hisparc_datastore.stations.sync import (
     fetch_station_list,
     install_station_list,
 )
+from hisparc_datastore.testing.helpers import wait_for
 
 DATASTORE = Path(sys.executable).parent / "datastore"
 OLD = "99,amsterdam,old_password\n"
@@ -411,7 +412,8 @@ def test_idle_connections_from_other_addresses_keep_neither_publicdb_nor_others_
                 sock = socket.create_connection(("127.0.0.1", port), timeout=60,
                                                 source_address=(f"127.0.1.{n + 1}", 0))
                 idle.append(sock)
-            time.sleep(0.5)
+            # every slot taken before the next call (a busy machine accepts late)
+            assert wait_for(lambda: server._counted >= server.max_clients, timeout=60)
             with pytest.raises((ConnectionError, xmlrpc.client.ProtocolError, OSError)):
                 reload_from(port, "127.0.0.1")
             (tmp_path / "stations.csv").write_text(OLD)
