@@ -159,6 +159,11 @@ class Oracle:
         # (NoSectionError). uWSGI runs it one request per process, so production never sees
         # this; here one request of an unknown station (206) comes first.
         assert post(self.deployed_port, form(STATIONS, b"warm-up")) == "206"
+        # Its first pickle naming numpy imports numpy inside pickle.loads; two threads doing so
+        # at once fail (HTTP 500, "partially initialized module 'numpy._core.multiarray'"),
+        # which one request per uWSGI process never meets. A pickle that names numpy and then
+        # breaks imports it once, stores nothing and is answered 208.
+        assert post(self.deployed_port, form(1, b"cnumpy\nfloat64\n\xff")) == "208"
         self.ours.wait_ready()
 
     def close(self) -> None:
