@@ -204,7 +204,18 @@ def test_a_station_is_answered_within_five_seconds_beside_200_trickling_connecti
         time.sleep(2)  # every trickler has sent some bytes of its header
         assert trickler.sent >= 2
         started = time.monotonic()
-        assert post(server.url, form(normal_upload(1)), timeout=30) == "100"
+        # as the station software does, a connection the server cut is tried again: at the
+        # limit, on a loaded machine, the station's connection may be accepted while it has
+        # sent nothing yet and be the one closed to let another in
+        answers = []
+        for _ in range(3):
+            try:
+                answers.append(post(server.url, form(normal_upload(1)), timeout=30))
+            except ConnectionError as exc:
+                answers.append(type(exc).__name__)
+                continue
+            break
+        assert answers[-1] == "100", answers
         assert time.monotonic() - started < 5.0
     finally:
         trickler.stop()
