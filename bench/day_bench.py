@@ -56,7 +56,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from writer_bench import DATASTORE, PYTHON, ROOT, tree_rss_mb  # noqa: E402
+from writer_bench import DATASTORE, PYTHON, ROOT, stored_rows, tree_rss_mb  # noqa: E402
 
 # ../shared from the main checkout; one level more from a worktree under /work/wt
 DEPLOYED = next((path for path in (ROOT.parent / "shared", ROOT.parent.parent / "shared")
@@ -319,16 +319,6 @@ def compressed_archive(data_dir: Path) -> int:
     """Bytes of the archive our writer wrote itself: the uploads it compressed when idle (an
     upload is archived as a hard link to the receiver's file, which writes nothing)."""
     return sum(p.stat().st_size for p in data_dir.glob("archive/**/*.gz"))
-
-
-def stored_rows(data_dir: Path) -> int:
-    code = ("import sys, tables, pathlib\n"
-            "n = 0\n"
-            "for p in pathlib.Path(sys.argv[1]).rglob('*.h5'):\n"
-            "    with tables.open_file(str(p)) as h5:\n"
-            "        n += sum(t.nrows for t in h5.walk_nodes('/', 'Table'))\n"
-            "print(n)\n")
-    return int(subprocess.check_output([str(PYTHON), "-c", code, str(data_dir)]))
 
 
 def hour(args: argparse.Namespace) -> list[dict]:
