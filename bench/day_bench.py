@@ -242,7 +242,9 @@ def writer_command(who: str, config: Path, once: bool) -> tuple[list[str], dict]
         return [str(PYTHON), str(DEPLOYED.resolve()), str(config)], env
     if who == "before":
         env["PYTHONPATH"] = os.environ["DAY_BENCH_BEFORE_CORE"]
-    return [str(DATASTORE), "writer", str(config), *(["--once"] if once else []), "--quiet"], env
+    # $DAY_BENCH_WRAP: a command to run our writer under (strace, to see where the bytes go)
+    wrap = os.environ.get("DAY_BENCH_WRAP", "").split()
+    return [*wrap, str(DATASTORE), "writer", str(config), *(["--once"] if once else []), "--quiet"], env
 
 
 def day_file_bytes(data_dir: Path) -> int:

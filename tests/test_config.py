@@ -126,7 +126,8 @@ def test_every_setting_is_read_from_its_section_as_its_type(tmp_path):
              "minimum_year": "2001", "max_days_per_upload": "3", "max_events_per_upload": "500",
              "batch_days": "4", "reserve_mb": "0", "station_list_url": "http://127.0.0.1/config",
              "sleep": "0.5",
-             "batch_uploads": "7", "batch_bytes": "1000", "archive_days": "0", "fsync": "no",
+             "batch_uploads": "7", "batch_bytes": "1000", "archive_days": "0", "archive_compress": "yes",
+             "fsync": "no",
              "prepare_process": "off", "max_lag_s": "30", "metrics_bind": "127.0.0.1:9100",
              "max_body_bytes": "999", "duplicate_window_hours": "1.5", "request_timeout": "9",
              "max_connections": "20", "trusted_proxies": "127.0.0.1", "publicdb_addresses": "192.0.2.10",
@@ -143,8 +144,8 @@ def test_every_setting_is_read_from_its_section_as_its_type(tmp_path):
     for setting in SETTINGS:
         value = getattr(settings, setting.name)
         assert isinstance(value, setting.type), setting.name
-    assert (settings.fsync, settings.prepare_process, settings.sleep, settings.log) == (
-        False, False, 0.5, Path("x.log"))
+    assert (settings.fsync, settings.prepare_process, settings.archive_compress, settings.sleep,
+            settings.log) == (False, False, True, 0.5, Path("x.log"))
 
 # -- refusing mistakes (issue 18) ------------------------------------------------------------------
 

@@ -167,6 +167,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("archive_days", "Writer", 14, int,
             "days a stored upload is kept in `archive/` for `rebuild`; 0 turns the archive off",
             range=Range(0, 3660)),
+    Setting("archive_compress", "Writer", False, bool,
+            "gzip archived uploads when the writer is idle: about half the archive's disk, for writing "
+            "about half a byte more per byte stored (a link writes nothing)"),
     Setting("hold_days", "Writer", 90, int,
             "days a file is kept in `quarantine/` and `suspicious/` (pruned like the archive, logged); "
             "0 keeps them", range=Range(0, 36600)),

@@ -54,9 +54,9 @@ def test_idle_compression_keeps_content_and_order(tmp_path):
     assert queue.compress_archive() == 0
 
 
-def test_the_running_writer_compresses_the_archive_when_idle(tmp_path):
+def test_the_running_writer_compresses_the_archive_when_idle_if_asked(tmp_path):
     queue_uploads(tmp_path, [Upload(501, "Utrecht", [singles(EARLY, 1)])])
-    writer = Writer(settings_for(tmp_path, sleep=0.05), load_registry())
+    writer = Writer(settings_for(tmp_path, sleep=0.05, archive_compress=True), load_registry())
     thread = threading.Thread(target=writer.run)
     thread.start()
     try:
@@ -87,3 +87,25 @@ def test_retention_prunes_old_archive_entries(tmp_path):
     os.utime(entry, (old, old))
     assert queue.prune_archive(keep_days=14) == 1
     assert queue.archived(EARLY.date()) == []
+
+
+def test_by_default_the_archive_stays_a_link_to_the_received_file(tmp_path):
+    # Compressing writes every stored upload a second time: off unless an operator asks.
+    paths = queue_uploads(tmp_path, [Upload(501, "Utrecht", [singles(EARLY, 1)])])
+    payload = paths[0].read_bytes()
+    inode = paths[0].stat().st_ino
+    writer = Writer(settings_for(tmp_path, sleep=0.05), load_registry())
+    thread = threading.Thread(target=writer.run)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 10
+        while writer.tally.events < 1 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.5)  # idle passes, in which a compressing writer would have compressed it
+    finally:
+        writer.stop()
+        thread.join(10)
+    archived = Queue(tmp_path).archived(EARLY.date())
+    assert [p.name for p in archived] == [paths[0].name]
+    assert archived[0].stat().st_ino == inode  # the receiver's file, not a copy
+    assert read_archived(archived[0]) == payload
