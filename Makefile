@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 PLUGINS := plugins/hisparc plugins/weather plugins/lightning
 STAMP := $(VENV)/.installed
 
-.PHONY: venv test test-fast lint demo bench bench-day chaos fuzz dist clean
+.PHONY: venv test test-fast lint demo bench bench-day chaos powercut fuzz dist clean
 
 venv: $(STAMP)
 
@@ -40,9 +40,14 @@ bench: venv
 bench-day: venv
 	$(BIN)/python bench/day_bench.py
 
+# The long runs of exactly-once: writers killed mid-batch (chaos, storm), then power cuts.
 chaos: venv
 	$(BIN)/python bench/chaos.py --kills 50
 	$(BIN)/python bench/storm.py --kills 100
+	$(MAKE) powercut
+
+# Power cuts: the disk as it may be found after one, at 300 points of the writer's writes.
+powercut: venv
 	$(BIN)/python bench/powercut.py --states 300
 
 # The differential test against the deployed datastore, long: 2,000 generated uploads
