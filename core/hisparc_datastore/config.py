@@ -164,6 +164,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("batch_days", "Writer", 100, int,
             "most distinct dates (day files) one batch stores; an upload that would add more goes back to "
             "`incoming/` for a later batch (the first of a batch always goes)", range=Range(1, 10_000)),
+    Setting("gather_s", "Writer", 1.0, float,
+            "seconds uploads may gather before a batch smaller than `batch_uploads`/`batch_bytes` is "
+            "stored: fewer, larger batches, each ending in an fsync per day file; 0 stores at once",
+            range=Range(0, 600)),
     Setting("archive_days", "Writer", 14, int,
             "days a stored upload is kept in `archive/` for `rebuild`; 0 turns the archive off",
             range=Range(0, 3660)),

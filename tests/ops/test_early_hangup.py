@@ -80,8 +80,12 @@ def test_the_writers_preparing_child_ignores_a_sighup_to_the_group(tmp_path):
     failure and prepared the batches itself."""
     config = write_config(tmp_path, "prepare_process=true\nbatch_uploads=5\n")
     moment = datetime.datetime(2017, 2, 26, 7, 26, 4)
-    uploads = [Upload(501, "amsterdam", [event("CIC", moment, {"PH1": n}, nanoseconds=n)])
-               for n in range(400)]
+    # Uploads of 50 events: a batch of single events took the writer 4 ms, so on a loaded
+    # machine it stored all of them before the child had started, and nothing showed that
+    # the child was ever there to be signalled.
+    uploads = [Upload(501, "amsterdam", [event("CIC", moment, {"PH1": n}, nanoseconds=n)
+                                         for n in range(k, k + 50)])
+               for k in range(0, 20000, 50)]
     queue_uploads(tmp_path / "data", uploads)
     log = tmp_path / "log" / "datastore.log"
     process = start("writer", config, start_new_session=True)
@@ -105,4 +109,4 @@ def test_the_writers_preparing_child_ignores_a_sighup_to_the_group(tmp_path):
     with tables.open_file(day) as h5:
         values = sorted(int(row["pulseheights"][0]) for row in
                         h5.get_node("/hisparc/cluster_amsterdam/station_501/events").iterrows())
-    assert values == list(range(400))
+    assert values == list(range(20000))

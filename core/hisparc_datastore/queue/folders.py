@@ -143,6 +143,19 @@ class Queue(QuarantineMixin, RequeueMixin, ArchiveMixin):
             fsync_dir(self.incoming)
             fsync_dir(self.partial)
 
+    def batch_waiting(self, uploads: int, size: int) -> bool:
+        """Whether a whole batch waits in ``incoming/``: ``uploads`` files, or ``size`` bytes."""
+        count = total = 0
+        with os.scandir(self.incoming) as entries:
+            for entry in entries:
+                if entry.name.startswith("."):
+                    continue
+                count += 1
+                total += entry.stat().st_size
+                if count >= uploads or total >= size:
+                    return True
+        return False
+
     def has_incoming(self) -> bool:
         with os.scandir(self.incoming) as entries:
             return any(not entry.name.startswith(".") for entry in entries)

@@ -46,6 +46,9 @@ MAX_BACKOFF = 60.0
 __all__ = ["GaveUp", "Tally", "Writer"]
 
 
+_GATHER_LOOK_S = 0.2  # how often a gathering writer looks whether a whole batch is there
+
+
 class GaveUp(Exception):
     """``--once`` met what only the operator can end (too little disk): the batch stays
     claimed in ``partial/`` for the next run, and the message says why."""
@@ -92,7 +95,7 @@ class Writer:
                         free = self.held.released(self._still_held)
                         if free:
                             self._drain(free)
-                    names = self.queue.claim(self.settings.batch_uploads)
+                    names = self._claim()
                     if names:
                         self._drain(names, more=True)
                         continue
@@ -170,10 +173,31 @@ class Writer:
         yield from claimed_batches(self.queue, names, self.settings)
         # A day file a reader let go of comes first: its uploads have waited longest.
         while more and not self._stop.is_set() and not self.held.due():
+            if self._gathering() and not self._whole_batch_waiting():
+                return  # the rest gathers first (see _claim)
             names = self.queue.claim(self.settings.batch_uploads)
             if not names:
                 return
             yield from claimed_batches(self.queue, names, self.settings)
+
+    def _gathering(self) -> bool:
+        return self.settings.gather_s > 0 and not self._once
+
+    def _whole_batch_waiting(self) -> bool:
+        return self.queue.batch_waiting(self.settings.batch_uploads, self.settings.batch_bytes)
+
+    def _claim(self) -> list[str]:
+        """The next batch. When less than a whole batch waits, the uploads gather for up to
+        ``gather_s`` from when the writer found them: a batch ends in an fsync of every day
+        file it wrote to, and what that costs the file system (the pages and blocks it
+        writes again) is paid per batch, not per byte stored."""
+        if self._gathering():
+            found = time.monotonic()
+            while (self.queue.has_incoming() and not self._whole_batch_waiting()
+                   and time.monotonic() - found < self.settings.gather_s):
+                if self._stop.wait(_GATHER_LOOK_S):
+                    return []
+        return self.queue.claim(self.settings.batch_uploads)
 
     def _store(self, batch: list[str], prepared: list | None, recover: bool) -> bool:
         """Store one batch, retrying storage errors with back-off; False when asked to stop
