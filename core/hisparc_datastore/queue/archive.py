@@ -1,8 +1,8 @@
 """The archive: each stored upload kept once, for rebuilding day files.
 
 Part of :class:`~hisparc_datastore.queue.folders.Queue` (mixed in). ``archive/uploads/NAME``
-is first a hard link to the claimed file, with ``NAME.dates`` (its dates) beside it, and is
-compressed to ``NAME.gz`` when the writer is idle; pruned by age.
+is a hard link to the claimed file, with ``NAME.dates`` (its dates) beside it, compressed to
+``NAME.gz`` when the writer is idle only if ``archive_compress`` is set; pruned by age.
 """
 
 from __future__ import annotations

@@ -144,14 +144,19 @@ class Queue(QuarantineMixin, RequeueMixin, ArchiveMixin):
             fsync_dir(self.partial)
 
     def batch_waiting(self, uploads: int, size: int) -> bool:
-        """Whether a whole batch waits in ``incoming/``: ``uploads`` files, or ``size`` bytes."""
+        """Whether a whole batch waits in ``incoming/``: ``uploads`` files, or ``size`` bytes.
+        Stops at the first whole batch, unlike :func:`folder_usage`, which counts a backlog
+        of any length."""
         count = total = 0
         with os.scandir(self.incoming) as entries:
             for entry in entries:
                 if entry.name.startswith("."):
                     continue
+                try:
+                    total += entry.stat().st_size
+                except FileNotFoundError:
+                    continue  # requeued or removed by an operator meanwhile, as claim() allows
                 count += 1
-                total += entry.stat().st_size
                 if count >= uploads or total >= size:
                     return True
         return False
