@@ -8,7 +8,7 @@ import time
 from hisparc_datastore.codec.decoding import Upload
 from hisparc_datastore.plugin.registry import load_registry
 from hisparc_datastore.queue.folders import Queue, read_archived
-from hisparc_datastore.testing.helpers import event, queue_uploads, settings_for, store
+from hisparc_datastore.testing.helpers import event, queue_uploads, settings_for, store, wait_for
 from hisparc_datastore.writer.service import Writer
 
 LATE = datetime.datetime(2022, 1, 31, 23, 59, 59)
@@ -98,9 +98,7 @@ def test_by_default_the_archive_stays_a_link_to_the_received_file(tmp_path):
     thread = threading.Thread(target=writer.run)
     thread.start()
     try:
-        deadline = time.monotonic() + 10
-        while writer.tally.events < 1 and time.monotonic() < deadline:
-            time.sleep(0.05)
+        assert wait_for(lambda: writer.tally.events == 1)
         time.sleep(0.5)  # idle passes, in which a compressing writer would have compressed it
     finally:
         writer.stop()

@@ -9,6 +9,8 @@ import datetime
 import threading
 import time
 
+import pytest
+
 from hisparc_datastore.codec.decoding import Upload
 from hisparc_datastore.plugin.registry import load_registry
 from hisparc_datastore.testing.helpers import event, queue_uploads, settings_for, wait_for
@@ -46,8 +48,9 @@ def test_less_than_a_batch_waits_for_more_until_gather_s(tmp_path):
         stopped(writer, thread)  # a stop ends the gathering at once
 
 
-def test_a_gathered_trickle_is_stored_once_gather_s_has_passed(tmp_path):
-    writer, thread = running(tmp_path, gather_s=0.5)
+@pytest.mark.parametrize("gather_s", [0.5, 0], ids=["gathered-then-stored", "0-stores-at-once"])
+def test_a_trickle_is_stored_once_gather_s_has_passed(tmp_path, gather_s):
+    writer, thread = running(tmp_path, gather_s=gather_s)
     try:
         queue_uploads(tmp_path, uploads(1))
         assert wait_for(lambda: writer.tally.events == 1, timeout=60)
@@ -63,15 +66,6 @@ def test_a_whole_batch_is_stored_without_waiting(tmp_path):
         assert writer.tally.events == 0
         queue_uploads(tmp_path, uploads(2, first=1))  # now batch_uploads (3) are waiting
         assert wait_for(lambda: writer.tally.events == 3, timeout=60)  # far less than 600 s
-    finally:
-        stopped(writer, thread)
-
-
-def test_gather_s_0_stores_each_upload_as_it_comes(tmp_path):
-    writer, thread = running(tmp_path, gather_s=0)
-    try:
-        queue_uploads(tmp_path, uploads(1))
-        assert wait_for(lambda: writer.tally.events == 1, timeout=60)
     finally:
         stopped(writer, thread)
 
