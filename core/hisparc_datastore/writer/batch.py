@@ -153,8 +153,9 @@ class BatchStore:
         # it is marked applied (see storage.undo), and a damaged file is healed, not appended to.
         self.check_written = False
 
-    def store(self, names: list[str], prepared: list[PreparedUpload | None] | None = None) -> None:
-        """Store the claimed uploads ``names`` exactly once (see docs/exactly-once.md).
+    def store(self, names: list[str], prepared: list[PreparedUpload | None] | None = None) -> tuple[int, int]:
+        """Store the claimed uploads ``names`` exactly once (see docs/exactly-once.md); returns
+        the uploads and events the batch appended (made durable by the commit).
 
         ``prepared``: the uploads as :mod:`.prefetch` made them ready in a second process,
         else they are prepared here. They are used up: a retry prepares them again.
@@ -174,6 +175,10 @@ class BatchStore:
         built, sizes = self._build(uploads)
         if built:
             self._check_room(uploads, sizes)
+        if self.state.no_room is not None:
+            log.info("the disk has room again: storing")
+            self.state.no_room = None
+        self.state.held = self.held.describe() if self.held is not None else []
         for item in uploads:
             if item.rejected_events:
                 self._quarantine_events(item)
@@ -189,10 +194,9 @@ class BatchStore:
                     self.commit()
         except (OSError, tables.HDF5ExtError) as exc:
             raise StorageError(describe(exc)) from exc
-        if self.state.no_room is not None:
-            log.info("the disk has room again: storing")
-            self.state.no_room = None
-        self.state.held = self.held.describe() if self.held is not None else []
+        if self.group is not None:
+            self.state.save(self.tally)  # what waits (held files, room) is seen before the commit
+        return len(uploads), sum(len(records) for arrays, _ in built.values() for records in arrays.values())
 
     def commit(self) -> None:
         """Make the batches stored since the last commit durable and release their uploads:
@@ -218,6 +222,8 @@ class BatchStore:
         except (OSError, tables.HDF5ExtError) as exc:
             raise StorageError(describe(exc)) from exc
         self.tally.stored.update(group.stored)
+        log.info("committed: %d uploads of %d batches, %d events", len(group.uploads), group.batches,
+                 sum(group.stored.values()))
         faults.point("applied")
         self.group = None
         self._release(group.uploads)

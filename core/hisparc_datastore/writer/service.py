@@ -290,11 +290,10 @@ class Writer:
         return claimed_batches(self.queue, list(names), self.settings)
 
     def _store_and_log(self, batch: list[str], prepared: list | None) -> None:
-        uploads, events, started = self.tally.uploads, self.tally.events, time.monotonic()
-        self.batches.store(batch, prepared)
+        started = time.monotonic()
+        uploads, events = self.batches.store(batch, prepared)
         log.info("batch stored: %d uploads, %d events in %.2f s; %d left in incoming/",
-                 self.tally.uploads - uploads, self.tally.events - events,
-                 time.monotonic() - started, _count(self.queue.incoming))
+                 uploads, events, time.monotonic() - started, _count(self.queue.incoming))
 
     def _isolate(self, batch: list[str], error: str) -> None:
         """A batch failed in a way no storage error explains: something in an upload that no
