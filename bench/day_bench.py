@@ -344,21 +344,24 @@ def hour(args: argparse.Namespace) -> list[dict]:
         data_dir.mkdir(parents=True)
         for name in ("station_list.csv",):
             shutil.copy(staging / name, data_dir / name)
+        # "ours+commit_s=0": ours with [Writer] settings of its own, to compare them in one run
+        settings = "".join(f"{setting}\n" for setting in who.partition("+")[2].split(",") if setting)
         (data_dir / "config.ini").write_text(
-            (staging / "config.ini").read_text().replace(str(staging.resolve()), str(data_dir.resolve())))
+            (staging / "config.ini").read_text().replace(str(staging.resolve()), str(data_dir.resolve()))
+            .replace("[Writer]\n", f"[Writer]\n{settings}"))
         from_path = layout_path(data_dir, DAY.date())
         grow(from_path, args.day_gb, set(LATE) | {RETURNING})
         for day in made["past_days"]:
             shutil.copyfile(from_path, layout_path(data_dir, datetime.date.fromisoformat(day)))
         rows_before = stored_rows(data_dir)
         subprocess.run(["sync"], check=True)
-        result = run_hour(who, data_dir, staging, schedule, args.speed)
+        result = run_hour(who.partition("+")[0], data_dir, staging, schedule, args.speed)
         rows = stored_rows(data_dir) - rows_before
         if rows != events:
             sys.exit(f"{who} stored {rows:,} rows of {events:,} events")
         result["who"] = who
         results.append(result)
-        print(f"  {who:<8} {result['events_s']:>7,.0f} ev/s wall  {result['events_cpu_s']:>7,.0f} ev/CPU-s  "
+        print(f"  {who:<16} {result['events_s']:>7,.0f} ev/s wall  {result['events_cpu_s']:>7,.0f} ev/CPU-s  "
               f"written/added {result['written'] / result['added']:5.2f} "
               f"({result['written'] / 1e9:.1f} / {result['added'] / 1e9:.2f} GB; of the written, "
               f"{result['archive'] / 1e9:.2f} GB compressed archive)  "
@@ -438,7 +441,8 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3, help="of each small upload")
     parser.add_argument("--writers", nargs="+", default=["deployed", "ours"],
                         help="of the hour: deployed, ours, before (ours with the core at "
-                             "$DAY_BENCH_BEFORE_CORE)")
+                             "$DAY_BENCH_BEFORE_CORE); ours+commit_s=0,gather_s=0: ours with those "
+                             "[Writer] settings")
     parser.add_argument("--small-writers", nargs="+", default=["deployed", "ours"])
     parser.add_argument("--skip-hour", action="store_true")
     parser.add_argument("--dir", type=Path, default=ROOT / "bench-day-data")
@@ -468,10 +472,10 @@ def main() -> int:
     if results:
         print(f"\nthe hour, {STATIONS} stations against {args.day_gb:g} GB day files, replayed at "
               f"{args.speed:g}x; fsync and archive on for ours")
-        print(f"{'writer':<10} {'ev/s':>8} {'ev/CPU-s':>9} {'written/added':>14} {'longest wait':>13} "
+        print(f"{'writer':<18} {'ev/s':>8} {'ev/CPU-s':>9} {'written/added':>14} {'longest wait':>13} "
               f"{'peak':>8}")
         for r in results:
-            print(f"{r['who']:<10} {r['events_s']:>8,.0f} {r['events_cpu_s']:>9,.0f} "
+            print(f"{r['who']:<18} {r['events_s']:>8,.0f} {r['events_cpu_s']:>9,.0f} "
                   f"{r['written'] / r['added']:>14.2f} {r['max_wait']:>11.1f} s {r['peak']:>5.0f} MB")
     if small_rows:
         print(f"\none small upload at noon, median of {args.rounds}: wall time of the process")

@@ -127,6 +127,7 @@ def test_every_setting_is_read_from_its_section_as_its_type(tmp_path):
              "batch_days": "4", "reserve_mb": "0", "station_list_url": "http://127.0.0.1/config",
              "sleep": "0.5",
              "batch_uploads": "7", "batch_bytes": "1000", "archive_days": "0", "gather_s": "2.5",
+             "commit_s": "4.5",
              "archive_compress": "yes",
              "fsync": "no",
              "prepare_process": "off", "max_lag_s": "30", "metrics_bind": "127.0.0.1:9100",

@@ -166,7 +166,12 @@ SETTINGS: tuple[Setting, ...] = (
             "`incoming/` for a later batch (the first of a batch always goes)", range=Range(1, 10_000)),
     Setting("gather_s", "Writer", 1.0, float,
             "seconds uploads may gather before a batch smaller than `batch_uploads`/`batch_bytes` is "
-            "stored: fewer, larger batches, each ending in an fsync per day file; 0 stores at once",
+            "stored: fewer, larger batches, less CPU per event; 0 stores at once",
+            range=Range(0, 600)),
+    Setting("commit_s", "Writer", 10.0, float,
+            "seconds of batches made durable together (one fsync per day file, then released from "
+            "`partial/`): the pages HDF5 writes again at each durable point are paid once per this, not "
+            "per batch; a crash stores them again from `partial/`; 0 makes each batch durable alone",
             range=Range(0, 600)),
     Setting("archive_days", "Writer", 14, int,
             "days a stored upload is kept in `archive/` for `rebuild`; 0 turns the archive off",

@@ -88,6 +88,8 @@ def test_the_writer_logs_its_start_and_one_line_per_batch(tmp_path):
     assert [b.split(" in ")[0] for b in batches] == ["2 uploads, 2 events", "1 uploads, 1 events"], text
     assert all(b.endswith("left in incoming/") for b in batches)
     assert batches[-1].endswith("; 0 left in incoming/")
+    committed = [line.split("committed: ", 1)[1] for line in text.splitlines() if "committed:" in line]
+    assert committed == ["2 uploads of 1 batches, 2 events", "1 uploads of 1 batches, 1 events"], text
 
 
 @pytest.mark.parametrize("command", ["writer", "config-server"])

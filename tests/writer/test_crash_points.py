@@ -56,10 +56,11 @@ def run_writer(config, crash_at=None, without_fallocate=False):
                           env=env, capture_output=True, text=True, timeout=120)
 
 
-def queued_data_dir(path, uploads):
+def queued_data_dir(path, uploads, commit_s=10):
     write_queue(path, uploads)
     config = path / "config.ini"
-    config.write_text(CONFIG_TEMPLATE.format(data_dir=path, minimum_year=2020) + "batch_uploads=4\n")
+    config.write_text(CONFIG_TEMPLATE.format(data_dir=path, minimum_year=2020)
+                      + f"batch_uploads=4\ncommit_s={commit_s}\n")
     return config
 
 
@@ -72,14 +73,18 @@ POINTS = [
     "table-appended:3",    # between two tables' appends
     "table-appended:9",    # a later batch, several stations in
     "flushed",             # rows on disk, journal still says applying
+    "flushed:3",           # a later commit (of several batches, unless commit_s is 0)
     "applied",             # journal says applied, claims not yet released
+    "applied:3",
     "released:2",          # claims released, journal not yet cleared
 ]
 
 
+@pytest.mark.parametrize("commit_s", [0, 600], ids=["each-batch-committed", "batches-committed-together"])
 @pytest.mark.parametrize("point", POINTS)
-def test_killed_at_a_point_then_restarted_stores_every_event_once(tmp_path, uploads, reference, point):
-    config = queued_data_dir(tmp_path, uploads)
+def test_killed_at_a_point_then_restarted_stores_every_event_once(tmp_path, uploads, reference, point,
+                                                                  commit_s):
+    config = queued_data_dir(tmp_path, uploads, commit_s)
     killed = run_writer(config, crash_at=point)
     assert killed.returncode == -signal.SIGKILL, killed.stderr
     assert (tmp_path / "writer.journal").exists() or point in ("claimed", "released:2")

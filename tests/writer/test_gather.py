@@ -1,8 +1,8 @@
 """A running writer lets a trickle of uploads gather (gather_s) and stores a whole batch at once.
 
-Each batch ends in an fsync of every day file it wrote to; what that costs the file system
-is paid per batch, so a writer that stored each upload as it came would write more and spend
-more CPU per event (docs/performance.md, "A day of the network at full size").
+Each batch costs a journal write and a look-up of every node it touches, so a writer that
+stored each upload as it came would spend more CPU per event (docs/performance.md, "A day of
+the network at full size").
 """
 
 import datetime

@@ -205,10 +205,10 @@ def test_a_backlog_of_one_station_does_not_hold_up_anothers_upload(tmp_path):
     stored = []
 
     class Watching(Writer):
-        def _store(self, batch, prepared, recover):
+        def _store(self, batch, prepared, recover, commit=False):
             if batch:
                 stored.append(list(batch))
-            return super()._store(batch, prepared, recover)
+            return super()._store(batch, prepared, recover, commit)
 
     tally = Watching(settings_for(data_dir, batch_uploads=2), load_registry()).run(once=True)
     assert tally.uploads == 11
@@ -224,17 +224,18 @@ def test_an_upload_arriving_during_a_backlog_of_many_dates_is_stored_before_the_
     stored = []
 
     class Arriving(Writer):
-        def _store(self, batch, prepared, recover):
+        def _store(self, batch, prepared, recover, commit=False):
             if batch and not stored:  # busy with the first batch: the honest upload arrives
                 queue_file(data_dir, honest(), 20)
             claimed = [name for name in batch if (data_dir / "partial" / name).exists()]
-            done = super()._store(batch, prepared, recover)
+            done = super()._store(batch, prepared, recover, commit)
             if claimed:  # stored: neither claimed still nor put back
                 stored.append([name for name in claimed if not (data_dir / "partial" / name).exists()
                                and not (data_dir / "incoming" / name).exists()])
             return done
 
-    tally = Arriving(settings_for(data_dir, batch_days=100), load_registry()).run(once=True)
+    # each batch committed alone, so a stored upload leaves partial/ with its batch
+    tally = Arriving(settings_for(data_dir, batch_days=100, commit_s=0), load_registry()).run(once=True)
     assert tally.uploads == 11 and rows(data_dir, HONEST_DAY.date(), 501) == 3
     stored_in = [i for i, batch in enumerate(stored) if any("-501-" in name for name in batch)]
     after = {name for batch in stored[stored_in[0] + 1:] for name in batch} & backlog

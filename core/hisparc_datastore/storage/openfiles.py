@@ -33,6 +33,9 @@ class OpenFiles:
         self._files[path] = day_file  # re-inserting keeps the dict in least-recent order
         return day_file
 
+    def __contains__(self, path: object) -> bool:
+        return path in self._files
+
     def __len__(self) -> int:
         return len(self._files)
 

@@ -31,6 +31,7 @@ from hisparc_datastore.storage.layout import (
 from hisparc_datastore.storage.reserve import PER_FILE, PER_NODE, release, reserve, room_for
 from hisparc_datastore.storage.verify import unreadable_rows
 from hisparc_datastore.util import faults
+from hisparc_datastore.util.durable import fsync_file
 from hisparc_datastore.writer.context import StoreContext
 from hisparc_datastore.writer.journal import APPLIED, APPLYING, NEW, Transaction
 from hisparc_datastore.writer.prepare import MAX_REASON_LINES as MAX_REASON_LINES  # the tests read it here
@@ -39,6 +40,7 @@ from hisparc_datastore.writer.prepare import (
     DayRows,
     PreparedUpload,
     Screen,
+    StoredUpload,
     concatenate,
     prepare_file,
 )
@@ -63,6 +65,20 @@ class Tally:
     @property
     def events(self) -> int:
         return sum(self.stored.values())
+
+
+@attrs.define
+class Group:
+    """Batches appended since the last durable point, journaled as one transaction and made
+    durable and released together by :meth:`BatchStore.commit`."""
+
+    transaction: Transaction
+    uploads: list[StoredUpload]  # every upload of its batches, in claim order
+    started: float  # time.monotonic() of its first batch
+    batches: int = 0
+    stored: Counter = attrs.field(factory=Counter)  # upload code -> events
+    day_files: set[Path] = attrs.field(factory=set)  # the day files it appended to
+    reserved: list[Path] = attrs.field(factory=list)  # files given room (see _reserve)
 
 
 class NoRoom(StorageError):
@@ -110,11 +126,20 @@ class BatchStore:
     without it (a rebuild) no file is taken as held. Without ``undo_copies`` (a rebuild,
     which discards its scratch files on any error) no room is set aside and no day file
     copied before a batch adds nodes to it.
+
+    ``commit_s``: batches stored within that many seconds of the first are one transaction
+    (a :class:`Group`): one fsync per day file and one release for all of them, so that the
+    pages HDF5 writes again at every durable point (a table's last page, its object header,
+    the chunk index, the heap) are paid per ``commit_s``, not per batch. 0: every batch is
+    made durable on its own. A batch that adds a node is always its own transaction.
     """
 
     def __init__(self, context: StoreContext, registry: Registry, tally: Tally, state: WriterState,
-                 stop: threading.Event, held: HeldFiles | None = None, undo_copies: bool = True) -> None:
+                 stop: threading.Event, held: HeldFiles | None = None, undo_copies: bool = True,
+                 commit_s: float = 0.0) -> None:
         self.undo_copies = undo_copies
+        self.commit_s = commit_s
+        self.group: Group | None = None
         self.context = context
         self.settings = context.settings
         self.registry = registry
@@ -128,8 +153,9 @@ class BatchStore:
         # it is marked applied (see storage.undo), and a damaged file is healed, not appended to.
         self.check_written = False
 
-    def store(self, names: list[str], prepared: list[PreparedUpload | None] | None = None) -> None:
-        """Store the claimed uploads ``names`` exactly once (see docs/exactly-once.md).
+    def store(self, names: list[str], prepared: list[PreparedUpload | None] | None = None) -> tuple[int, int]:
+        """Store the claimed uploads ``names`` exactly once (see docs/exactly-once.md); returns
+        the uploads and events the batch appended (made durable by the commit).
 
         ``prepared``: the uploads as :mod:`.prefetch` made them ready in a second process,
         else they are prepared here. They are used up: a retry prepares them again.
@@ -149,20 +175,65 @@ class BatchStore:
         built, sizes = self._build(uploads)
         if built:
             self._check_room(uploads, sizes)
-        for item in uploads:
-            if item.rejected_events:
-                self._quarantine_events(item)
-        if built:
-            try:
-                self._apply(tuple(item.name for item in uploads), built, sizes)
-            except (OSError, tables.HDF5ExtError) as exc:
-                raise StorageError(describe(exc)) from exc
         if self.state.no_room is not None:
             log.info("the disk has room again: storing")
             self.state.no_room = None
-        self._release(uploads)
         self.state.held = self.held.describe() if self.held is not None else []
-        self.state.batch_stored(uploads, self.tally)
+        for item in uploads:
+            if item.rejected_events:
+                self._quarantine_events(item)
+        try:
+            if built and self._adds_nodes(sizes):
+                # Room set aside or a copy describes one batch: it is a transaction alone.
+                self.commit()
+                self._apply(uploads, built, sizes)
+                self.commit()
+            else:
+                self._apply(uploads, built, sizes)
+                if time.monotonic() - self.group.started >= self.commit_s:
+                    self.commit()
+        except (OSError, tables.HDF5ExtError) as exc:
+            raise StorageError(describe(exc)) from exc
+        if self.group is not None:
+            self.state.save(self.tally)  # what waits (held files, room) is seen before the commit
+        return len(uploads), sum(len(records) for arrays, _ in built.values() for records in arrays.values())
+
+    def commit(self) -> None:
+        """Make the batches stored since the last commit durable and release their uploads:
+        flush and fsync every day file they appended to, journal them applied, archive."""
+        group = self.group
+        if group is None:
+            return
+        try:
+            for path in sorted(group.day_files):
+                if path in self.files:
+                    self.files.get(path).flush(self.settings.fsync)
+                elif self.settings.fsync:
+                    fsync_file(path)  # closed since (HDF5 flushed it then): its pages still count
+            faults.point("flushed")
+            transaction = attrs.evolve(group.transaction, state=APPLIED)
+            if transaction.uploads:  # else nothing was journaled: nothing of it is stored
+                self.journal.write(transaction)
+            drop_copies(transaction.copies, self.settings.fsync)
+            for day_file in group.reserved:
+                # The room the batch did not use, given back (every file flushed above). If the
+                # writer dies before, the next batch that adds a node to the file gives it back.
+                release(day_file)
+        except (OSError, tables.HDF5ExtError) as exc:
+            raise StorageError(describe(exc)) from exc
+        self.tally.stored.update(group.stored)
+        log.info("committed: %d uploads of %d batches, %d events", len(group.uploads), group.batches,
+                 sum(group.stored.values()))
+        faults.point("applied")
+        self.group = None
+        self._release(group.uploads)
+        self.state.batch_stored(group.uploads, self.tally, group.batches)
+
+    def abandon(self) -> list[str]:
+        """Forget the batches not yet committed (a batch failed: recovery undoes them all, as
+        the journal says); returns their uploads, still claimed, to be stored again."""
+        group, self.group = self.group, None
+        return [item.name for item in group.uploads] if group is not None else []
 
     def prepare(self, name: str) -> PreparedUpload | None:
         """Prepare the claimed upload ``name`` here; None when it is gone (already stored)."""
@@ -276,7 +347,9 @@ class BatchStore:
                 blobs.extend(day.blobs)
             arrays = {self.registry.get(code): concatenate(parts) for code, parts in pieces.items()}
             record = sizes.setdefault(str(path), {})
-            for node in [BLOBS, *(event_type.table_name for event_type in arrays)]:
+            # The blobs node only when the batch grows it: a station without traces has none,
+            # and recording it as missing would take every batch of it for one adding a node.
+            for node in [*([BLOBS] if blobs else []), *(event_type.table_name for event_type in arrays)]:
                 record[f"{base}/{node}"] = day_file.node_size(f"{base}/{node}") if day_file else None
             built[key] = (arrays, blobs)
         return built, sizes
@@ -344,53 +417,75 @@ class BatchStore:
         for (date, cluster, station_id), (arrays, blobs) in built.items():
             path = str(day_file_path(self.settings.data_dir, date))
             base = station_path(cluster, station_id)
-            counts = {BLOBS: len(blobs), **{t.table_name: len(r) for t, r in arrays.items()}}
+            counts = {t.table_name: len(r) for t, r in arrays.items()}
+            if blobs:
+                counts[BLOBS] = len(blobs)
             for node, count in counts.items():
                 node_path = f"{base}/{node}"
                 reached.setdefault(path, {})[node_path] = (sizes[path].get(node_path) or 0) + count
         return reached
 
-    def _apply(self, names: tuple[str, ...], built: dict, sizes: dict) -> None:
+    def _join(self, uploads: list[PreparedUpload], sizes: dict, reached: dict,
+              copies: dict[str, str]) -> Group:
+        """The open group with this batch added: for a node it touches first, the size it has
+        now, which is what the last commit made durable."""
+        names = tuple(item.name for item in uploads)
+        if self.group is None:
+            self.group = Group(Transaction(names, sizes, APPLYING, copies, reached),
+                               [StoredUpload.of(item) for item in uploads], time.monotonic())
+            return self.group
+        before = self.group.transaction
+        joined_sizes = {path: dict(nodes) for path, nodes in before.sizes.items()}
+        for path, nodes in sizes.items():
+            for node, size in nodes.items():
+                joined_sizes.setdefault(path, {}).setdefault(node, size)
+        joined_reached = {path: dict(nodes) for path, nodes in before.reached.items()}
+        for path, nodes in reached.items():
+            joined_reached.setdefault(path, {}).update(nodes)  # a batch only grows a node
+        self.group.transaction = Transaction(before.uploads + names, joined_sizes, APPLYING,
+                                             {**before.copies, **copies}, joined_reached)
+        self.group.uploads.extend(StoredUpload.of(item) for item in uploads)
+        return self.group
+
+    def _apply(self, uploads: list[PreparedUpload], built: dict, sizes: dict) -> None:
+        if not built:
+            # Nothing to append; released with the group (journaled or not, nothing of them
+            # is stored, so a restart that stores them again stores nothing twice).
+            if self.group is None:
+                self.group = Group(Transaction((), {}, APPLYING), [], time.monotonic())
+            self.group.uploads.extend(StoredUpload.of(item) for item in uploads)
+            self.group.batches += 1
+            return
         # Before the journal: room set aside changes no byte of a day file, and a full
         # disk here leaves nothing to undo.
         copies, reserved = self._reserve(built, sizes)
         reached = self._reached(built, sizes)
+        group = self._join(uploads, sizes, reached, copies)
+        group.reserved.extend(reserved)
+        group.batches += 1
         # Journaled before the copies are made, so that none is ever left unaccounted for:
         # undoing puts back a copy that is whole (made under a temporary name) and cuts back
         # a file whose copy was not made yet, to which nothing was appended either.
-        self.journal.write(Transaction(names, sizes, APPLYING, copies, reached))
+        self.journal.write(group.transaction)
         faults.point("journaled")
         for path, copy in copies.items():
             if copy != NEW:
                 self.files.get(Path(path)).h5.flush()  # the copy is what the journal's sizes describe
                 copy_day_file(Path(path), Path(copy), self.settings.fsync)
         faults.point("copied")
-        current = None
-        stored: Counter = Counter()  # counted once applied: an undone attempt stored nothing
         for (date, cluster, station_id), (arrays, blobs) in built.items():  # in date order
-            day_file = self.files.get(day_file_path(self.settings.data_dir, date))
-            if current is not None and day_file is not current:
-                current.flush(self.settings.fsync)  # before it may be closed to open another
-            current = day_file
+            path = day_file_path(self.settings.data_dir, date)
+            day_file = self.files.get(path)
+            group.day_files.add(path)
             day_file.append_blobs(cluster, station_id, blobs)
             faults.point("blobs-appended")
             for event_type, records in arrays.items():
                 day_file.append_rows(cluster, station_id, event_type, records)
-                stored[event_type.upload_code] += len(records)
+                # counted once committed: an undone attempt stored nothing
+                group.stored[event_type.upload_code] += len(records)
                 faults.point("table-appended")
-        if current is not None:
-            current.flush(self.settings.fsync)
         if self.check_written:
             self._read_back(built, sizes)
-        faults.point("flushed")
-        self.journal.write(Transaction(names, sizes, APPLIED, copies, reached))
-        drop_copies(copies, self.settings.fsync)
-        for day_file in reserved:
-            # The room the batch did not use, given back (every file flushed above). If the
-            # writer dies before, the next batch that adds a node to the file gives it back.
-            release(day_file)
-        self.tally.stored.update(stored)
-        faults.point("applied")
 
     def _read_back(self, built: dict, sizes: dict) -> None:
         """Read every blob the batch wrote; raise DamagedDayFile for a file where one fails."""
@@ -407,7 +502,7 @@ class BatchStore:
                 raise DamagedDayFile(path, str(damage))
         self.check_written = False
 
-    def _release(self, uploads: list[PreparedUpload]) -> None:
+    def _release(self, uploads: list[StoredUpload]) -> None:
         if self.settings.archive_days > 0:
             # If this fails the journal still says applied: the retry archives
             # and releases without storing again.

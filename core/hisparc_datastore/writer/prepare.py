@@ -88,6 +88,27 @@ class PreparedUpload:
         return len(self.rejected) + len(self.unnamed)
 
 
+@attrs.frozen
+class StoredUpload:
+    """What releasing an upload and ``datastore status`` need of it once its rows are
+    appended: kept until the commit instead of its rows and blobs."""
+
+    name: str
+    station_id: int
+    events: int  # in the upload, stored or not
+    rejected_events: int
+    dates: frozenset  # of the storable events
+    counts: Counter  # upload code -> rows appended
+
+    @classmethod
+    def of(cls, item: PreparedUpload) -> StoredUpload:
+        counts: Counter = Counter()
+        for day in item.days.values():
+            for code, rows in day.arrays.items():
+                counts[code] += len(rows)
+        return cls(item.name, item.station_id, item.events, item.rejected_events, item.dates, counts)
+
+
 class Screen:
     """Finds the events of an upload that cannot be stored at all."""
 

@@ -71,7 +71,8 @@ class Writer:
         self.held = HeldFiles()  # day files a reader holds open, and the uploads waiting for them
         self._stop = threading.Event()
         self._hangups: list[int] = []
-        self.batches = BatchStore(self.context, registry, self.tally, self.state, self._stop, self.held)
+        self.batches = BatchStore(self.context, registry, self.tally, self.state, self._stop, self.held,
+                                  commit_s=settings.commit_s)
         self.recovery = Recovery(self.context, self.batches.screen, resilient)
         self.tidier = ArchiveTidier(settings, self.queue, self._stop)
         self.preparer = Preparer(self.queue.partial, registry, Bounds.of(settings),
@@ -99,6 +100,7 @@ class Writer:
                     if names:
                         self._drain(names, more=True)
                         continue
+                    self._commit()
                     self.files.close_all()
                     # The queue is drained: the child's ~50 MB are not needed until a backlog.
                     self.preparer.close()
@@ -110,8 +112,10 @@ class Writer:
                     self.tidier.tidy()
                     # Waiting on an Event sleeps in the kernel and wakes at once on a signal.
                     self._stop.wait(self.settings.sleep)
+                self._commit()
             except Interrupted as exc:
                 log.info("%s", exc)
+                self._commit()  # the batches before the interrupted one are whole
             finally:
                 self.preparer.close()
                 self.files.close_all()
@@ -188,9 +192,8 @@ class Writer:
 
     def _claim(self) -> list[str]:
         """The next batch. When less than a whole batch waits, the uploads gather for up to
-        ``gather_s`` from when the writer found them: a batch ends in an fsync of every day
-        file it wrote to, and what that costs the file system (the pages and blocks it
-        writes again) is paid per batch, not per byte stored."""
+        ``gather_s`` from when the writer found them: each batch costs a journal write and
+        a look-up of every node it touches, paid per batch, not per event."""
         if self._gathering():
             found = time.monotonic()
             while (self.queue.has_incoming() and not self._whole_batch_waiting()
@@ -199,15 +202,22 @@ class Writer:
                     return []
         return self.queue.claim(self.settings.batch_uploads)
 
-    def _store(self, batch: list[str], prepared: list | None, recover: bool) -> bool:
-        """Store one batch, retrying storage errors with back-off; False when asked to stop
-        while waiting to retry.
+    def _commit(self) -> None:
+        """Make the batches stored so far durable and release them (see BatchStore.commit)."""
+        self._store([], None, recover=False, commit=True)
 
+    def _store(self, batch: list[str], prepared: list | None, recover: bool, commit: bool = False) -> bool:
+        """Store one batch, retrying storage errors with back-off; False when asked to stop
+        while waiting to retry. With ``commit``, make it durable before returning.
+
+        A failure undoes every batch not yet committed (the journal describes them
+        together), so the retry stores their uploads again, before this batch's.
         A batch that fails twice with an HDF5 error while the disk has room
         points at a damaged day file: the next recovery rebuilds the files
         that were open from the archive (see docs/exactly-once.md).
         """
         delay, failures = FIRST_BACKOFF, 0
+        parts = [batch] if batch else []
         try:
             while True:
                 try:
@@ -215,10 +225,16 @@ class Writer:
                         self.recovery.recover(suspect=failures >= 2)  # undo what a failed attempt left
                         self.batches.check_written |= self.recovery.undid
                         recover = False
-                    if batch:
-                        self._store_and_log(batch, prepared)
+                    while parts:
+                        self._store_and_log(parts[0], prepared)
+                        prepared = None
+                        parts.pop(0)
+                    if commit:
+                        self.batches.commit()
                     return True
                 except (StorageError, OSError, tables.HDF5ExtError) as exc:
+                    parts = self._again(parts)
+                    batch = [name for part in parts for name in part]
                     if not self.resilient:
                         raise
                     if self._once and isinstance(exc, NoRoom):
@@ -258,17 +274,26 @@ class Writer:
                 except Exception:  # no upload may stop the writer
                     if not self.resilient:
                         raise
-                    self._isolate(batch, traceback.format_exc(limit=8))
+                    parts = self._again(parts)
+                    self._isolate([name for part in parts for name in part], traceback.format_exc(limit=8))
                     return True
         finally:
             self.recovery.suspects.clear()
 
+    def _again(self, parts: list[list[str]]) -> list[list[str]]:
+        """What a failed attempt leaves to store: the uncommitted batches (undone with it),
+        then ``parts``, cut into batches again."""
+        undone = self.batches.abandon()
+        if not undone:
+            return parts
+        names = dict.fromkeys(undone + [name for part in parts for name in part])
+        return claimed_batches(self.queue, list(names), self.settings)
+
     def _store_and_log(self, batch: list[str], prepared: list | None) -> None:
-        uploads, events, started = self.tally.uploads, self.tally.events, time.monotonic()
-        self.batches.store(batch, prepared)
+        started = time.monotonic()
+        uploads, events = self.batches.store(batch, prepared)
         log.info("batch stored: %d uploads, %d events in %.2f s; %d left in incoming/",
-                 self.tally.uploads - uploads, self.tally.events - events,
-                 time.monotonic() - started, _count(self.queue.incoming))
+                 uploads, events, time.monotonic() - started, _count(self.queue.incoming))
 
     def _isolate(self, batch: list[str], error: str) -> None:
         """A batch failed in a way no storage error explains: something in an upload that no
@@ -280,7 +305,8 @@ class Writer:
             log.error("a batch of %d uploads failed unexpectedly; storing them one at a time:\n%s",
                       len(batch), error[-MAX_REASON:])
             for name in batch:
-                self._drain([name])
+                # each its own transaction, so a failing one undoes no other
+                self._store([name], None, recover=False, commit=True)
             return
         name = batch[0]
         if not (self.queue.partial / name).exists():

@@ -70,11 +70,12 @@ class WriterState:
         self.held: list[dict] = []  # day files a reader holds open (HeldFiles.describe)
         self.no_room: dict | None = None  # since, free, needed, reserve_mb: waiting for disk space
 
-    def batch_stored(self, decoded: Iterable[Any], tally: Any) -> None:
-        """Record a stored batch: ``decoded`` are the writer's prepared uploads (station,
-        events and the rejected ones), ``tally`` its running totals."""
+    def batch_stored(self, decoded: Iterable[Any], tally: Any, batches: int = 1) -> None:
+        """Record stored uploads: ``decoded`` are the writer's StoredUpload records (station,
+        events, the rejected ones, rows per upload code), ``tally`` its running totals;
+        ``batches``: how many batches they were stored in (made durable together)."""
         now = self.clock()
-        self.batches += 1
+        self.batches += batches
         self.last_batch = now
         today = time.strftime("%Y-%m-%d", time.gmtime(now))
         for item in decoded:
@@ -91,9 +92,8 @@ class WriterState:
             if entry.get("today", {}).get("date") != today:
                 entry["today"] = {"date": today, "counts": {}}
             counts = entry["today"]["counts"]
-            for day in item.days.values():
-                for code, rows in day.arrays.items():
-                    counts[code] = counts.get(code, 0) + len(rows)
+            for code, rows in item.counts.items():
+                counts[code] = counts.get(code, 0) + rows
         stored_now = Counter(tally.stored)
         added = stored_now - self._seen
         self._seen = stored_now
