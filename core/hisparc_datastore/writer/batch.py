@@ -175,10 +175,12 @@ class BatchStore:
         built, sizes = self._build(uploads)
         if built:
             self._check_room(uploads, sizes)
+        held = self.held.describe() if self.held is not None else []
+        waits_changed = self.state.no_room is not None or held != self.state.held
         if self.state.no_room is not None:
             log.info("the disk has room again: storing")
             self.state.no_room = None
-        self.state.held = self.held.describe() if self.held is not None else []
+        self.state.held = held
         for item in uploads:
             if item.rejected_events:
                 self._quarantine_events(item)
@@ -194,7 +196,7 @@ class BatchStore:
                     self.commit()
         except (OSError, tables.HDF5ExtError) as exc:
             raise StorageError(describe(exc)) from exc
-        if self.group is not None:
+        if self.group is not None and waits_changed:
             self.state.save(self.tally)  # what waits (held files, room) is seen before the commit
         return len(uploads), sum(len(records) for arrays, _ in built.values() for records in arrays.values())
 
