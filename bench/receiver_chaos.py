@@ -17,6 +17,7 @@ compared row by row with the undisturbed writer's reference.
 from __future__ import annotations
 
 import random
+import signal
 import threading
 import time
 from collections import Counter
@@ -27,7 +28,7 @@ import attrs
 
 from hisparc_datastore.codec.decoding import Upload
 from hisparc_datastore.sim.stationclient import post_once, station_form
-from hisparc_datastore.testing.serveprocess import ServeProcess, free_port
+from hisparc_datastore.testing.serveprocess import ServeFailed, ServeProcess, free_port
 
 POINTS = ["receiver-claimed", "receiver-tmp-half", "receiver-tmp-durable", "receiver-committing",
           "receiver-renamed", "receiver-queued", "receiver-remembered"]
@@ -127,7 +128,13 @@ def run(config: Path, uploads: list[Upload], kills: int, rng: random.Random,
             # at the Nth request to reach that step, so not always the first request's
             crash_at = f"{steps[done // 2 % len(steps)]}:{rng.randint(1, 4)}"
         server = ServeProcess(config, port=port, crash_at=crash_at, log=log)
-        server.wait_ready()
+        try:
+            server.wait_ready()
+        except ServeFailed:
+            # A station's request can reach the step between the listen and the readiness
+            # probe's next look (seen under make test's load): a kill at that step all the same.
+            if not crash_at or server.process.returncode != -signal.SIGKILL:
+                raise
         deadline = time.monotonic() + rng.uniform(0.0, 2 * gap) * (4 if crash_at else 1)
         while time.monotonic() < deadline and server.process.poll() is None:
             time.sleep(0.01)
