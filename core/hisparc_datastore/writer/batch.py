@@ -76,7 +76,6 @@ class Group:
     uploads: list[StoredUpload]  # every upload of its batches, in claim order
     started: float  # time.monotonic() of its first batch
     batches: int = 0
-    stored: Counter = attrs.field(factory=Counter)  # upload code -> events
     day_files: set[Path] = attrs.field(factory=set)  # the day files it appended to
     reserved: list[Path] = attrs.field(factory=list)  # files given room (see _reserve)
 
@@ -202,30 +201,30 @@ class BatchStore:
 
     def commit(self) -> None:
         """Make the batches stored since the last commit durable and release their uploads:
-        flush and fsync every day file they appended to, journal them applied, archive."""
+        flush and fsync every day file they appended to, journal them applied, archive.
+        An OSError or HDF5 error is the caller's to undo and retry, as for a batch."""
         group = self.group
         if group is None:
             return
-        try:
-            for path in sorted(group.day_files):
-                if path in self.files:
-                    self.files.get(path).flush(self.settings.fsync)
-                elif self.settings.fsync:
-                    fsync_file(path)  # closed since (HDF5 flushed it then): its pages still count
-            faults.point("flushed")
-            transaction = attrs.evolve(group.transaction, state=APPLIED)
-            if transaction.uploads:  # else nothing was journaled: nothing of it is stored
-                self.journal.write(transaction)
-            drop_copies(transaction.copies, self.settings.fsync)
-            for day_file in group.reserved:
-                # The room the batch did not use, given back (every file flushed above). If the
-                # writer dies before, the next batch that adds a node to the file gives it back.
-                release(day_file)
-        except (OSError, tables.HDF5ExtError) as exc:
-            raise StorageError(describe(exc)) from exc
-        self.tally.stored.update(group.stored)
+        for path in sorted(group.day_files):
+            if path in self.files:
+                self.files.get(path).flush(self.settings.fsync)
+            elif self.settings.fsync:
+                fsync_file(path)  # closed since (HDF5 flushed it then): its pages still count
+        faults.point("flushed")
+        transaction = attrs.evolve(group.transaction, state=APPLIED)
+        if transaction.uploads:  # else nothing was journaled: nothing of it is stored
+            self.journal.write(transaction)
+        drop_copies(transaction.copies, self.settings.fsync)
+        for day_file in group.reserved:
+            # The room the batch did not use, given back (every file flushed above). If the
+            # writer dies before, the next batch that adds a node to the file gives it back.
+            release(day_file)
+        # counted once committed: an undone attempt stored nothing
+        stored = sum((item.counts for item in group.uploads), Counter())
+        self.tally.stored.update(stored)
         log.info("committed: %d uploads of %d batches, %d events", len(group.uploads), group.batches,
-                 sum(group.stored.values()))
+                 stored.total())
         faults.point("applied")
         self.group = None
         self._release(group.uploads)
@@ -427,16 +426,19 @@ class BatchStore:
                 reached.setdefault(path, {})[node_path] = (sizes[path].get(node_path) or 0) + count
         return reached
 
-    def _join(self, uploads: list[PreparedUpload], sizes: dict, reached: dict,
-              copies: dict[str, str]) -> Group:
-        """The open group with this batch added: for a node it touches first, the size it has
-        now, which is what the last commit made durable."""
-        names = tuple(item.name for item in uploads)
+    def _open_group(self, uploads: list[PreparedUpload]) -> Group:
+        """The group this batch joins (a new one after a commit), with its uploads added."""
         if self.group is None:
-            self.group = Group(Transaction(names, sizes, APPLYING, copies, reached),
-                               [StoredUpload.of(item) for item in uploads], time.monotonic())
-            return self.group
-        before = self.group.transaction
+            self.group = Group(Transaction((), {}, APPLYING), [], time.monotonic())
+        self.group.uploads.extend(StoredUpload.of(item) for item in uploads)
+        self.group.batches += 1
+        return self.group
+
+    @staticmethod
+    def _joined(before: Transaction, uploads: list[PreparedUpload], sizes: dict, reached: dict,
+                copies: dict[str, str]) -> Transaction:
+        """``before`` with this batch added: for a node it touches first, the size it has now,
+        which is what the last commit made durable."""
         joined_sizes = {path: dict(nodes) for path, nodes in before.sizes.items()}
         for path, nodes in sizes.items():
             for node, size in nodes.items():
@@ -444,27 +446,21 @@ class BatchStore:
         joined_reached = {path: dict(nodes) for path, nodes in before.reached.items()}
         for path, nodes in reached.items():
             joined_reached.setdefault(path, {}).update(nodes)  # a batch only grows a node
-        self.group.transaction = Transaction(before.uploads + names, joined_sizes, APPLYING,
-                                             {**before.copies, **copies}, joined_reached)
-        self.group.uploads.extend(StoredUpload.of(item) for item in uploads)
-        return self.group
+        return Transaction(before.uploads + tuple(item.name for item in uploads), joined_sizes, APPLYING,
+                           {**before.copies, **copies}, joined_reached)
 
     def _apply(self, uploads: list[PreparedUpload], built: dict, sizes: dict) -> None:
+        group = self._open_group(uploads)
         if not built:
             # Nothing to append; released with the group (journaled or not, nothing of them
             # is stored, so a restart that stores them again stores nothing twice).
-            if self.group is None:
-                self.group = Group(Transaction((), {}, APPLYING), [], time.monotonic())
-            self.group.uploads.extend(StoredUpload.of(item) for item in uploads)
-            self.group.batches += 1
             return
         # Before the journal: room set aside changes no byte of a day file, and a full
         # disk here leaves nothing to undo.
         copies, reserved = self._reserve(built, sizes)
-        reached = self._reached(built, sizes)
-        group = self._join(uploads, sizes, reached, copies)
+        group.transaction = self._joined(group.transaction, uploads, sizes, self._reached(built, sizes),
+                                         copies)
         group.reserved.extend(reserved)
-        group.batches += 1
         # Journaled before the copies are made, so that none is ever left unaccounted for:
         # undoing puts back a copy that is whole (made under a temporary name) and cuts back
         # a file whose copy was not made yet, to which nothing was appended either.
@@ -483,8 +479,6 @@ class BatchStore:
             faults.point("blobs-appended")
             for event_type, records in arrays.items():
                 day_file.append_rows(cluster, station_id, event_type, records)
-                # counted once committed: an undone attempt stored nothing
-                group.stored[event_type.upload_code] += len(records)
                 faults.point("table-appended")
         if self.check_written:
             self._read_back(built, sizes)
