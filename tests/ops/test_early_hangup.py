@@ -3,6 +3,7 @@ taken note of, not obeyed: the writer, the receiver and the config-server each c
 the package's first line, well before they are ready, and act on it once they are; the
 writer's preparing child ignores a SIGHUP sent to the writer's process group."""
 
+import collections
 import datetime
 import os
 import re
@@ -16,11 +17,13 @@ import pytest
 import tables
 
 from hisparc_datastore.codec.decoding import Upload
-from hisparc_datastore.testing.helpers import event, queue_uploads, wait_for
+from hisparc_datastore.testing.helpers import event, wait_for
 from hisparc_datastore.testing.serveprocess import free_port
+from hisparc_datastore.util.durable import write_atomically
 
 DATASTORE = Path(sys.executable).with_name("datastore")
 ATTEMPTS = 5
+FAILED = "the process preparing the next batch failed"
 READY = {"writer": "writer started", "serve": "receiving uploads on",
          "config-server": "config server on"}
 
@@ -36,13 +39,17 @@ def write_config(tmp_path, extra=""):
     return config
 
 
-def catches_sighup(pid: int) -> bool:
+def _signal_mask(pid: int, field: str) -> int | None:
     try:
         text = Path(f"/proc/{pid}/status").read_text()
     except OSError:
-        return False
-    caught = next(line for line in text.splitlines() if line.startswith("SigCgt:"))
-    return bool(int(caught.split()[1], 16) & (1 << (signal.SIGHUP - 1)))
+        return None
+    line = next((line for line in text.splitlines() if line.startswith(field + ":")), None)
+    return int(line.split()[1], 16) if line else None
+
+
+def catches_sighup(pid: int) -> bool:
+    return bool((_signal_mask(pid, "SigCgt") or 0) & (1 << (signal.SIGHUP - 1)))
 
 
 def start(command, config, **popen):
@@ -87,38 +94,115 @@ def test_a_sighup_before_the_service_is_ready_is_acted_on_once_it_is(tmp_path, c
         assert process.wait(timeout=60) == 0, process.stderr.read()
 
 
+def preparing_child(writer_pid: int) -> int | None:
+    """The pid of the writer's preparing child, while it runs (the resource tracker, its
+    other spawned child, is not it; a dead child awaiting its join has no command line)."""
+    for task in Path(f"/proc/{writer_pid}/task").glob("*"):
+        try:
+            children = (task / "children").read_text().split()
+        except OSError:
+            continue
+        for pid in children:
+            if running_child(int(pid)):
+                return int(pid)
+    return None
+
+
+def running_child(pid: int) -> bool:
+    try:
+        command = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+    return b"multiprocessing.spawn" in command and b"resource_tracker" not in command
+
+
+def set_up(pid: int) -> bool:
+    """Whether the child has unblocked SIGHUP: it starts with it blocked, and a hangup sent
+    before then waits and meets whatever it chose for SIGHUP."""
+    blocked = _signal_mask(pid, "SigBlk")
+    return blocked is not None and not blocked & (1 << (signal.SIGHUP - 1))
+
+
 def test_the_writers_preparing_child_ignores_a_sighup_to_the_group(tmp_path):
     """logrotate may signal the whole group: the child died of it and the writer logged a
     failure and prepared the batches itself."""
     config = write_config(tmp_path, "prepare_process=true\nbatch_uploads=5\n")
     moment = datetime.datetime(2017, 2, 26, 7, 26, 4)
-    # Uploads of 50 events: a batch of single events took the writer 4 ms, so on a loaded
-    # machine it stored all of them before the child had started, and nothing showed that
-    # the child was ever there to be signalled.
-    uploads = [Upload(501, "amsterdam", [event("CIC", moment, {"PH1": n}, nanoseconds=n)
-                                         for n in range(k, k + 50)])
-               for k in range(0, 20000, 50)]
-    queue_uploads(tmp_path / "data", uploads)
+    data = tmp_path / "data"
+    incoming = data / "incoming"
+    # Twenty uploads of 50 events, queued again and again: without traces or fsync the writer
+    # stores a batch in milliseconds, and it ends the child whenever the queue is empty. A
+    # queue filled once was drained before the child had started (seen in CI), and one
+    # encoded as it is fed could not keep up.
+    uploads = [Upload(501, "amsterdam", [event("CIC", moment, {"PH1": n % 1000}, nanoseconds=n)
+                                         for n in range(k, k + 50)]) for k in range(0, 1000, 50)]
+    encoded = [upload.to_queue_bytes() for upload in uploads]
+    copies = collections.Counter()
+
+    def feed(count: int) -> None:
+        for i in range(count):
+            index = i % len(encoded)
+            write_atomically(incoming / f"{time.time_ns()}-501-{i}", encoded[index], fsync=False)
+            copies[index] += 1
+
+    def drains() -> int:
+        """Times the queue ran dry, the last one counted once the writer has gone on."""
+        batches = re.findall(r"; (\d+) left in incoming/", log.read_text())
+        # After a batch that left it dry, the writer may still be ending its child.
+        return batches.count("0") - (batches[-1:] == ["0"])
+
     log = tmp_path / "log" / "datastore.log"
+    incoming.mkdir(parents=True)
+    feed(20)
     process = start("writer", config, start_new_session=True)
     try:
         assert wait_for(lambda: log.exists() and READY["writer"] in log.read_text(), 120)
-
-        def drained_under_hangups():
+        # Hang up the group from the moment the child appears, until it has had five hangups
+        # after unblocking SIGHUP and is still there to prepare the uploads queued after them.
+        signalled: set[int] = set()
+        hits = drained = 0
+        deadline = time.monotonic() + 120
+        while process.poll() is None and time.monotonic() < deadline:
+            if sum(1 for _ in incoming.iterdir()) < 300:
+                feed(300)
+            child = preparing_child(process.pid)
+            ready = child is not None and set_up(child)
             os.killpg(process.pid, signal.SIGHUP)
-            return (process.poll() is not None
-                    or not any((tmp_path / "data" / "incoming").iterdir()))
-        assert wait_for(drained_under_hangups, 300, interval=0.02)
+            if ready:
+                if not signalled:
+                    drained = drains()
+                signalled.add(child)
+                hits += 1
+            if hits >= 5:
+                if all(running_child(pid) for pid in signalled):
+                    break
+                # Gone: killed by a hangup, or ended by the writer because the queue ran dry
+                # all the same. Only the second leaves its mark; then try again with the next.
+                assert drains() > drained, "the preparing child died of a SIGHUP"
+                signalled.clear()
+                hits = 0
+            assert FAILED not in log.read_text(), log.read_text()
+            time.sleep(0.01)
+        assert hits >= 5, process.poll()
+        feed(20)
+        total = 50 * sum(copies.values())
+        assert wait_for(lambda: committed_events(log) == total, 300)
         assert process.poll() is None, process.stderr.read()
     finally:
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=60) == 0, process.stderr.read()
     text = log.read_text()
-    ahead = re.search(r"(\d+) batches prepared ahead in a second process", text)
-    assert ahead and int(ahead.group(1)) > 0, text
-    assert "the process preparing the next batch failed" not in text, text
-    day = next((tmp_path / "data").rglob("2017_2_26.h5"))
+    assert "SIGHUP: log reopened" in text, text
+    assert FAILED not in text, text
+    day = next(data.rglob("2017_2_26.h5"))
     with tables.open_file(day) as h5:
-        values = sorted(int(row["pulseheights"][0]) for row in
-                        h5.get_node("/hisparc/cluster_amsterdam/station_501/events").iterrows())
-    assert values == list(range(20000))
+        rows = h5.get_node("/hisparc/cluster_amsterdam/station_501/events").read()
+    found = zip(rows["nanoseconds"].tolist(), rows["pulseheights"][:, 0].tolist(), strict=True)
+    assert sorted(found) == sorted((n, n % 1000) for index, count in copies.items()
+                                   for n in range(50 * index, 50 * index + 50)
+                                   for _ in range(count))
+
+
+def committed_events(log: Path) -> int:
+    return sum(int(events) for events in
+               re.findall(r"committed: \d+ uploads of \d+ batches, (\d+) events", log.read_text()))
