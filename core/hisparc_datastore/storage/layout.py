@@ -15,7 +15,7 @@ import tables
 
 from hisparc_datastore.plugin.eventtype import EventType
 from hisparc_datastore.storage import hdf5calls, undo, vlblobs
-from hisparc_datastore.util.durable import fsync_dir, fsync_file
+from hisparc_datastore.util.durable import fsync_appended, fsync_dir, fsync_file
 
 BLOBS = "blobs"
 #: The nodes the core keeps in every station group: no plugin may name its table so, or its
@@ -333,7 +333,7 @@ class DayFile:
         else:
             self.h5.flush()
         if fsync:
-            fsync_file(self.path)
+            fsync_appended(self.path)
 
     def _close_tables(self) -> None:
         while self._tables:

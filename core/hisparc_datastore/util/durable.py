@@ -19,6 +19,25 @@ def fsync_file(path: str | os.PathLike) -> None:
     _fsync(path, os.O_RDONLY)
 
 
+def fsync_appended(path: str | os.PathLike) -> None:
+    """Like :func:`fsync_file`, for a file that is appended to again after it (a day file
+    between commits): its pages are then dropped from the page cache.
+
+    Linux caches a file in large folios (ext4 since 6.16) and counts a folio whole as
+    written each time it is dirtied again. The next commit's appends at the end of every
+    table dirtied the folio they share with what this fsync wrote, and counted all of it
+    again: 13 % more bytes written in the day benchmark (kernel 6.18). Dropped, the next
+    append reads back the page it continues and counts only the pages it writes.
+    """
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+        if hasattr(os, "posix_fadvise"):  # not on macOS; nothing there to drop it for
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(fd)
+
+
 def _fsync(path: str | os.PathLike, flags: int) -> None:
     fd = os.open(path, flags)
     try:

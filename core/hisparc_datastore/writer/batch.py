@@ -31,7 +31,7 @@ from hisparc_datastore.storage.layout import (
 from hisparc_datastore.storage.reserve import PER_FILE, PER_NODE, release, reserve, room_for
 from hisparc_datastore.storage.verify import unreadable_rows
 from hisparc_datastore.util import faults
-from hisparc_datastore.util.durable import fsync_file
+from hisparc_datastore.util.durable import fsync_appended
 from hisparc_datastore.writer.context import StoreContext
 from hisparc_datastore.writer.journal import APPLIED, APPLYING, NEW, Transaction
 from hisparc_datastore.writer.prepare import MAX_REASON_LINES as MAX_REASON_LINES  # the tests read it here
@@ -210,7 +210,7 @@ class BatchStore:
             if path in self.files:
                 self.files.get(path).flush(self.settings.fsync)
             elif self.settings.fsync:
-                fsync_file(path)  # closed since (HDF5 flushed it then): its pages still count
+                fsync_appended(path)  # closed since (HDF5 flushed it then): its pages still count
         faults.point("flushed")
         transaction = attrs.evolve(group.transaction, state=APPLIED)
         if transaction.uploads:  # else nothing was journaled: nothing of it is stored
