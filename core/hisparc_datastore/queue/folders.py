@@ -133,6 +133,21 @@ class Queue(QuarantineMixin, RequeueMixin, ArchiveMixin):
             fsync_dir(self.incoming)
         return claimed
 
+    def waiting(self) -> int:
+        """About how many uploads wait in ``incoming/``: those of the last listing not
+        claimed since (arrivals since then are missed, for at most RELIST_S); when that
+        listing is used up, ``incoming/`` is counted again, so 0 means none waits.
+
+        Counting ``incoming/`` after every batch cost a look at every waiting file per
+        batch: the square of a backlog's length."""
+        if self._pending:
+            return len(self._pending)
+        try:
+            with os.scandir(self.incoming) as entries:
+                return sum(1 for entry in entries if not entry.name.startswith("."))
+        except OSError:
+            return 0
+
     def unclaim(self, names: list[str]) -> None:
         """Put claimed uploads nothing was stored of back into ``incoming/``, keeping their
         receipt time; the next claim lists ``incoming/`` again."""

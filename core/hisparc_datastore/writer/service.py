@@ -12,7 +12,6 @@ from __future__ import annotations
 import collections
 import contextlib
 import logging
-import os
 import signal
 import threading
 import time
@@ -87,7 +86,7 @@ class Writer:
             previous = self._install_signal_handlers()
             log.info("writer started: hisparc-datastore %s; plugins %s; data_dir %s; %d waiting in "
                      "incoming/", __version__, ", ".join(sorted(set(self.registry.owners.values())))
-                     or "none", self.settings.data_dir, _count(self.queue.incoming))
+                     or "none", self.settings.data_dir, self.queue.waiting())
             try:
                 self._drain(self.queue.claimed(), recover=True)
                 while not self._stop.is_set():
@@ -293,7 +292,7 @@ class Writer:
         started = time.monotonic()
         uploads, events = self.batches.store(batch, prepared)
         log.info("batch stored: %d uploads, %d events in %.2f s; %d left in incoming/",
-                 uploads, events, time.monotonic() - started, _count(self.queue.incoming))
+                 uploads, events, time.monotonic() - started, self.queue.waiting())
 
     def _isolate(self, batch: list[str], error: str) -> None:
         """A batch failed in a way no storage error explains: something in an upload that no
@@ -332,11 +331,3 @@ class Writer:
                         "they stay claimed in %s and the next run stores them", len(names),
                         self.queue.partial)
 
-
-def _count(folder: Path) -> int:
-    """Queue files in ``folder`` (a dot file is one being written)."""
-    try:
-        with os.scandir(folder) as entries:
-            return sum(1 for entry in entries if not entry.name.startswith("."))
-    except OSError:
-        return 0
