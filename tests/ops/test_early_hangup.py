@@ -73,8 +73,14 @@ def start(command, config, **popen):
     args = [str(DATASTORE), command, str(config), "--quiet"]
     if command in ("serve", "config-server"):
         args += ["--bind", f"127.0.0.1:{free_port()}"]
+    # Started as systemd starts it, SIGHUP at its default: under nohup (ignored, and so
+    # inherited) a service leaves it ignored until it is ready.
     return subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True, **popen)
+                            stderr=subprocess.PIPE, text=True, preexec_fn=default_sighup, **popen)
+
+
+def default_sighup() -> None:
+    signal.signal(signal.SIGHUP, signal.SIG_DFL)
 
 
 @pytest.mark.parametrize("command", ["writer", "serve", "config-server"])
