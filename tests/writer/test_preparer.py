@@ -372,8 +372,14 @@ def test_a_stopped_child_is_killed_and_replaced_after_a_time_out(tmp_path, monke
 
 def test_uploads_are_stored_while_the_child_is_stopped(tmp_path, monkeypatch, caplog):
     monkeypatch.setattr(preparer_module, "ANSWER_TIMEOUT_S", 2.0)
-    queue_uploads(tmp_path, [across_midnight(501 + n % 5, 30) for n in range(60)])
-    writer = Writer(settings_for(tmp_path, minimum_year=2016, batch_uploads=20, sleep=0.05),
+    # Uploads of 1,801 events, four batches a wave (the first the writer prepares itself):
+    # the child takes ~50 ms over each upload, a window the test hits under load. With 361
+    # events it missed ten waves of 60 in a make test beside other work, once commit_s had
+    # made the writer's batches quicker.
+    minutes = 150
+    wave = 20
+    queue_uploads(tmp_path, [across_midnight(501 + n % 5, minutes) for n in range(wave)])
+    writer = Writer(settings_for(tmp_path, minimum_year=2016, batch_uploads=5, sleep=0.05),
                     load_registry())
     service = threading.Thread(target=writer.run)
     stopped = []
@@ -393,7 +399,7 @@ def test_uploads_are_stored_while_the_child_is_stopped(tmp_path, monkeypatch, ca
         stopped.append(child)
         return True
 
-    queued = 60
+    queued = wave
     with caplog.at_level(logging.WARNING):
         service.start()
         try:
@@ -404,8 +410,8 @@ def test_uploads_are_stored_while_the_child_is_stopped(tmp_path, monkeypatch, ca
                 if stopped:
                     break
                 assert queued < 600, "never caught mid-batch"
-                queue_uploads(tmp_path, [across_midnight(501 + n % 5, 30) for n in range(60)])
-                queued += 60
+                queue_uploads(tmp_path, [across_midnight(501 + n % 5, minutes) for n in range(wave)])
+                queued += wave
             # bounded: the time-out, then the writer prepares the batch itself
             assert wait_for(lambda: writer.tally.uploads == queued, timeout=120), writer.tally
         finally:
@@ -420,7 +426,7 @@ def test_uploads_are_stored_while_the_child_is_stopped(tmp_path, monkeypatch, ca
     with tables.open_file(day_file_path(tmp_path, MIDNIGHT.date())) as h5:
         for station_id in range(501, 506):
             singles = h5.get_node(f"/hisparc/cluster_utrecht/station_{station_id}/singles")
-            assert singles.nrows == queued // 5 * 90  # each upload once, 90 singles after midnight
+            assert singles.nrows == queued // 5 * minutes * 3  # each upload once: the singles after midnight
 
 
 def test_a_child_stopped_while_idle_cannot_block_the_writer_on_a_full_pipe(tmp_path, caplog):
