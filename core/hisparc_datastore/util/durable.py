@@ -29,19 +29,15 @@ def fsync_appended(path: str | os.PathLike) -> None:
     again: 13 % more bytes written in the day benchmark (kernel 6.18). Dropped, the next
     append reads back the page it continues and counts only the pages it writes.
     """
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-        if hasattr(os, "posix_fadvise"):  # not on macOS; nothing there to drop it for
-            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-    finally:
-        os.close(fd)
+    _fsync(path, os.O_RDONLY, drop_pages=True)
 
 
-def _fsync(path: str | os.PathLike, flags: int) -> None:
+def _fsync(path: str | os.PathLike, flags: int, drop_pages: bool = False) -> None:
     fd = os.open(path, flags)
     try:
         os.fsync(fd)
+        if drop_pages and hasattr(os, "posix_fadvise"):  # not on macOS; nothing to drop there
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
     finally:
         os.close(fd)
 
